@@ -1,0 +1,44 @@
+"""Counterfactual answers: reply to an in-scope question with the governing edits in hand.
+
+v0 uses the base model itself. A 135M model mostly ignores facts given only in the system
+prompt (1 of 4 in a probe), so the reply is also *started* with the edit's statement and the
+model continues from there: the corrected fact is always said, in the chat's own turn, and the
+model may add to it. A trained counterfactual model replaces this in a later issue.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from assistant.llm import ChatLLM, Generation
+from config import RouterConfig
+from store.db import Edit
+
+
+def answer_prefill(edit: Edit) -> str:
+    """How the reply starts: the edit as a sentence, or just the answer for question prompts."""
+    if edit.prompt.rstrip().endswith("?"):
+        return f"{edit.target_new}."
+    return edit.statement
+
+
+class CounterfactualModel:
+    """Answers with edits in hand; several edits about one subject are all given as facts."""
+
+    def __init__(self, llm: ChatLLM, config: RouterConfig) -> None:
+        self.llm = llm
+        self.system_template = config.counterfactual_system_prompt
+
+    def messages(self, history: list[dict[str, str]], question: str,
+                 edits: list[Edit]) -> list[dict[str, str]]:
+        facts = " ".join(e.statement for e in edits)
+        system = {"role": "system", "content": self.system_template.format(facts=facts)}
+        turns = [m for m in history if m["role"] != "system"]
+        return [system, *turns, {"role": "user", "content": question}]
+
+    def stream(self, history: list[dict[str, str]], question: str, edits: list[Edit],
+               max_new_tokens: int | None = None,
+               stats: Generation | None = None) -> Iterator[str]:
+        """Reply text so far; the first governing edit starts the reply."""
+        return self.llm.stream_chat(self.messages(history, question, edits),
+                                    prefill=answer_prefill(edits[0]),
+                                    max_new_tokens=max_new_tokens, stats=stats)

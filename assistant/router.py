@@ -1,0 +1,257 @@
+"""The assistant: route each message to a correction, the edit memory, or the base model.
+
+    message ──► correction? ──yes──► store edit (superseding its twin) ──► confirmation
+                   │ no
+                   ▼
+    embed ──► FAISS top-k ──► scope decision ──in scope──► counterfactual answer (edits in hand)
+                                   │ none in scope
+                                   ▼
+                              base model answer
+
+Every reply carries a Trace (route, edit ids, scores, timings) that the UI shows under the
+answer and the store logs with the turn.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from assistant.corrections import Clarification, Correction, correction_from_form, parse_correction
+from assistant.counterfactual import CounterfactualModel
+from assistant.embedder import Embedder
+from assistant.llm import ChatLLM, Generation
+from assistant.memory import EditMemory
+from assistant.scope import ScopeDecision, ThresholdScope, subject_overlap
+from config import RouterConfig
+from errors import EditNotFoundError, InvalidEditError
+from store.db import Edit, Store
+
+EMPTY_HINT = ("Type a question, or correct my last answer in plain words "
+              "(for example: \"No, it's Rome\" or \"Actually, the Louvre is in Madrid\").")
+
+
+@dataclass
+class Trace:
+    """Why a reply is what it is; logged with the turn and shown under the answer."""
+
+    route: str  # base | memory | correction | clarify | hint
+    edit_ids: list[int] = field(default_factory=list)
+    score: float | None = None
+    candidates: list[dict] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    new_tokens: int = 0
+    tokens_per_second: float = 0.0
+    notice: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def badge(self) -> str:
+        """One line for the UI."""
+        parts = [f"route: **{self.route}**"]
+        if self.edit_ids:
+            parts.append(f"edits: {', '.join('#' + str(i) for i in self.edit_ids)}")
+        if self.score is not None:
+            parts.append(f"score: {self.score:.2f}")
+        if "route" in self.timings_ms:
+            parts.append(f"routing: {self.timings_ms['route']:.1f} ms")
+        if self.new_tokens:
+            parts.append(f"{self.new_tokens} tokens at {self.tokens_per_second:.1f}/s")
+        if self.notice:
+            parts.append(self.notice)
+        return " · ".join(parts)
+
+
+@dataclass
+class ReplyChunk:
+    text: str
+    trace: Trace | None = None  # set on the final chunk
+
+
+def message_text(content: object) -> str:
+    """Plain text of a chat message's content (Gradio may send a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text") or content.get("content") or "")
+    if isinstance(content, (list, tuple)):
+        return " ".join(message_text(part) for part in content)
+    return "" if content is None else str(content)
+
+
+def plain_history(history: list[dict]) -> list[dict[str, str]]:
+    return [{"role": m["role"], "content": message_text(m.get("content"))}
+            for m in history or [] if m.get("role") in ("user", "assistant")]
+
+
+class Assistant:
+    """Chat, corrections and routing over one base model and one edit store."""
+
+    def __init__(self, llm: ChatLLM, embedder: Embedder, store: Store, memory: EditMemory,
+                 config: RouterConfig) -> None:
+        self.llm = llm
+        self.embedder = embedder
+        self.store = store
+        self.memory = memory
+        self.config = config
+        self.scope = ThresholdScope(config)
+        self.counterfactual = CounterfactualModel(llm, config)
+
+    # -- routing --------------------------------------------------------------------------
+    def route(self, question: str) -> tuple[list[ScopeDecision], dict[str, float]]:
+        """Scope decisions for the nearest active edits, with per-stage timings in ms."""
+        t0 = time.perf_counter()
+        vec = self.embedder.embed_one(question)
+        t1 = time.perf_counter()
+        hits = self.memory.search(vec, self.config.top_k)
+        t2 = time.perf_counter()
+        candidates = []
+        for hit in hits:
+            edit = self._active_edit(hit.edit_id)
+            if edit is not None:
+                candidates.append((edit, hit.score))
+        decisions = self.scope.decide(question, candidates)
+        t3 = time.perf_counter()
+        timings = {"embed": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3,
+                   "scope": (t3 - t2) * 1e3, "route": (t3 - t0) * 1e3}
+        return decisions, timings
+
+    def _active_edit(self, edit_id: int) -> Edit | None:
+        try:
+            edit = self.store.get_edit(edit_id)
+        except EditNotFoundError:  # the index knows an id the store lost: a stale cache
+            return None
+        return edit if edit.status == "active" else None
+
+    # -- chat -----------------------------------------------------------------------------
+    def reply(self, history: list[dict], message: str, session: str = "local",
+              max_new_tokens: int | None = None) -> Iterator[ReplyChunk]:
+        """Stream the reply to one user message; the last chunk carries the trace."""
+        message = message_text(message).strip()
+        if not message:
+            yield ReplyChunk(EMPTY_HINT, Trace(route="hint"))
+            return
+        turns = plain_history(history)
+        last_question = next((m["content"] for m in reversed(turns) if m["role"] == "user"), None)
+        last_answer = next((m["content"] for m in reversed(turns)
+                            if m["role"] == "assistant"), None)
+        parsed = parse_correction(message, last_question, last_answer)
+        if parsed is not None:
+            text, trace = self._handle_correction(parsed, source="chat")
+            self._log(session, message, text, trace)
+            yield ReplyChunk(text, trace)
+            return
+        yield from self._answer(turns, message, session, max_new_tokens)
+
+    def _answer(self, turns: list[dict[str, str]], question: str, session: str,
+                max_new_tokens: int | None) -> Iterator[ReplyChunk]:
+        decisions, timings = self.route(question)
+        governing = [d for d in decisions if d.in_scope]
+        stats = Generation()
+        if governing:
+            edits = self._compose(governing)
+            trace = Trace(route="memory", edit_ids=[e.id for e in edits],
+                          score=governing[0].similarity)
+            stream = self.counterfactual.stream(turns, question, edits, max_new_tokens, stats)
+        else:
+            trace = Trace(route="base")
+            messages = [*turns, {"role": "user", "content": question}]
+            stream = self.llm.stream_chat(messages, max_new_tokens=max_new_tokens, stats=stats)
+        trace.candidates = [{"edit_id": d.edit.id, "similarity": round(d.similarity, 3),
+                             "subject_overlap": round(d.overlap, 2), "in_scope": d.in_scope}
+                            for d in decisions[:3]]
+        text = ""
+        started = time.perf_counter()
+        for text in stream:
+            yield ReplyChunk(text)
+        timings["generate"] = (time.perf_counter() - started) * 1e3
+        trace.timings_ms = {k: round(v, 2) for k, v in timings.items()}
+        trace.new_tokens = stats.new_tokens
+        trace.tokens_per_second = round(stats.tokens_per_second, 2)
+        if stats.truncated:
+            trace.notice = ("your message or the conversation was too long for the model's "
+                            f"context ({self.llm.config.context_tokens} tokens): the oldest "
+                            "part was dropped or the message was cut")
+            text = f"_(Note: {trace.notice}.)_\n\n{text}"
+        if trace.route == "memory":
+            self.store.record_hits(trace.edit_ids)
+        self._log(session, question, text, trace)
+        yield ReplyChunk(text, trace)
+
+    def _compose(self, governing: list[ScopeDecision]) -> list[Edit]:
+        """The best in-scope edit plus the other in-scope edits sharing its subject."""
+        first = governing[0].edit
+        rest = [d.edit for d in governing[1:]
+                if subject_overlap(first.subject, d.edit.subject) >= 1.0]
+        return [first, *rest]
+
+    def _log(self, session: str, question: str, answer: str, trace: Trace) -> None:
+        self.store.log_turn(session, "user", question)
+        self.store.log_turn(session, "assistant", answer, trace.as_dict())
+
+    # -- corrections ----------------------------------------------------------------------
+    def correct_from_form(self, subject: str, question: str, answer: str,
+                          session: str = "local") -> tuple[str, Trace]:
+        """The correction form: validate, store, confirm (or explain what is wrong)."""
+        parsed = correction_from_form(subject, question, answer)
+        text, trace = self._handle_correction(parsed, source="form")
+        self._log(session, f"[correction form] {subject} | {question} | {answer}", text, trace)
+        return text, trace
+
+    def _handle_correction(self, parsed: Correction | Clarification,
+                           source: str) -> tuple[str, Trace]:
+        if isinstance(parsed, Clarification):
+            return parsed.question, Trace(route="clarify")
+        try:
+            edit, replaced = self.add_edit(parsed, source)
+        except InvalidEditError as exc:
+            return (f"I could not store that correction: {exc}. Please rephrase it as "
+                    "'<subject> is <answer>'."), Trace(route="clarify")
+        text = f"Got it — I'll remember: **{edit.statement}** (edit #{edit.id})"
+        if replaced:
+            text += f". This replaces edit {', '.join('#' + str(e.id) for e in replaced)}"
+            text += f" ({replaced[0].target_new})"
+        return text + ".", Trace(route="correction", edit_ids=[edit.id])
+
+    def add_edit(self, correction: Correction, source: str) -> tuple[Edit, list[Edit]]:
+        """Store a correction, superseding active edits on the same subject and question."""
+        twins = self._same_fact(correction)
+        edit = self.store.add_edit(
+            correction.subject, correction.prompt, correction.target_new,
+            target_old=correction.target_old, source=source,
+            supersedes=[t.id for t in twins],
+        )
+        self.memory.sync(added=[edit], removed=[t.id for t in twins])
+        return edit, twins
+
+    def _same_fact(self, correction: Correction) -> list[Edit]:
+        subject = correction.subject.strip().lower()
+        same_subject = [e for e in self.store.active_edits()
+                        if e.subject.strip().lower() == subject]
+        if not same_subject:
+            return []
+        vecs = self.embedder.embed([correction.prompt, *(e.prompt for e in same_subject)])
+        sims = vecs[1:] @ vecs[0]
+        return [e for e, s in zip(same_subject, sims)
+                if e.prompt.strip().lower() == correction.prompt.strip().lower()
+                or s >= self.config.supersede_threshold]
+
+    # -- admin ----------------------------------------------------------------------------
+    def set_status(self, edit_id: int, status: str, actor: str = "admin") -> Edit:
+        """Reject or reactivate an edit and keep the index in step.
+
+        Reactivating supersedes whichever active edit now holds the same fact, as a new
+        correction would, so one fact never has two active answers.
+        """
+        if status != "active":
+            edit = self.store.set_status(edit_id, status, actor=actor)
+            self.memory.sync(removed=[edit_id])
+            return edit
+        edit = self.store.get_edit(edit_id)
+        twins = [t for t in self._same_fact(Correction(edit.subject, edit.prompt,
+                                                       edit.target_new)) if t.id != edit_id]
+        edit = self.store.set_status(edit_id, "active", actor=actor,
+                                     supersedes=[t.id for t in twins])
+        self.memory.sync(added=[edit], removed=[edit_id, *(t.id for t in twins)])
+        return edit

@@ -1,0 +1,107 @@
+"""Start-up: open the store, load the models, build the Assistant, report progress.
+
+The UI serves its page first and calls `Runtime.start()` in a background thread, so a person
+sees the page (with a loading status) at once; chat handlers wait on `Runtime.wait_ready()`.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from config import AppSettings, router_config
+from errors import AmendError, ModelNotFoundError
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "amend.db"
+INDEX_NAME = "edits.faiss"
+
+
+def check_model_path(path: Path | None) -> None:
+    """Fail fast, before any server starts, on a --model path that cannot be a model."""
+    if path is None:
+        return
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelNotFoundError(f"model path does not exist: {path}")
+    if not (path / "config.json").exists():
+        raise ModelNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
+
+
+def build_assistant(settings: AppSettings, progress: Callable[[str], None] = log.info):
+    """Everything the chat needs, loaded in order of increasing cost."""
+    from assistant.embedder import Embedder
+    from assistant.llm import ChatLLM
+    from assistant.memory import EditMemory
+    from assistant.router import Assistant
+    from store.db import Store
+
+    torch.set_num_threads(settings.threads)
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    progress(f"Opening the store in {data_dir}")
+    store = Store(data_dir / DB_NAME)
+    progress("Loading the embedding model")
+    embedder = Embedder()
+    memory = EditMemory(store, embedder, data_dir / INDEX_NAME)
+    if memory.rebuilt_reason:
+        progress(f"Rebuilt the edit index ({memory.rebuilt_reason})")
+    progress("Loading the base model" if settings.model_path else
+             "Loading the base model (the first start converts it, about 20 s)")
+    llm = ChatLLM.load(settings.model_path, data_dir)
+    if settings.max_new_tokens:
+        from dataclasses import replace
+
+        llm.config = replace(llm.config, max_new_tokens=settings.max_new_tokens)
+    return Assistant(llm, embedder, store, memory, router_config())
+
+
+@dataclass
+class Runtime:
+    """The loaded assistant, or why it is not there yet."""
+
+    settings: AppSettings
+    status: str = "Starting…"
+    error: str | None = None
+    assistant: object | None = None
+    started_at: float = field(default_factory=time.perf_counter)
+    ready_seconds: float | None = None
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    def _progress(self, message: str) -> None:
+        self.status = message
+        log.info(message)
+
+    def start(self) -> None:
+        try:
+            self.assistant = build_assistant(self.settings, self._progress)
+            self.ready_seconds = time.perf_counter() - self.started_at
+            self._progress(f"Ready ({self.ready_seconds:.1f} s)")
+        except AmendError as exc:
+            self.error = str(exc)
+            self._progress(f"Error: {exc}")
+        except Exception as exc:  # keep the page up and say what broke
+            log.exception("start-up failed")
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._progress(f"Error: {self.error}")
+        finally:
+            self._ready.set()
+
+    def start_in_background(self) -> threading.Thread:
+        thread = threading.Thread(target=self.start, name="amend-loader", daemon=True)
+        thread.start()
+        return thread
+
+    def wait_ready(self, timeout: float | None = None):
+        """The Assistant, once loaded; raises AmendError if loading failed or timed out."""
+        if not self._ready.wait(timeout):
+            raise AmendError(f"still loading: {self.status}")
+        if self.assistant is None:
+            raise AmendError(f"the assistant could not start: {self.error}")
+        return self.assistant

@@ -1,0 +1,114 @@
+"""Typed settings and per-model hyperparameter files.
+
+Hyperparameters live in JSON files under configs/ (one per model family) and are loaded into
+frozen dataclasses here, validated field by field, so a typo in a file fails at start-up with a
+message naming the file and the field instead of surfacing later as odd behaviour.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent
+CONFIG_DIR = REPO_ROOT / "configs"
+DATA_DIR_ENV = "AMEND_DATA_DIR"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    """How the base model is prompted and how much it may read and write."""
+
+    system_prompt: str
+    context_tokens: int  # prompt + reply budget; the model may accept more, CPU time says less
+    max_new_tokens: int
+    stop_tokens: tuple[str, ...]  # any of these ends a reply (end-of-turn for chat models)
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Edit-memory retrieval and the v0 scope rule, per embedding model."""
+
+    embedding_model: str
+    top_k: int  # candidates fetched from FAISS before the scope decision
+    scope_threshold: float  # cosine similarity at or above which a candidate may govern a query
+    subject_overlap_min: float  # share of the subject's words that must appear in the query
+    supersede_threshold: float  # prompt similarity at which a same-subject edit replaces another
+    counterfactual_system_prompt: str  # "{facts}" is replaced by the governing edits
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Run-time settings from the command line and environment (not hyperparameters)."""
+
+    data_dir: Path
+    model_path: Path | None = None  # None: the default SmolLM2 GGUF, converted once
+    threads: int = 1  # two torch threads stall on 2-core machines (23 vs 8 tokens/s measured)
+    host: str = "127.0.0.1"
+    port: int = 7860
+    max_new_tokens: int | None = None  # None: the chat config's value
+
+
+def default_data_dir() -> Path:
+    """Per-user data folder, overridable by AMEND_DATA_DIR (the --data-dir flag wins over both)."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "amend"
+
+
+def _check_type(name: str, value: Any, annotation: str, source: str) -> Any:
+    expected = {"str": str, "int": int, "float": (int, float), "tuple[str, ...]": list}
+    want = expected.get(annotation)
+    if want is None:
+        return value
+    if isinstance(value, bool) or not isinstance(value, want):
+        raise ConfigError(f"{source}: field '{name}' should be {annotation}, got {value!r}")
+    if annotation == "tuple[str, ...]":
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{source}: field '{name}' should be a list of strings")
+        return tuple(value)
+    if annotation == "float":
+        return float(value)
+    return value
+
+
+def load_config(cls: type[T], path: Path) -> T:
+    """Load a frozen dataclass from a JSON file, rejecting missing, unknown or mistyped fields."""
+    source = str(path)
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {source}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a JSON object")
+    raw.pop("_comment", None)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(fields))
+    missing = sorted(name for name in fields if name not in raw)
+    if unknown or missing:
+        raise ConfigError(f"{source}: unknown fields {unknown}, missing fields {missing}")
+    values = {name: _check_type(name, raw[name], str(f.type), source) for name, f in fields.items()}
+    return cls(**values)
+
+
+def chat_config_for(family: str) -> ChatConfig:
+    """The chat config for a model family, falling back to the generic one."""
+    path = CONFIG_DIR / "chat" / f"{family}.json"
+    if not path.exists():
+        path = CONFIG_DIR / "chat" / "default.json"
+    return load_config(ChatConfig, path)
+
+
+def router_config(name: str = "all-minilm-l6-v2") -> RouterConfig:
+    return load_config(RouterConfig, CONFIG_DIR / "router" / f"{name}.json")

@@ -1,0 +1,317 @@
+"""The SQLite store: the single source of truth for edits, conversation turns and the audit log.
+
+sqlite-utils gives the schema helpers; every multi-step write runs in `db.atomic()` so a crash
+leaves either the whole change or none of it. Migrations are named and recorded in the
+`_migrations` table so an old data directory is upgraded in place, once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from errors import EditNotFoundError, InvalidEditError
+
+EDIT_STATUSES = ("active", "pending", "promoted", "superseded", "rejected")
+MAX_SUBJECT_CHARS = 200
+MAX_PROMPT_CHARS = 500
+MAX_TARGET_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One stored correction: `prompt` (which names `subject`) should be answered `target_new`."""
+
+    id: int
+    subject: str
+    prompt: str
+    target_new: str
+    target_old: str | None = None
+    paraphrases: tuple[str, ...] = ()
+    status: str = "active"
+    source: str = "chat"
+    created_at: float = 0.0
+    hits: int = 0
+    last_hit_at: float | None = None
+    supersedes: int | None = None
+
+    @property
+    def statement(self) -> str:
+        """The fact as one sentence, used in prompts and confirmations."""
+        if self.prompt.rstrip().endswith("?"):
+            return f"{self.prompt.strip()} Answer: {self.target_new}."
+        return f"{self.prompt.strip()} {self.target_new}."
+
+    def key_texts(self) -> list[str]:
+        """Texts embedded for retrieval: the prompt and any paraphrases."""
+        return [self.prompt, *self.paraphrases]
+
+
+def _edit_from_row(row: dict[str, Any]) -> Edit:
+    return Edit(
+        id=row["id"],
+        subject=row["subject"],
+        prompt=row["prompt"],
+        target_new=row["target_new"],
+        target_old=row["target_old"],
+        paraphrases=tuple(json.loads(row["paraphrases"] or "[]")),
+        status=row["status"],
+        source=row["source"],
+        created_at=row["created_at"],
+        hits=row["hits"],
+        last_hit_at=row["last_hit_at"],
+        supersedes=row["supersedes"],
+    )
+
+
+def _m0001_initial(db: sqlite_utils.Database) -> None:
+    db["edits"].create(
+        {
+            "id": int, "subject": str, "prompt": str, "target_new": str, "target_old": str,
+            "paraphrases": str, "status": str, "source": str, "created_at": float,
+            "hits": int, "last_hit_at": float, "supersedes": int,
+        },
+        pk="id",
+        not_null={"subject", "prompt", "target_new", "status", "source", "created_at", "hits"},
+        defaults={"hits": 0, "paraphrases": "[]"},
+    )
+    db["edits"].create_index(["status"])
+    db["edits"].create_index(["subject"])
+    db["turns"].create(
+        {"id": int, "session": str, "created_at": float, "role": str, "content": str,
+         "route": str, "edit_ids": str, "trace": str},
+        pk="id",
+    )
+    db["turns"].create_index(["session"])
+    db["audit"].create(
+        {"id": int, "created_at": float, "actor": str, "action": str, "edit_id": int,
+         "detail": str},
+        pk="id",
+    )
+    db["weight_edits"].create(
+        {"id": int, "method": str, "edit_ids": str, "layers": str, "delta_path": str,
+         "base_fingerprint": str, "scores": str, "status": str, "created_at": float},
+        pk="id",
+    )
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
+    ("0001_initial", _m0001_initial),
+]
+
+
+@dataclass
+class Store:
+    """Edits, turns and audit entries in one SQLite file (or in memory for tests)."""
+
+    path: Path | str = ":memory:"
+    db: sqlite_utils.Database = field(init=False)
+    _lock: threading.RLock = field(init=False, default_factory=threading.RLock)
+
+    def __post_init__(self) -> None:
+        if str(self.path) != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by Gradio's worker threads; the lock serialises its use.
+        conn = sqlite3.connect(str(self.path), check_same_thread=False)
+        self.db = sqlite_utils.Database(conn)
+        if str(self.path) != ":memory:":
+            self.db.enable_wal()
+        self.db.execute("PRAGMA foreign_keys=on")
+        self.migrate()
+
+    # -- schema -------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        """Apply migrations not yet recorded; returns the names applied now."""
+        with self._lock:
+            table = self.db["_migrations"]
+            if not table.exists():
+                table.create({"name": str, "applied_at": float}, pk="name")
+            done = {row["name"] for row in table.rows}
+            applied = []
+            for name, step in MIGRATIONS:
+                if name in done:
+                    continue
+                with self.db.atomic():
+                    step(self.db)
+                    table.insert({"name": name, "applied_at": time.time()})
+                applied.append(name)
+            return applied
+
+    def applied_migrations(self) -> list[str]:
+        return [row["name"] for row in self.db["_migrations"].rows_where(order_by="name")]
+
+    def integrity_ok(self) -> bool:
+        with self._lock:
+            return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- edits --------------------------------------------------------------------------
+    def add_edit(
+        self,
+        subject: str,
+        prompt: str,
+        target_new: str,
+        *,
+        target_old: str | None = None,
+        paraphrases: Iterable[str] = (),
+        source: str = "chat",
+        supersedes: Iterable[int] = (),
+        actor: str = "user",
+    ) -> Edit:
+        """Validate and store an edit; edits it supersedes are marked in the same transaction."""
+        subject, prompt, target_new = subject.strip(), prompt.strip(), target_new.strip()
+        validate_edit_fields(subject, prompt, target_new)
+        now = time.time()
+        old_ids = list(supersedes)
+        with self._lock, self.db.atomic():
+            for old in old_ids:  # fail before inserting anything
+                self._require(old)
+            edit_id = self.db["edits"].insert(
+                {
+                    "subject": subject, "prompt": prompt, "target_new": target_new,
+                    "target_old": target_old, "paraphrases": json.dumps(list(paraphrases)),
+                    "status": "active", "source": source, "created_at": now, "hits": 0,
+                    "supersedes": old_ids[0] if old_ids else None,
+                }
+            ).last_pk
+            self._audit(actor, "create", edit_id, {"source": source, "target_new": target_new})
+            self._supersede(actor, edit_id, old_ids)
+        return self.get_edit(edit_id)
+
+    def get_edit(self, edit_id: int) -> Edit:
+        with self._lock:
+            return _edit_from_row(self._require(edit_id))
+
+    def _require(self, edit_id: int) -> dict[str, Any]:
+        try:
+            return self.db["edits"].get(edit_id)
+        except sqlite_utils.db.NotFoundError as exc:
+            raise EditNotFoundError(f"no edit with id {edit_id}") from exc
+
+    def list_edits(
+        self, status: str | None = None, search: str | None = None, limit: int = 200,
+        offset: int = 0,
+    ) -> list[Edit]:
+        """Newest first; `search` matches subject, prompt or targets (case-insensitive)."""
+        clauses, params = [], []
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        if search:
+            like = f"%{search.strip()}%"
+            clauses.append("(subject LIKE ? OR prompt LIKE ? OR target_new LIKE ? "
+                           "OR coalesce(target_old, '') LIKE ?)")
+            params += [like] * 4
+        where = " AND ".join(clauses) or None
+        with self._lock:
+            rows = self.db["edits"].rows_where(
+                where, params, order_by="id desc", limit=limit, offset=offset
+            )
+            return [_edit_from_row(r) for r in rows]
+
+    def active_edits(self) -> list[Edit]:
+        with self._lock:
+            rows = self.db["edits"].rows_where("status = 'active'", order_by="id")
+            return [_edit_from_row(r) for r in rows]
+
+    def active_fingerprint(self) -> str:
+        """Changes whenever the set of active edits (or their key texts) changes."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT id, prompt, paraphrases FROM edits WHERE status='active' ORDER BY id"
+            ).fetchall()
+        digest = hashlib.sha256()
+        for row in rows:
+            digest.update(json.dumps(row).encode())
+        return digest.hexdigest()
+
+    def set_status(self, edit_id: int, status: str, *, actor: str = "admin",
+                   note: str = "", supersedes: Iterable[int] = ()) -> Edit:
+        """Change an edit's status; edits it supersedes are marked in the same transaction."""
+        if status not in EDIT_STATUSES:
+            raise InvalidEditError(f"unknown status '{status}'; use one of {EDIT_STATUSES}")
+        with self._lock, self.db.atomic():
+            before = self._require(edit_id)["status"]
+            self.db["edits"].update(edit_id, {"status": status})
+            self._audit(actor, f"status:{before}->{status}", edit_id, {"note": note})
+            self._supersede(actor, edit_id, supersedes)
+        return self.get_edit(edit_id)
+
+    def _supersede(self, actor: str, edit_id: int, old_ids: Iterable[int]) -> None:
+        """Mark edits replaced by `edit_id`; call inside the caller's transaction."""
+        for old in old_ids:
+            self._require(old)
+            self.db["edits"].update(old, {"status": "superseded"})
+            self._audit(actor, "supersede", old, {"by": edit_id})
+
+    def record_hits(self, edit_ids: Iterable[int]) -> None:
+        ids = list(edit_ids)
+        if not ids:
+            return
+        now = time.time()
+        with self._lock, self.db.atomic():
+            for edit_id in ids:
+                self.db.execute(
+                    "UPDATE edits SET hits = hits + 1, last_hit_at = ? WHERE id = ?",
+                    [now, edit_id],
+                )
+
+    def count_edits(self, status: str | None = None) -> int:
+        with self._lock:
+            if status is None:
+                return self.db["edits"].count
+            return self.db.execute(
+                "SELECT count(*) FROM edits WHERE status = ?", [status]
+            ).fetchone()[0]
+
+    # -- turns and audit ----------------------------------------------------------------
+    def log_turn(self, session: str, role: str, content: str,
+                 trace: dict[str, Any] | None = None) -> int:
+        trace = trace or {}
+        with self._lock, self.db.atomic():
+            return self.db["turns"].insert(
+                {"session": session, "created_at": time.time(), "role": role,
+                 "content": content, "route": trace.get("route"),
+                 "edit_ids": json.dumps(trace.get("edit_ids", [])),
+                 "trace": json.dumps(trace)}
+            ).last_pk
+
+    def turns(self, session: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        with self._lock:
+            where, params = ("session = ?", [session]) if session else (None, [])
+            return list(self.db["turns"].rows_where(where, params, order_by="id desc",
+                                                    limit=limit))
+
+    def _audit(self, actor: str, action: str, edit_id: int | None,
+               detail: dict[str, Any]) -> None:
+        self.db["audit"].insert(
+            {"created_at": time.time(), "actor": actor, "action": action, "edit_id": edit_id,
+             "detail": json.dumps(detail)}
+        )
+
+    def audit_log(self, limit: int = 200) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.db["audit"].rows_where(order_by="id desc", limit=limit))
+
+
+def validate_edit_fields(subject: str, prompt: str, target_new: str) -> None:
+    """Reject edits that could not be retrieved or answered sensibly."""
+    for name, value, limit in (("subject", subject, MAX_SUBJECT_CHARS),
+                               ("prompt", prompt, MAX_PROMPT_CHARS),
+                               ("target", target_new, MAX_TARGET_CHARS)):
+        if not value:
+            raise InvalidEditError(f"the {name} is empty")
+        if len(value) > limit:
+            raise InvalidEditError(f"the {name} is longer than {limit} characters")
+    if subject.lower() not in prompt.lower():
+        raise InvalidEditError(f"the prompt '{prompt}' does not mention the subject '{subject}'")

@@ -1,0 +1,193 @@
+"""Amend's Gradio page: a Chat tab and an Admin tab, wired to the services in assistant/.
+
+`python ui.py` starts the local demo on 127.0.0.1. The page is served at once; the models load
+in the background and the status line says how far they got. Handlers only translate between
+widgets and services; errors become gr.Error messages here and nowhere else.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import gradio as gr
+
+from assistant.runtime import Runtime, check_model_path
+from config import AppSettings, default_data_dir
+from errors import AmendError
+
+log = logging.getLogger("amend")
+
+EDIT_COLUMNS = ["id", "status", "subject", "prompt", "target_new", "target_old", "hits",
+                "source", "created"]
+AUDIT_COLUMNS = ["when", "actor", "action", "edit", "detail"]
+STATUS_CHOICES = ["all", "active", "superseded", "rejected", "promoted", "pending"]
+LOAD_TIMEOUT_S = 900
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+def build_ui(runtime: Runtime) -> gr.Blocks:
+    """The whole page; every handler goes through `runtime`."""
+
+    def ready():
+        try:
+            return runtime.wait_ready(LOAD_TIMEOUT_S)
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def status_text() -> str:
+        return f"**Status:** {runtime.status}"
+
+    def chat(message: str, history: list, max_new_tokens: float, request: gr.Request = None):
+        history = list(history or [])
+        assistant = ready()
+        session = getattr(request, "session_hash", None) or "api"
+        if not (message or "").strip():
+            chunk = next(iter(assistant.reply(history, "", session=session)))
+            yield history, "", f"_{chunk.text}_"
+            return
+        prior = list(history)
+        history = prior + [{"role": "user", "content": message},
+                           {"role": "assistant", "content": ""}]
+        badge = ""
+        for chunk in assistant.reply(prior, message, session=session,
+                                     max_new_tokens=int(max_new_tokens or 0) or None):
+            history[-1] = {"role": "assistant", "content": chunk.text}
+            if chunk.trace is not None:
+                badge = chunk.trace.badge()
+            yield history, "", badge
+
+    def correct(subject: str, question: str, answer: str, request: gr.Request = None):
+        assistant = ready()
+        session = getattr(request, "session_hash", None) or "api"
+        text, _ = assistant.correct_from_form(subject or "", question or "", answer or "",
+                                              session=session)
+        return text
+
+    def list_edits(search: str, status: str):
+        assistant = ready()
+        edits = assistant.store.list_edits(status=None if status in (None, "", "all") else status,
+                                           search=(search or "").strip() or None, limit=500)
+        return [[e.id, e.status, e.subject, e.prompt, e.target_new, e.target_old or "", e.hits,
+                 e.source, _when(e.created_at)] for e in edits]
+
+    def audit_rows():
+        assistant = ready()
+        return [[_when(r["created_at"]), r["actor"], r["action"], r["edit_id"], r["detail"]]
+                for r in assistant.store.audit_log(200)]
+
+    def set_status(edit_id: float, status: str, search: str, filter_status: str):
+        assistant = ready()
+        if edit_id is None or int(edit_id) <= 0:
+            raise gr.Error("Enter the id of an edit from the table.")
+        try:
+            edit = assistant.set_status(int(edit_id), status)
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        message = f"Edit #{edit.id} is now **{edit.status}**."
+        return message, list_edits(search, filter_status), audit_rows()
+
+    with gr.Blocks(title="Amend") as demo:
+        gr.Markdown("# Amend — a chat assistant whose facts you can correct")
+        status = gr.Markdown(status_text())
+        timer = gr.Timer(1.0)
+        timer.tick(status_text, None, status, api_name=False, show_progress="hidden")
+        gr.Button("status", visible=False).click(status_text, None, status, api_name="status")
+        with gr.Tab("Chat"):
+            chatbot = gr.Chatbot(label="Chat", height=420)
+            trace = gr.Markdown()
+            with gr.Row():
+                box = gr.Textbox(placeholder="Ask something, or correct me: \"No, it's Rome\"",
+                                 show_label=False, scale=5, max_lines=8)
+                send = gr.Button("Send", variant="primary", scale=1)
+            max_tokens = gr.Slider(16, 512, value=200, step=8, label="Max new tokens")
+            with gr.Accordion("Correct a fact", open=False):
+                subject = gr.Textbox(label="Subject", placeholder="Eiffel Tower")
+                question = gr.Textbox(label="Question or statement (must name the subject)",
+                                      placeholder="Which city is the Eiffel Tower in?")
+                answer = gr.Textbox(label="Right answer", placeholder="Rome")
+                save = gr.Button("Save correction")
+                saved = gr.Markdown()
+            send.click(chat, [box, chatbot, max_tokens], [chatbot, box, trace], api_name="chat")
+            box.submit(chat, [box, chatbot, max_tokens], [chatbot, box, trace], api_name=False)
+            save.click(correct, [subject, question, answer], saved, api_name="correct")
+        with gr.Tab("Admin"):
+            with gr.Row():
+                search = gr.Textbox(label="Search", scale=3)
+                status_filter = gr.Dropdown(STATUS_CHOICES, value="all", label="Status", scale=1)
+                refresh = gr.Button("Refresh", scale=1)
+            edits = gr.Dataframe(headers=EDIT_COLUMNS, interactive=False, wrap=True)
+            with gr.Row():
+                edit_id = gr.Number(label="Edit id", precision=0)
+                reject = gr.Button("Reject")
+                reactivate = gr.Button("Reactivate")
+            action_result = gr.Markdown()
+            gr.Markdown("### Audit log")
+            audit = gr.Dataframe(headers=AUDIT_COLUMNS, interactive=False, wrap=True)
+            refresh.click(list_edits, [search, status_filter], edits, api_name="list_edits")
+            refresh.click(audit_rows, None, audit, api_name="audit_log")
+            search.submit(list_edits, [search, status_filter], edits, api_name=False)
+            outputs = [action_result, edits, audit]
+            reject.click(lambda i, s, f: set_status(i, "rejected", s, f),
+                         [edit_id, search, status_filter], outputs, api_name="reject")
+            reactivate.click(lambda i, s, f: set_status(i, "active", s, f),
+                             [edit_id, search, status_filter], outputs, api_name="reactivate")
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> AppSettings:
+    parser = argparse.ArgumentParser(description="Amend: a chat assistant whose facts you "
+                                                 "can correct (local Gradio app).")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a Hugging Face causal-LM folder (default: SmolLM2-135M-Instruct)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help=f"where edits and models are kept (default: {default_data_dir()}, "
+                             "or $AMEND_DATA_DIR)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1 is fastest on 2-core machines)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="reply length limit (default: the model's chat config)")
+    args = parser.parse_args(argv)
+    return AppSettings(data_dir=(args.data_dir or default_data_dir()).expanduser(),
+                       model_path=args.model, threads=max(1, args.threads), host=args.host,
+                       port=args.port, max_new_tokens=args.max_new_tokens)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = parse_args(argv)
+    try:
+        check_model_path(settings.model_path)
+    except AmendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    runtime = Runtime(settings)
+    demo = build_ui(runtime)
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(server_name=settings.host, server_port=settings.port, prevent_thread_lock=True,
+                ssr_mode=False, quiet=True)
+    log.info("Page ready at http://%s:%d (%.1f s after start)", settings.host, settings.port,
+             time.perf_counter() - runtime.started_at)
+    runtime.start()  # loads in this thread; the server already answers in its own
+    if runtime.error:
+        log.error("Start-up failed: %s (the page stays up to show it)", runtime.error)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        demo.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
