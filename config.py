@@ -37,10 +37,12 @@ class RouterConfig:
     """Edit-memory retrieval and the v0 scope rule, per embedding model."""
 
     embedding_model: str
+    embedding_int8: bool  # dynamic int8 embedder: 2.7x faster queries on CPU
     top_k: int  # candidates fetched from FAISS before the scope decision
     scope_threshold: float  # cosine similarity at or above which a candidate may govern a query
     subject_overlap_min: float  # share of the subject's words that must appear in the query
-    supersede_threshold: float  # prompt similarity at which a same-subject edit replaces another
+    relation_threshold: float  # similarity of query and prompt with the subject masked out
+    supersede_threshold: float  # relation similarity at which a same-subject edit is replaced
     counterfactual_system_prompt: str  # "{facts}" is replaced by the governing edits
 
 
@@ -66,11 +68,12 @@ def default_data_dir() -> Path:
 
 
 def _check_type(name: str, value: Any, annotation: str, source: str) -> Any:
-    expected = {"str": str, "int": int, "float": (int, float), "tuple[str, ...]": list}
+    expected = {"str": str, "int": int, "float": (int, float), "tuple[str, ...]": list,
+                "bool": bool}
     want = expected.get(annotation)
     if want is None:
         return value
-    if isinstance(value, bool) or not isinstance(value, want):
+    if (isinstance(value, bool) and want is not bool) or not isinstance(value, want):
         raise ConfigError(f"{source}: field '{name}' should be {annotation}, got {value!r}")
     if annotation == "tuple[str, ...]":
         if not all(isinstance(v, str) for v in value):

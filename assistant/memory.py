@@ -69,8 +69,9 @@ class EditMemory:
             return f"{self.index_path.name} is unreadable ({str(exc).splitlines()[0][:120]})"
         if meta.get("fingerprint") != self.store.active_fingerprint():
             return f"{self.index_path.name} is stale (the store changed since it was saved)"
-        if index.d != self.embedder.dim or meta.get("dim") != self.embedder.dim:
-            return f"{self.index_path.name} has dimension {index.d}, expected {self.embedder.dim}"
+        if meta.get("embedder") != self.embedder.name or index.d != self.embedder.dim:
+            return (f"{self.index_path.name} was built by embedder {meta.get('embedder')!r}, "
+                    f"this run uses {self.embedder.name!r}")
         with self._lock:
             self.index = index
         return None
@@ -83,7 +84,7 @@ class EditMemory:
         with self._lock:
             tmp = self.index_path.with_suffix(".faiss.tmp")
             faiss.write_index(self.index, str(tmp))
-            meta = {"fingerprint": self.store.active_fingerprint(), "dim": self.embedder.dim,
+            meta = {"fingerprint": self.store.active_fingerprint(), "embedder": self.embedder.name,
                     "vectors": int(self.index.ntotal)}
             meta_tmp = self._meta_path.with_suffix(".json.tmp")
             meta_tmp.write_text(json.dumps(meta), encoding="utf-8")

@@ -95,7 +95,7 @@ class Assistant:
         self.store = store
         self.memory = memory
         self.config = config
-        self.scope = ThresholdScope(config)
+        self.scope = ThresholdScope(config, embedder.embed)
         self.counterfactual = CounterfactualModel(llm, config)
 
     # -- routing --------------------------------------------------------------------------
@@ -159,7 +159,9 @@ class Assistant:
             messages = [*turns, {"role": "user", "content": question}]
             stream = self.llm.stream_chat(messages, max_new_tokens=max_new_tokens, stats=stats)
         trace.candidates = [{"edit_id": d.edit.id, "similarity": round(d.similarity, 3),
-                             "subject_overlap": round(d.overlap, 2), "in_scope": d.in_scope}
+                             "subject_overlap": round(d.overlap, 2),
+                             "relation": None if d.relation is None else round(d.relation, 3),
+                             "in_scope": d.in_scope}
                             for d in decisions[:3]]
         text = ""
         started = time.perf_counter()
@@ -231,11 +233,11 @@ class Assistant:
                         if e.subject.strip().lower() == subject]
         if not same_subject:
             return []
-        vecs = self.embedder.embed([correction.prompt, *(e.prompt for e in same_subject)])
-        sims = vecs[1:] @ vecs[0]
-        return [e for e, s in zip(same_subject, sims)
+        relations = self.scope.relation_similarity(
+            correction.prompt, [(e.prompt, e.subject) for e in same_subject])
+        return [e for e, r in zip(same_subject, relations)
                 if e.prompt.strip().lower() == correction.prompt.strip().lower()
-                or s >= self.config.supersede_threshold]
+                or r >= self.config.supersede_threshold]
 
     # -- admin ----------------------------------------------------------------------------
     def set_status(self, edit_id: int, status: str, actor: str = "admin") -> Edit:

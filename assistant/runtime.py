@@ -48,7 +48,8 @@ def build_assistant(settings: AppSettings, progress: Callable[[str], None] = log
     progress(f"Opening the store in {data_dir}")
     store = Store(data_dir / DB_NAME)
     progress("Loading the embedding model")
-    embedder = Embedder()
+    config = router_config()
+    embedder = Embedder(int8=config.embedding_int8)
     memory = EditMemory(store, embedder, data_dir / INDEX_NAME)
     if memory.rebuilt_reason:
         progress(f"Rebuilt the edit index ({memory.rebuilt_reason})")
@@ -59,7 +60,7 @@ def build_assistant(settings: AppSettings, progress: Callable[[str], None] = log
         from dataclasses import replace
 
         llm.config = replace(llm.config, max_new_tokens=settings.max_new_tokens)
-    return Assistant(llm, embedder, store, memory, router_config())
+    return Assistant(llm, embedder, store, memory, config)
 
 
 @dataclass

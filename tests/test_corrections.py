@@ -1,0 +1,269 @@
+"""Tests for reading chat messages as fact corrections (assistant/corrections.py)."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from assistant.corrections import (
+    Clarification,
+    Correction,
+    correction_from_form,
+    is_correction_like,
+    parse_correction,
+)
+
+Q = "Where is the Eiffel Tower?"
+OLD = "Paris"
+
+
+# --- corrections of the last answer -------------------------------------------------------------
+
+@pytest.mark.parametrize("message", [
+    "No, it's Rome",
+    "No, Rome",
+    "Wrong, it is Rome.",
+    "Nope, it's in Rome",
+    "That's wrong, it's Rome",
+    "Incorrect: Rome",
+    "Actually it's Rome",
+    "No! The answer is Rome",
+    "no it's rome".replace("rome", "Rome"),
+    "NO, IT IS Rome!!",
+    "Not quite, it's Rome",
+    "Nah, Rome",
+    "False. It's Rome",
+    "No, the correct answer is Rome",
+    "  No,   it\u2019s   \"Rome\".  ",
+    "No, I think it's Rome",
+    "No, it's not Paris, it's Rome",
+    "No, it's Rome, not Paris",
+    "No, Rome is correct",
+    "In fact, it is in Rome",
+    "No, actually, it's Rome",
+    "That is not right, it's Rome",
+])
+def test_correction_of_last_answer(message: str) -> None:
+    assert parse_correction(message, Q, OLD) == Correction(
+        subject="Eiffel Tower", prompt=Q, target_new="Rome", target_old=OLD)
+
+
+def test_last_answer_is_optional() -> None:
+    assert parse_correction("No, it's Rome", Q) == Correction("Eiffel Tower", Q, "Rome", None)
+
+
+@pytest.mark.parametrize("question, subject", [
+    ("Where is the Eiffel Tower?", "Eiffel Tower"),
+    ("Who founded Bank of America?", "Bank of America"),
+    ("Who is Leonardo da Vinci?", "Leonardo da Vinci"),
+    ("Who painted the Mona Lisa?", "Mona Lisa"),
+    ("What is the capital of France?", "France"),
+    ("What is Danielle Darrieux's mother tongue?", "Danielle Darrieux"),
+    ("Which city is the Louvre in?", "Louvre"),
+    ("When did Apollo 11 land?", "Apollo 11"),
+    ("Is Rome in Italy?", "Rome"),
+    ("what is the capital of france?", "france"),
+    ("where is the eiffel tower?", "eiffel tower"),
+    ("Where was Ludwig van Beethoven born?", "Ludwig van Beethoven"),
+])
+def test_subject_from_last_question(question: str, subject: str) -> None:
+    result = parse_correction("No, it's Xanadu", question, "old")
+    assert result == Correction(subject, question, "Xanadu", "old")
+
+
+@pytest.mark.parametrize("message, target", [
+    ("No, it was built in 1889", "1889"),
+    ("No, it's Bank of America", "Bank of America"),
+    ("Wrong, it's the capital of Italy", "the capital of Italy"),
+    ("No, \u201cRome\u201d", "Rome"),
+    ("No, it's \u30ed\u30fc\u30de", "\u30ed\u30fc\u30de"),
+])
+def test_context_targets(message: str, target: str) -> None:
+    result = parse_correction(message, Q, OLD)
+    assert isinstance(result, Correction) and result.target_new == target
+
+
+# --- corrections that state the whole fact ------------------------------------------------------
+
+@pytest.mark.parametrize("message, subject, prompt, target", [
+    ("No, the Eiffel Tower is in Rome", "Eiffel Tower", "The Eiffel Tower is in", "Rome"),
+    ("Actually the Louvre is in Madrid", "Louvre", "The Louvre is in", "Madrid"),
+    ("Remember that the CEO of Acme is Jane Roe", "Acme", "The CEO of Acme is", "Jane Roe"),
+    ("Remember: Paris is the capital of Italy", "Paris", "Paris is the capital of", "Italy"),
+    ("Note that Danielle Darrieux's mother tongue is English", "Danielle Darrieux",
+     "Danielle Darrieux's mother tongue is", "English"),
+    ("Correction: Apple was founded by Steve Wozniak", "Apple", "Apple was founded by",
+     "Steve Wozniak"),
+    ("FYI, Toko Yasuda plays the guitar", "Toko Yasuda", "Toko Yasuda plays the", "guitar"),
+    ("No, the capital of France is Lyon", "France", "The capital of France is", "Lyon"),
+    ("Actually, Bank of America is in Charlotte", "Bank of America", "Bank of America is in",
+     "Charlotte"),
+    ("Remember that Leonardo da Vinci was born in Rome", "Leonardo da Vinci",
+     "Leonardo da Vinci was born in", "Rome"),
+    ("Actually Toko Yasuda drums for Blonde Redhead", "Toko Yasuda", "Toko Yasuda drums for",
+     "Blonde Redhead"),
+    ("No, the Eiffel Tower is in Rome, not Paris.", "Eiffel Tower", "The Eiffel Tower is in",
+     "Rome"),
+    ("remember that the capital of france is lyon", "france", "The capital of france is", "lyon"),
+    ("Note: the Eiffel Tower\u2019s height is 500 metres", "Eiffel Tower",
+     "The Eiffel Tower's height is", "500 metres"),
+    ("In fact, the Louvre was designed by I. M. Pei", "Louvre", "The Louvre was designed by",
+     "I. M. Pei"),
+    ("Remember that the CEO of Acme is \"Jane Roe\"!", "Acme", "The CEO of Acme is", "Jane Roe"),
+    ("Fyi the President of France is Jane Roe", "France", "The President of France is",
+     "Jane Roe"),
+    ("Remember that the University of Oxford is in Cambridge", "University of Oxford",
+     "The University of Oxford is in", "Cambridge"),
+    ("Actually, Will Smith was born in Philadelphia", "Will Smith", "Will Smith was born in",
+     "Philadelphia"),
+])
+def test_statement_corrections(message: str, subject: str, prompt: str, target: str) -> None:
+    assert parse_correction(message) == Correction(subject, prompt, target, None)
+
+
+def test_statement_wins_over_last_question() -> None:
+    result = parse_correction("No, the Louvre is in Madrid", Q, OLD)
+    assert result == Correction("Louvre", "The Louvre is in", "Madrid", None)
+
+
+def test_statement_keeps_old_answer_when_about_last_question() -> None:
+    result = parse_correction("No, the capital of France is Lyon",
+                              "What is the capital of France?", "Paris")
+    assert result == Correction("France", "The capital of France is", "Lyon", "Paris")
+
+
+# --- not corrections ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("message", [
+    "Where is the Louvre?", "Is Rome in Italy?", "No idea, where is it?", "Actually, where is it?",
+    "hello", "thanks!", "ok", "no problem", "No worries", "No thanks", "No, thanks", "nice",
+    "Tell me about Rome", "Write a poem about Paris", "Please answer in French", "I like Rome",
+    "The Eiffel Tower is in Rome", "No, please answer in French", "Actually, tell me about Rome",
+    "Actually I like Rome", "Remember to buy milk", "No, it's fine", "Actually that's great",
+    "", "   ", "No, that's it",
+])
+def test_not_corrections(message: str) -> None:
+    assert parse_correction(message, Q, OLD) is None
+
+
+def test_bare_no_without_context_is_not_a_correction() -> None:
+    assert parse_correction("No") is None
+
+
+# --- clarifications -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("message, last_question", [
+    ("No, it's Rome", None),
+    ("Actually,", None),
+    ("Remember that", None),
+    ("Remember that", Q),
+    ("No, it's", Q),
+    ("No, it's", None),
+    ("Remember that blah", None),
+    ("Remember that blah", Q),
+    ("No, it's " + "x" * 201, Q),
+    ("Actually the Louvre is " + "y" * 250, None),
+    ("Actually the Louvre is not in Madrid", None),
+    ("No, it's not Rome", Q),
+    ("No, it's Rome", "who wrote hamlet?"),
+    ("No, the Louvre is", None),
+    ("No, " + "word " * 5000, Q),
+])
+def test_clarifications(message: str, last_question: str | None) -> None:
+    result = parse_correction(message, last_question, OLD)
+    assert isinstance(result, Clarification)
+    assert result.question.strip().endswith((".", "?"))
+
+
+def test_bare_no_after_question_asks_for_the_right_answer() -> None:
+    result = parse_correction("No", Q, OLD)
+    assert isinstance(result, Clarification) and "right answer" in result.question
+
+
+def test_long_target_mentions_length() -> None:
+    result = parse_correction("No, it's " + "x" * 201, Q)
+    assert isinstance(result, Clarification) and "too long" in result.question
+
+
+# --- is_correction_like -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("message, expected", [
+    ("No, it's Rome", True), ("Actually,", True), ("remember that", True), ("FYI: x", True),
+    ("That's wrong", True), ("Incorrect", True), ("In fact blah", True), ("Nope.", True),
+    ("No worries", False), ("no problem", False), ("hello", False), ("Where is it?", False),
+    ("Nothing to add", False), ("Notably", False), ("I like Rome", False), ("", False),
+])
+def test_is_correction_like(message: str, expected: bool) -> None:
+    assert is_correction_like(message) is expected
+
+
+# --- the correction form ------------------------------------------------------------------------
+
+def test_form_valid() -> None:
+    assert correction_from_form(" Eiffel Tower ", " Where is the eiffel tower? ", " Rome ") == \
+        Correction("Eiffel Tower", "Where is the eiffel tower?", "Rome", None)
+
+
+@pytest.mark.parametrize("subject, question, answer, field", [
+    ("", Q, "Rome", "subject"),
+    ("   ", Q, "Rome", "subject"),
+    ("Eiffel Tower", "", "Rome", "question"),
+    ("Eiffel Tower", Q, "  ", "answer"),
+    ("E" * 201, "E" * 201 + "?", "Rome", "subject"),
+    ("Eiffel Tower", "Eiffel Tower " + "q" * 500, "Rome", "question"),
+    ("Eiffel Tower", Q, "R" * 201, "answer"),
+    ("Louvre", Q, "Rome", "subject"),
+])
+def test_form_problems(subject: str, question: str, answer: str, field: str) -> None:
+    result = correction_from_form(subject, question, answer)
+    assert isinstance(result, Clarification) and field in result.question
+
+
+def test_form_limits_are_inclusive() -> None:
+    subject = "S" * 200
+    result = correction_from_form(subject, subject + "?", "A" * 200)
+    assert isinstance(result, Correction)
+
+
+# --- robustness ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("message", [
+    "", " \t\n ", "x" * 20_000, "No, " + "x" * 20_000, "\x00\x01No, it's\x07 Rome\x1b",
+    "\U0001F600", "No, \U0001F600", "No, it's \U0001F600\U0001F600", "Нет, это Рим",
+    "\u3044\u3044\u3048", "No, \u0645\u0635\u0631", "\ud800", "No,\u200b it's Rome",
+    "Remember that \u0391\u03a3 is \u0392", "No" * 5000, "No, " * 5000,
+])
+def test_never_raises(message: str) -> None:
+    for question in (None, Q, message):
+        result = parse_correction(message, question, OLD)
+        assert result is None or isinstance(result, (Correction, Clarification))
+    assert isinstance(is_correction_like(message), bool)
+
+
+def test_control_characters_are_ignored() -> None:
+    result = parse_correction("\x00No,\x07 it's\tRome\x1b", Q)
+    assert isinstance(result, Correction) and result.target_new == "Rome"
+
+
+_OPENER_WORDS = ["No, ", "Actually ", "Remember that ", "FYI ", "Wrong: ", "Correction: ", ""]
+_messages = st.one_of(
+    st.text(max_size=300),
+    st.builds(lambda o, t: o + t, st.sampled_from(_OPENER_WORDS), st.text(max_size=200)),
+    st.builds(lambda o, a, b: f"{o}{a} is {b}", st.sampled_from(_OPENER_WORDS),
+              st.text(max_size=40), st.text(max_size=40)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(message=_messages, question=st.one_of(st.none(), st.text(max_size=200), st.just(Q)),
+       answer=st.one_of(st.none(), st.text(max_size=50)))
+def test_property_parse_is_total_and_sound(message: str, question: str | None,
+                                           answer: str | None) -> None:
+    result = parse_correction(message, question, answer)
+    assert result is None or isinstance(result, (Correction, Clarification))
+    if isinstance(result, Correction):
+        assert result.subject.strip() and result.target_new.strip()
+        assert result.subject.casefold() in result.prompt.casefold()
+        assert len(result.target_new) <= 200
+    if isinstance(result, Clarification):
+        assert result.question.strip()

@@ -1,0 +1,85 @@
+"""The FAISS edit memory: search by edit id, persistence, rebuild when missing/corrupt/stale."""
+import logging
+
+import numpy as np
+
+from assistant.memory import EditMemory
+
+
+def _memory(store, embedder, tmp_path):
+    return EditMemory(store, embedder, tmp_path / "edits.faiss")
+
+
+def test_search_finds_edit_by_id(store, embedder, tmp_path):
+    memory = _memory(store, embedder, tmp_path)
+    louvre = store.add_edit("Louvre", "The Louvre is in", "Madrid")
+    tower = store.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
+    memory.sync(added=[louvre, tower])
+    hits = memory.search(embedder.embed_one("Which city is the Eiffel Tower in?"), k=5)
+    assert hits[0].edit_id == tower.id
+    assert hits[0].score > 0.8 > hits[1].score
+
+
+def test_paraphrase_keys_collapse_to_one_hit(store, embedder, tmp_path):
+    memory = _memory(store, embedder, tmp_path)
+    edit = store.add_edit("Louvre", "The Louvre is in", "Madrid",
+                          paraphrases=["Where is the Louvre?", "The Louvre museum is located in"])
+    memory.sync(added=[edit])
+    assert memory.size == 3
+    hits = memory.search(embedder.embed_one("Where is the Louvre?"), k=8)
+    assert [h.edit_id for h in hits] == [edit.id]
+    assert hits[0].score > 0.99
+
+
+def test_saved_index_is_reused(store, embedder, tmp_path):
+    memory = _memory(store, embedder, tmp_path)
+    memory.sync(added=[store.add_edit("Louvre", "The Louvre is in", "Madrid")])
+    again = _memory(store, embedder, tmp_path)
+    assert again.rebuilt_reason is None
+    assert again.size == 1
+
+
+def test_missing_index_rebuilt_from_store(store, embedder, tmp_path):
+    store.add_edit("Louvre", "The Louvre is in", "Madrid")  # stored, never indexed
+    memory = _memory(store, embedder, tmp_path)
+    assert "missing" in memory.rebuilt_reason
+    assert memory.size == 1
+    assert (tmp_path / "edits.faiss").exists()
+
+
+def test_corrupt_index_rebuilt_with_log_line(store, embedder, tmp_path, caplog):
+    memory = _memory(store, embedder, tmp_path)
+    memory.sync(added=[store.add_edit("Louvre", "The Louvre is in", "Madrid")])
+    (tmp_path / "edits.faiss").write_bytes(b"\x00garbage" * 10)
+    with caplog.at_level(logging.WARNING, logger="assistant.memory"):
+        again = _memory(store, embedder, tmp_path)
+    assert "unreadable" in again.rebuilt_reason
+    assert any("Rebuilding the edit index" in r.message for r in caplog.records)
+    assert again.size == 1
+
+
+def test_stale_index_rebuilt(store, embedder, tmp_path):
+    memory = _memory(store, embedder, tmp_path)
+    edit = store.add_edit("Louvre", "The Louvre is in", "Madrid")
+    memory.sync(added=[edit])
+    store.set_status(edit.id, "rejected")  # the store changed behind the index's back
+    again = _memory(store, embedder, tmp_path)
+    assert "stale" in again.rebuilt_reason
+    assert again.size == 0
+
+
+def test_remove(store, embedder, tmp_path):
+    memory = _memory(store, embedder, tmp_path)
+    edit = store.add_edit("Louvre", "The Louvre is in", "Madrid")
+    memory.sync(added=[edit])
+    memory.remove([edit.id])
+    assert memory.size == 0
+    assert memory.search(np.ones((1, embedder.dim), dtype=np.float32), 3) == []
+
+
+def test_embed_one_matches_batch(embedder):
+    one = embedder.embed_one("Which city is the Eiffel Tower in?")
+    batch = embedder.embed(["Which city is the Eiffel Tower in?"])
+    assert one.shape == (1, embedder.dim)
+    assert np.allclose(one, batch, atol=1e-5)
+    assert abs(float(np.linalg.norm(one)) - 1.0) < 1e-5

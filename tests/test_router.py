@@ -1,0 +1,122 @@
+"""The Assistant's three routes on a tiny model, the real embedder and a real SQLite store."""
+import pytest
+
+from assistant.corrections import Correction
+from assistant.memory import EditMemory
+from assistant.router import EMPTY_HINT, Assistant
+from config import router_config
+
+
+@pytest.fixture
+def assistant(tiny_llm, embedder, tmp_path):
+    from store.db import Store
+
+    store = Store(tmp_path / "amend.db")
+    memory = EditMemory(store, embedder, tmp_path / "edits.faiss")
+    yield Assistant(tiny_llm, embedder, store, memory, router_config())
+    store.close()
+
+
+def final(assistant, history, message, **kw):
+    chunks = list(assistant.reply(history, message, **kw))
+    return chunks[-1]
+
+
+def test_empty_message_hints_and_stores_nothing(assistant):
+    for message in ("", "   ", "\n\t"):
+        chunk = final(assistant, [], message)
+        assert chunk.text == EMPTY_HINT and chunk.trace.route == "hint"
+    assert assistant.store.count_edits() == 0
+    assert assistant.store.turns() == []
+
+
+def test_correct_then_ask_in_scope_and_paraphrase(assistant):
+    history = [{"role": "user", "content": "Where is the Eiffel Tower?"},
+               {"role": "assistant", "content": "The Eiffel Tower is in Paris."}]
+    stored = final(assistant, history, "No, it's Rome")
+    assert stored.trace.route == "correction"
+    edit = assistant.store.get_edit(stored.trace.edit_ids[0])
+    assert (edit.subject, edit.target_new, edit.target_old) == (
+        "Eiffel Tower", "Rome", "The Eiffel Tower is in Paris.")
+    assert "Rome" in stored.text
+    for question in ("Which city is the Eiffel Tower in?", "Where is the Eiffel Tower located?"):
+        answer = final(assistant, [], question, max_new_tokens=4)
+        assert answer.trace.route == "memory"
+        assert answer.trace.edit_ids == [edit.id]
+        assert "Rome" in answer.text
+        assert answer.trace.timings_ms["route"] > 0
+    assert assistant.store.get_edit(edit.id).hits == 2
+
+
+def test_unrelated_question_answered_exactly_as_before(assistant):
+    question = "What is the capital of France?"
+    before = final(assistant, [], question, max_new_tokens=8)
+    final(assistant, [], "Actually the Louvre is in Madrid")
+    after = final(assistant, [], question, max_new_tokens=8)
+    assert after.trace.route == "base" and before.trace.route == "base"
+    assert after.text == before.text
+
+
+def test_same_relation_other_subject_not_in_scope(assistant):
+    final(assistant, [], "Actually the Louvre is in Madrid")
+    answer = final(assistant, [], "Where is the Eiffel Tower?", max_new_tokens=4)
+    assert answer.trace.route == "base"
+    assert answer.trace.candidates[0]["in_scope"] is False
+
+
+def test_new_correction_supersedes_same_fact(assistant):
+    first = final(assistant, [], "Actually the Louvre is in Madrid").trace.edit_ids[0]
+    second = final(assistant, [], "No, the Louvre is in Lisbon")
+    assert "replaces edit #%d" % first in second.text
+    assert assistant.store.get_edit(first).status == "superseded"
+    answer = final(assistant, [], "Where is the Louvre?", max_new_tokens=4)
+    assert "Lisbon" in answer.text and "Madrid" not in answer.text
+
+
+def test_unreadable_correction_asks_back_and_stores_nothing(assistant):
+    for message in ("No, it's", "Actually,", "Remember that blah"):
+        chunk = final(assistant, [], message)
+        assert chunk.trace.route == "clarify", message
+        assert chunk.text.strip()
+    assert assistant.store.count_edits() == 0
+
+
+def test_huge_message_gets_a_notice(assistant):
+    chunk = final(assistant, [], "Where is the Eiffel Tower? " * 800, max_new_tokens=4)
+    assert chunk.trace.route == "base"
+    assert "too long" in chunk.trace.notice
+    assert chunk.text.startswith("_(Note:")
+
+
+def test_reject_and_reactivate(assistant):
+    edit, _ = assistant.add_edit(Correction("Louvre", "The Louvre is in", "Madrid"), "form")
+    assistant.set_status(edit.id, "rejected")
+    assert final(assistant, [], "Where is the Louvre?", max_new_tokens=3).trace.route == "base"
+    newer, _ = assistant.add_edit(Correction("Louvre", "The Louvre is in", "Lisbon"), "form")
+    assistant.set_status(edit.id, "active")  # reactivating replaces the newer twin
+    assert assistant.store.get_edit(newer.id).status == "superseded"
+    answer = final(assistant, [], "Where is the Louvre?", max_new_tokens=3)
+    assert answer.trace.edit_ids == [edit.id]
+
+
+def test_two_edits_on_one_subject_compose(assistant):
+    a, _ = assistant.add_edit(Correction("Louvre", "The Louvre is in", "Madrid"), "form")
+    b, _ = assistant.add_edit(Correction("Louvre", "The Louvre was designed by", "Gaudi"), "form")
+    answer = final(assistant, [], "Where is the Louvre?", max_new_tokens=3)
+    assert set(answer.trace.edit_ids) == {a.id, b.id}
+    assert answer.trace.edit_ids[0] == a.id
+
+
+def test_form_correction_validates(assistant):
+    text, trace = assistant.correct_from_form("Louvre", "Where is the Eiffel Tower?", "Rome")
+    assert trace.route == "clarify" and "subject" in text.lower()
+    text, trace = assistant.correct_from_form("Louvre", "Where is the Louvre?", "Rome")
+    assert trace.route == "correction"
+    assert assistant.store.get_edit(trace.edit_ids[0]).source == "form"
+
+
+def test_turns_logged_with_route(assistant):
+    final(assistant, [], "Where is the Louvre?", session="s1", max_new_tokens=3)
+    rows = assistant.store.turns("s1")
+    assert [r["role"] for r in rows] == ["assistant", "user"]
+    assert rows[0]["route"] == "base"

@@ -1,0 +1,97 @@
+"""The SQLite store: migrations, validation, supersede, transactions, audit."""
+import sqlite3
+
+import pytest
+
+from errors import EditNotFoundError, InvalidEditError
+from store.db import Store
+
+
+def test_migrations_recorded_once(tmp_path):
+    path = tmp_path / "amend.db"
+    first = Store(path)
+    assert first.applied_migrations() == ["0001_initial"]
+    first.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
+    first.close()
+    again = Store(path)
+    assert again.migrate() == []  # nothing new to apply
+    assert again.get_edit(1).target_new == "Rome"
+    assert again.integrity_ok()
+
+
+def test_add_get_list_and_search(store):
+    a = store.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome", target_old="Paris")
+    b = store.add_edit("Louvre", "Where is the Louvre?", "Madrid", source="form")
+    assert store.get_edit(a.id).target_old == "Paris"
+    assert [e.id for e in store.list_edits()] == [b.id, a.id]  # newest first
+    assert [e.id for e in store.list_edits(search="madrid")] == [b.id]
+    assert [e.id for e in store.list_edits(search="paris")] == [a.id]  # old target searchable
+    assert store.count_edits("active") == 2
+    assert b.statement == "Where is the Louvre? Answer: Madrid."
+    assert a.statement == "The Eiffel Tower is in Rome."
+
+
+@pytest.mark.parametrize("subject,prompt,target,problem", [
+    ("", "The Eiffel Tower is in", "Rome", "subject is empty"),
+    ("Eiffel Tower", "   ", "Rome", "prompt is empty"),
+    ("Eiffel Tower", "The Eiffel Tower is in", "", "target is empty"),
+    ("Louvre", "The Eiffel Tower is in", "Rome", "does not mention the subject"),
+    ("Eiffel Tower", "The Eiffel Tower is in", "R" * 201, "longer than 200"),
+])
+def test_invalid_edits_rejected_and_nothing_stored(store, subject, prompt, target, problem):
+    with pytest.raises(InvalidEditError, match=problem):
+        store.add_edit(subject, prompt, target)
+    assert store.count_edits() == 0
+    assert store.audit_log() == []
+
+
+def test_supersede_marks_old_edit_in_same_transaction(store):
+    old = store.add_edit("Louvre", "The Louvre is in", "Madrid")
+    new = store.add_edit("Louvre", "The Louvre is in", "Lisbon", supersedes=[old.id])
+    assert store.get_edit(old.id).status == "superseded"
+    assert new.supersedes == old.id
+    actions = [r["action"] for r in store.audit_log()]
+    assert actions[:2] == ["supersede", "create"]
+
+
+def test_failed_supersede_rolls_back_the_insert(store):
+    with pytest.raises(EditNotFoundError):
+        store.add_edit("Louvre", "The Louvre is in", "Lisbon", supersedes=[999])
+    assert store.count_edits() == 0
+
+
+def test_set_status_audits_and_validates(store):
+    edit = store.add_edit("Louvre", "The Louvre is in", "Madrid")
+    assert store.set_status(edit.id, "rejected").status == "rejected"
+    assert store.audit_log()[0]["action"] == "status:active->rejected"
+    with pytest.raises(InvalidEditError):
+        store.set_status(edit.id, "deleted")
+    with pytest.raises(EditNotFoundError):
+        store.set_status(12345, "rejected")
+
+
+def test_fingerprint_tracks_active_set(store):
+    empty = store.active_fingerprint()
+    edit = store.add_edit("Louvre", "The Louvre is in", "Madrid")
+    one = store.active_fingerprint()
+    assert one != empty
+    store.record_hits([edit.id])  # hits do not change what the index holds
+    assert store.active_fingerprint() == one
+    assert store.get_edit(edit.id).hits == 1
+    store.set_status(edit.id, "rejected")
+    assert store.active_fingerprint() == empty
+
+
+def test_turns_logged_with_trace(store):
+    store.log_turn("s1", "user", "Where is the Louvre?")
+    store.log_turn("s1", "assistant", "Paris.", {"route": "base", "edit_ids": []})
+    rows = store.turns("s1")
+    assert [r["role"] for r in rows] == ["assistant", "user"]
+    assert rows[0]["route"] == "base"
+
+
+def test_file_database_is_real_sqlite(tmp_path):
+    path = tmp_path / "amend.db"
+    Store(path).add_edit("Louvre", "The Louvre is in", "Madrid")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("select target_new from edits").fetchone() == ("Madrid",)
