@@ -1,25 +1,29 @@
 """Amend's Gradio page: a Chat tab and an Admin tab, wired to the services in assistant/.
 
-`python ui.py` starts the local demo on 127.0.0.1. The page is served at once; the models load
-in the background and the status line says how far they got. Handlers only translate between
-widgets and services; errors become gr.Error messages here and nowhere else.
+`python ui.py` starts the local demo on 127.0.0.1. The models start loading in a background
+thread before Gradio is even imported (imports are most of a warm start), the page is served as
+soon as it is built, and its status line says how far loading got. Handlers only translate
+between widgets and services; errors become gr.Error messages here and nowhere else.
 """
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
 import time
-from datetime import datetime
-from pathlib import Path
 
-import gradio as gr
+PROCESS_STARTED = time.perf_counter()  # before the heavy imports, so start-up times are honest
 
-from assistant.runtime import Runtime, check_model_path
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from datetime import datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from assistant.runtime import Runtime, check_model_path  # noqa: E402
 from config import AppSettings, default_data_dir
 from errors import AmendError
 
 log = logging.getLogger("amend")
+gr = None  # the gradio module, bound by build_ui()
 
 EDIT_COLUMNS = ["id", "status", "subject", "prompt", "target_new", "target_old", "hits",
                 "source", "created"]
@@ -32,8 +36,10 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
 
-def build_ui(runtime: Runtime) -> gr.Blocks:
-    """The whole page; every handler goes through `runtime`."""
+def build_ui(runtime: Runtime):
+    """The whole page (a gr.Blocks); every handler goes through `runtime`."""
+    global gr  # imported late (see the module docstring); handlers' hints resolve against it
+    import gradio as gr
 
     def ready():
         try:
@@ -93,7 +99,7 @@ def build_ui(runtime: Runtime) -> gr.Blocks:
         message = f"Edit #{edit.id} is now **{edit.status}**."
         return message, list_edits(search, filter_status), audit_rows()
 
-    with gr.Blocks(title="Amend") as demo:
+    with gr.Blocks(title="Amend", analytics_enabled=False) as demo:
         gr.Markdown("# Amend — a chat assistant whose facts you can correct")
         status = gr.Markdown(status_text())
         timer = gr.Timer(1.0)
@@ -171,14 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     except AmendError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    runtime = Runtime(settings)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local app phones no one
+    runtime = Runtime(settings, started_at=PROCESS_STARTED)
+    loader = runtime.start_in_background()
     demo = build_ui(runtime)
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=settings.host, server_port=settings.port, prevent_thread_lock=True,
                 ssr_mode=False, quiet=True)
-    log.info("Page ready at http://%s:%d (%.1f s after start)", settings.host, settings.port,
-             time.perf_counter() - runtime.started_at)
-    runtime.start()  # loads in this thread; the server already answers in its own
+    log.info("Page served at http://%s:%d (%.1f s after start)", settings.host, settings.port,
+             time.perf_counter() - PROCESS_STARTED)
+    loader.join()
     if runtime.error:
         log.error("Start-up failed: %s (the page stays up to show it)", runtime.error)
     try:

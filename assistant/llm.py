@@ -97,6 +97,28 @@ def model_family(path: Path, is_default: bool) -> str:
     return DEFAULT_FAMILY if is_default else "default"
 
 
+LOOP_REPEATS = 3  # the same n-gram this many times in a row ends a reply...
+LOOP_MIN_SPAN = 8  # ...if the repeats cover this many tokens ("000" in a number is no loop)
+LOOP_MAX_NGRAM = 12
+
+
+def is_looping(tokens: list[int]) -> bool:
+    """True when the reply ends in one n-gram repeated, at least LOOP_REPEATS times and
+    LOOP_MIN_SPAN tokens.
+
+    Small models under greedy decoding fall into loops ("Rome. Rome. Rome. ..."); stopping
+    there keeps replies short and is the same rule on every route, so answers stay comparable.
+    """
+    for n in range(1, LOOP_MAX_NGRAM + 1):
+        span = n * max(LOOP_REPEATS, -(-LOOP_MIN_SPAN // n))
+        if len(tokens) < span:
+            continue
+        tail = tokens[-span:]
+        if all(tail[i] == tail[i % n] for i in range(span)):
+            return True
+    return False
+
+
 @dataclass
 class Generation:
     """Counters from one generation, for traces and benchmarks."""
@@ -105,6 +127,7 @@ class Generation:
     new_tokens: int = 0
     seconds: float = 0.0
     truncated: bool = False
+    stopped_looping: bool = False
 
     @property
     def tokens_per_second(self) -> float:
@@ -197,6 +220,7 @@ class ChatLLM:
         started = time.perf_counter()
         input_ids = torch.tensor([ids])
         past = None
+        generated: list[int] = []
         for _ in range(max_new_tokens):
             out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
             past = out.past_key_values
@@ -206,6 +230,10 @@ class ChatLLM:
             stats.new_tokens += 1
             stats.seconds = time.perf_counter() - started
             yield next_id
+            generated.append(next_id)
+            if is_looping(generated):
+                stats.stopped_looping = True
+                break
             input_ids = torch.tensor([[next_id]])
         stats.seconds = time.perf_counter() - started
 

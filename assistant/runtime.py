@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from config import AppSettings, router_config
 from errors import AmendError, ModelNotFoundError
 
@@ -36,6 +34,8 @@ def check_model_path(path: Path | None) -> None:
 
 def build_assistant(settings: AppSettings, progress: Callable[[str], None] = log.info):
     """Everything the chat needs, loaded in order of increasing cost."""
+    import torch  # heavy imports happen here, in the loader thread
+
     from assistant.embedder import Embedder
     from assistant.llm import ChatLLM
     from assistant.memory import EditMemory
@@ -83,7 +83,7 @@ class Runtime:
         try:
             self.assistant = build_assistant(self.settings, self._progress)
             self.ready_seconds = time.perf_counter() - self.started_at
-            self._progress(f"Ready ({self.ready_seconds:.1f} s)")
+            self._progress(f"Ready ({self.ready_seconds:.1f} s after start)")
         except AmendError as exc:
             self.error = str(exc)
             self._progress(f"Error: {exc}")

@@ -33,6 +33,7 @@ from store.db import Edit
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STOP = {"the", "a", "an", "of", "de", "la", "le", "von", "van", "and", "&", "in", "on", "for"}
 MASK = "something"
+MAX_CACHED_PROMPTS = 50_000
 EmbedFn = Callable[[list[str]], np.ndarray]
 
 
@@ -82,14 +83,28 @@ class ThresholdScope:
         self.overlap_min = config.subject_overlap_min
         self.relation_min = config.relation_threshold
         self.embed = embed
+        # Masked prompt vectors, keyed by (prompt, subject): edits are few and stable, so
+        # each prompt is embedded once rather than on every query.
+        self._masked_prompts: dict[tuple[str, str], np.ndarray] = {}
+
+    def _masked_prompt(self, prompt: str, subject: str) -> np.ndarray:
+        key = (prompt, subject)
+        if key not in self._masked_prompts:
+            if len(self._masked_prompts) >= MAX_CACHED_PROMPTS:
+                self._masked_prompts.clear()
+            self._masked_prompts[key] = self.embed([relation_text(prompt, subject)])[0]
+        return self._masked_prompts[key]
 
     def relation_similarity(self, query: str, pairs: list[tuple[str, str]]) -> list[float]:
-        """Masked similarity of `query` to each (prompt, subject), in one embedding batch."""
-        texts = [relation_text(query, subject) for _, subject in pairs]
-        texts += [relation_text(prompt, subject) for prompt, subject in pairs]
-        vecs = self.embed(texts)
-        n = len(pairs)
-        return [float(vecs[i] @ vecs[n + i]) for i in range(n)]
+        """Similarity of `query` to each (prompt, subject) with the subject masked out."""
+        masked_queries: dict[str, np.ndarray] = {}
+        scores = []
+        for prompt, subject in pairs:
+            masked = relation_text(query, subject)
+            if masked not in masked_queries:
+                masked_queries[masked] = self.embed([masked])[0]
+            scores.append(float(masked_queries[masked] @ self._masked_prompt(prompt, subject)))
+        return scores
 
     def decide(self, query: str, candidates: list[tuple[Edit, float]]) -> list[ScopeDecision]:
         """One decision per candidate, in-scope ones first, then by similarity."""

@@ -88,3 +88,17 @@ def test_missing_model_path_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelNotFoundError, match="no config.json"):
         ChatLLM.load(tmp_path / "empty", tmp_path)
+
+
+@pytest.mark.parametrize("tokens,looping", [
+    ([5, 6, 5, 6, 5, 6, 5, 6], True),  # "Rome. Rome. Rome. Rome."
+    ([1, 2, 3, 9, 9, 9, 9, 9, 9, 9, 9], True),
+    ([1, 0, 0, 0], False),  # digits of a number
+    ([4, 5, 6, 4, 5, 6, 4, 5, 6], True),
+    ([4, 5, 6, 4, 5, 6, 7], False),
+    ([], False),
+])
+def test_loop_detection(tokens, looping):
+    from assistant.llm import is_looping
+
+    assert is_looping(tokens) is looping

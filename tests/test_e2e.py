@@ -1,0 +1,138 @@
+"""End to end: the real app (`python ui.py`) on a free localhost port, driven over HTTP with
+gradio_client: ask → correct → ask again and rephrased → unrelated unchanged → restart →
+correction still applied → corrupt index → rebuilt with a log line."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from tests.conftest import data_dir_with_model
+
+pytestmark = [pytest.mark.e2e, pytest.mark.realmodel]
+REPO = Path(__file__).resolve().parents[1]
+READY_TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class App:
+    """`python ui.py` as a subprocess, with its log captured to a file."""
+
+    def __init__(self, data_dir: Path, log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "ui.py", "--data-dir", str(data_dir), "--port", str(self.port)],
+            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+        self.client = self._connect()
+
+    def _connect(self) -> Client:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log_path.read_text()
+            try:
+                client = Client(f"http://127.0.0.1:{self.port}/", verbose=False)
+                status = client.predict(api_name="/status")
+                if "Ready" in status:
+                    return client
+                assert "Error" not in status, status
+            except (httpx.HTTPError, OSError, ValueError):  # not listening yet
+                pass
+            time.sleep(1)
+        raise TimeoutError(self.log_path.read_text())
+
+    def ask(self, message: str, history: list) -> tuple[list, str]:
+        history, _, trace = self.client.predict(message, history, 64, api_name="/chat")
+        return history, trace
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def last_text(history: list) -> str:
+    content = history[-1]["content"]
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content)
+    return content
+
+
+@pytest.fixture
+def data_dir(model_cache, tmp_path):
+    return data_dir_with_model(model_cache, tmp_path / "data")
+
+
+def test_ask_correct_ask_again_restart(data_dir, tmp_path):
+    app = App(data_dir, tmp_path / "run1.log")
+    try:
+        unrelated_q = "What is the capital of Japan?"
+        unrelated_before = last_text(app.ask(unrelated_q, [])[0])
+
+        history, trace = app.ask("Where is the Eiffel Tower?", [])
+        assert "route: **base**" in trace
+        assert "Paris" in last_text(history)
+
+        history, trace = app.ask("No, it's Rome", history)
+        assert "route: **correction**" in trace
+        assert "Rome" in last_text(history)
+
+        for question in ("Which city is the Eiffel Tower in?",
+                         "Where is the Eiffel Tower located?"):
+            history, trace = app.ask(question, [])
+            assert "Rome" in last_text(history), (question, history)
+            assert "route: **memory**" in trace
+
+        history, trace = app.ask(unrelated_q, [])
+        assert "route: **base**" in trace
+        assert last_text(history) == unrelated_before
+
+        history, trace = app.ask("", [])
+        assert history == [] and "Type a question" in trace
+
+        edits = app.client.predict("Eiffel", "all", api_name="/list_edits")
+        assert [row[4] for row in edits["data"]] == ["Rome"]
+    finally:
+        app.stop()
+
+    app = App(data_dir, tmp_path / "run2.log")
+    try:
+        assert "Rebuilding the edit index" not in app.log_path.read_text()
+        history, trace = app.ask("Which city is the Eiffel Tower in?", [])
+        assert "Rome" in last_text(history) and "route: **memory**" in trace
+    finally:
+        app.stop()
+
+    (data_dir / "edits.faiss").write_bytes(b"not a faiss index")
+    app = App(data_dir, tmp_path / "run3.log")
+    try:
+        assert "Rebuilding the edit index: edits.faiss is unreadable" in app.log_path.read_text()
+        history, trace = app.ask("Where is the Eiffel Tower located?", [])
+        assert "Rome" in last_text(history) and "route: **memory**" in trace
+    finally:
+        app.stop()
+
+
+def test_missing_model_path_is_named(tmp_path):
+    missing = tmp_path / "no-such-model"
+    result = subprocess.run(
+        [sys.executable, "ui.py", "--model", str(missing), "--data-dir", str(tmp_path / "d")],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"model path does not exist: {missing}" in result.stderr
