@@ -22,9 +22,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-MAX_SUBJECT = 200
-MAX_QUESTION = 500
-MAX_ANSWER = 200
+from store.db import MAX_PROMPT_CHARS as MAX_QUESTION  # one set of limits for parser and store
+from store.db import MAX_SUBJECT_CHARS as MAX_SUBJECT
+from store.db import MAX_TARGET_CHARS as MAX_ANSWER
+
 _MAX_MESSAGE = 2000  # longer messages are not corrections; the cap also bounds the work done
 
 

