@@ -137,6 +137,8 @@ def build_ui(runtime: Runtime):
             gr.Markdown("### Audit log")
             audit = gr.Dataframe(headers=AUDIT_COLUMNS, interactive=False, wrap=True)
             refresh.click(list_edits, [search, status_filter], edits, api_name="list_edits")
+            demo.load(list_edits, [search, status_filter], edits, api_name=False)
+            demo.load(audit_rows, None, audit, api_name=False)
             refresh.click(audit_rows, None, audit, api_name="audit_log")
             search.submit(list_edits, [search, status_filter], edits, api_name=False)
             outputs = [action_result, edits, audit]

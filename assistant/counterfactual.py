@@ -35,6 +35,10 @@ class CounterfactualModel:
         turns = [m for m in history if m["role"] != "system"]
         return [system, *turns, {"role": "user", "content": question}]
 
+    def text_context(self, edits: list[Edit]) -> str:
+        """Plain-text form of the facts, placed before a prompt for teacher-forced scoring."""
+        return "".join(f"{e.statement}\n" for e in edits)
+
     def stream(self, history: list[dict[str, str]], question: str, edits: list[Edit],
                max_new_tokens: int | None = None,
                stats: Generation | None = None) -> Iterator[str]:

@@ -150,7 +150,7 @@ class Assistant:
         governing = [d for d in decisions if d.in_scope]
         stats = Generation()
         if governing:
-            edits = self._compose(governing)
+            edits = self.compose(governing)
             trace = Trace(route="memory", edit_ids=[e.id for e in edits],
                           score=governing[0].similarity)
             stream = self.counterfactual.stream(turns, question, edits, max_new_tokens, stats)
@@ -181,7 +181,7 @@ class Assistant:
         self._log(session, question, text, trace)
         yield ReplyChunk(text, trace)
 
-    def _compose(self, governing: list[ScopeDecision]) -> list[Edit]:
+    def compose(self, governing: list[ScopeDecision]) -> list[Edit]:
         """The best in-scope edit plus the other in-scope edits sharing its subject."""
         first = governing[0].edit
         rest = [d.edit for d in governing[1:]

@@ -1,0 +1,164 @@
+"""Evaluation harness shared by every route and method.
+
+    python -m editing.evaluate --method memory --data PATH [--limit N] [--sequential] [--json OUT]
+
+For each record: reliability / generalization / locality / portability (EasyEdit's teacher-forced
+definitions, `editing/metrics.py`), the same questions asked as chat messages with greedy
+decoding (chat_reliability, chat_generalization, chat_locality), and efficiency (seconds per
+edit, peak RSS, routing time). Single-edit mode applies, scores and reverts each record alone;
+`--sequential` applies all records first, then scores them all.
+
+A method is an `EditedSystem` (see `editing/systems.py`): something that applies edits, says
+which model and text to score a prompt with, answers chat questions, and reverts.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from editing.metrics import contains_answer, predicted_target_tokens, token_accuracy, unchanged_share
+from editing.records import EditRecord, load_records
+from editing.systems import METHODS, EditedSystem
+
+METRICS = ("reliability", "generalization", "locality", "portability", "chat_reliability",
+           "chat_generalization", "chat_locality")
+
+
+@dataclass
+class Baseline:
+    """What the unedited system does on a record's locality probes (to compare against)."""
+
+    locality_tokens: list[list[int]] = field(default_factory=list)
+    locality_chat: list[str] = field(default_factory=list)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def baseline(system: EditedSystem, record: EditRecord) -> Baseline:
+    base = Baseline()
+    for probe in record.locality:
+        model, text = system.scorer(probe.prompt)
+        base.locality_tokens.append(
+            predicted_target_tokens(model, system.tokenizer, text, probe.answer)[0])
+        base.locality_chat.append(system.chat(probe.prompt))
+    return base
+
+
+def score(system: EditedSystem, record: EditRecord, base: Baseline) -> dict[str, float | None]:
+    """All metrics of one record on the system as it is now (edited)."""
+    def accuracy(prompt: str, target: str) -> float:
+        model, text = system.scorer(prompt)
+        return token_accuracy(model, system.tokenizer, text, target)
+
+    locality, chat_locality = [], []
+    for probe, before, before_chat in zip(record.locality, base.locality_tokens,
+                                          base.locality_chat):
+        model, text = system.scorer(probe.prompt)
+        after = predicted_target_tokens(model, system.tokenizer, text, probe.answer)[0]
+        locality.append(unchanged_share(before, after))
+        chat_locality.append(float(system.chat(probe.prompt) == before_chat))
+    return {
+        "reliability": accuracy(record.prompt, record.target_new),
+        "generalization": _mean([accuracy(p, record.target_new) for p in record.rephrases]),
+        "locality": _mean(locality),
+        "portability": _mean([accuracy(p.prompt, p.answer) for p in record.portability]),
+        "chat_reliability": float(contains_answer(system.chat(record.prompt),
+                                                  record.target_new)),
+        "chat_generalization": _mean([float(contains_answer(system.chat(p), record.target_new))
+                                      for p in record.rephrases]),
+        "chat_locality": _mean(chat_locality),
+    }
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def evaluate(system: EditedSystem, records: list[EditRecord], sequential: bool = False,
+             progress: bool = True) -> dict:
+    """Per-record metrics and their means; see the module docstring for the two modes."""
+    rows: list[dict] = []
+    edit_seconds: list[float] = []
+    bar = tqdm(total=len(records) * (2 if sequential else 1), desc="Evaluating",
+               disable=not progress, mininterval=2.0)
+    if sequential:
+        baselines = []
+        for record in records:
+            baselines.append(baseline(system, record))
+            bar.update()
+        started = time.perf_counter()
+        system.apply(records)
+        edit_seconds.append((time.perf_counter() - started) / max(len(records), 1))
+        for record, base in zip(records, baselines):
+            rows.append(score(system, record, base))
+            bar.update()
+        system.revert()
+    else:
+        for record in records:
+            base = baseline(system, record)
+            started = time.perf_counter()
+            system.apply([record])
+            edit_seconds.append(time.perf_counter() - started)
+            rows.append(score(system, record, base))
+            system.revert()
+            bar.update()
+    bar.close()
+    means = {m: _mean([r[m] for r in rows if r[m] is not None]) for m in METRICS}
+    summary = {k: v for k, v in means.items() if v is not None}
+    summary["seconds_per_edit"] = statistics.mean(edit_seconds) if edit_seconds else None
+    summary["peak_rss_mb"] = peak_rss_mb()
+    summary.update(system.extra_metrics())
+    return {"method": system.name, "records": len(records), "sequential": sequential,
+            "summary": summary, "per_record": rows}
+
+
+def format_table(result: dict) -> str:
+    lines = ["| metric | value |", "|---|---|"]
+    for key, value in result["summary"].items():
+        lines.append(f"| {key} | {value:.4f} |" if isinstance(value, float) else
+                     f"| {key} | {value} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Evaluate an editing route or method.")
+    parser.add_argument("--method", required=True, choices=sorted(METHODS))
+    parser.add_argument("--data", type=Path, required=True,
+                        help="CounterFact or zsRE records (EasyEdit JSON format)")
+    parser.add_argument("--limit", type=int, default=None, help="first N records only")
+    parser.add_argument("--sequential", action="store_true",
+                        help="apply all records first, then evaluate them all")
+    parser.add_argument("--json", type=Path, default=None, help="write results here")
+    parser.add_argument("--chat-tokens", type=int, default=32,
+                        help="max new tokens of each chat answer")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    records = load_records(args.data, args.limit)
+    system = METHODS[args.method](chat_tokens=args.chat_tokens)
+    result = evaluate(system, records, sequential=args.sequential)
+    result["data"] = str(args.data)
+    print(f"\n{args.method} on {args.data.name}: {len(records)} records, "
+          f"{'sequential' if args.sequential else 'single-edit'} mode")
+    print(format_table(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Teacher-forced metrics as EasyEdit defines them, so our numbers compare with its tables.
+
+Token accuracy: feed `prompt + " " + target`, and count the target positions where the model's
+argmax (from the previous position) is the target token. Locality compares those argmax tokens
+on an unrelated prompt + its true answer before and after an edit.
+"""
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+
+def _target_ids(tok: PreTrainedTokenizerBase, prompt: str, target: str) -> tuple[list[int], list[int]]:
+    prompt_ids = tok(prompt, add_special_tokens=False).input_ids
+    full_ids = tok(f"{prompt} {target}", add_special_tokens=False).input_ids
+    # The space before the target may merge differently: take what follows the prompt's tokens.
+    if full_ids[: len(prompt_ids)] != prompt_ids:
+        target_ids = tok(f" {target}", add_special_tokens=False).input_ids
+        return prompt_ids, target_ids
+    return prompt_ids, full_ids[len(prompt_ids):]
+
+
+@torch.inference_mode()
+def predicted_target_tokens(model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompt: str,
+                            target: str) -> tuple[list[int], list[int]]:
+    """(argmax tokens at the target positions, the target tokens), teacher-forced."""
+    prompt_ids, target_ids = _target_ids(tok, prompt, target)
+    if not target_ids:
+        return [], []
+    ids = torch.tensor([prompt_ids + target_ids])
+    logits = model(input_ids=ids).logits[0]  # (T, vocab)
+    start = len(prompt_ids) - 1
+    predicted = logits[start:start + len(target_ids)].argmax(-1).tolist()
+    return predicted, target_ids
+
+
+def token_accuracy(model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompt: str,
+                   target: str) -> float:
+    predicted, target_ids = predicted_target_tokens(model, tok, prompt, target)
+    if not target_ids:
+        return 0.0
+    return sum(p == t for p, t in zip(predicted, target_ids)) / len(target_ids)
+
+
+def unchanged_share(before: list[int], after: list[int]) -> float:
+    """Locality: the share of argmax tokens an edit left as they were."""
+    if not before:
+        return 1.0
+    return sum(a == b for a, b in zip(before, after)) / len(before)
+
+
+def contains_answer(reply: str, answer: str) -> bool:
+    """Chat metrics: does the reply state the answer (case-insensitive)?"""
+    return answer.strip().lower() in reply.lower()

@@ -1,0 +1,84 @@
+"""Evaluation records in the two public formats, read into one shape.
+
+CounterFact as EasyEdit ships it (prompt, subject, target_new, ground_truth, rephrase_prompt,
+locality_prompt, locality_ground_truth) and zsRE as MEND/EasyEdit ship it (subject, src,
+rephrase, alt, answers, loc, loc_ans, optional portability). The format is chosen per record by
+the fields present; extra fields are ignored.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from errors import AmendError
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A prompt and the answer expected after it."""
+
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class EditRecord:
+    subject: str
+    prompt: str
+    target_new: str
+    ground_truth: str
+    rephrases: tuple[str, ...] = ()
+    locality: tuple[Probe, ...] = ()
+    portability: tuple[Probe, ...] = ()
+    source: str = ""  # "counterfact" or "zsre"
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _portability(raw) -> tuple[Probe, ...]:
+    """EasyEdit keeps portability as {prompt, ground_truth} or lists of them."""
+    probes = []
+    for item in _as_list(raw):
+        if isinstance(item, dict) and "prompt" in item:
+            answers = _as_list(item.get("ground_truth") or item.get("answer"))
+            flat = [a[0] if isinstance(a, list) else a for a in answers]
+            if flat:
+                probes.append(Probe(str(item["prompt"]), str(flat[0])))
+    return tuple(probes)
+
+
+def parse_record(raw: dict) -> EditRecord:
+    """One record of either format; raises AmendError naming what is missing."""
+    if {"src", "alt", "answers"} <= raw.keys():
+        loc = str(raw.get("loc", "")).removeprefix("nq question: ")
+        return EditRecord(
+            subject=raw["subject"], prompt=raw["src"], target_new=raw["alt"],
+            ground_truth=_as_list(raw["answers"])[0] if raw["answers"] else "",
+            rephrases=tuple(_as_list(raw.get("rephrase"))),
+            locality=(Probe(loc, raw["loc_ans"]),) if loc and raw.get("loc_ans") else (),
+            portability=_portability(raw.get("portability")), source="zsre")
+    if {"prompt", "subject", "target_new"} <= raw.keys():
+        locality = ()
+        if raw.get("locality_prompt") and raw.get("locality_ground_truth"):
+            locality = (Probe(raw["locality_prompt"], raw["locality_ground_truth"]),)
+        return EditRecord(
+            subject=raw["subject"], prompt=raw["prompt"], target_new=raw["target_new"],
+            ground_truth=raw.get("ground_truth", ""),
+            rephrases=tuple(_as_list(raw.get("rephrase_prompt"))), locality=locality,
+            portability=_portability(raw.get("portability")), source="counterfact")
+    raise AmendError(f"record is neither CounterFact nor zsRE format: fields {sorted(raw)}")
+
+
+def load_records(path: Path, limit: int | None = None) -> list[EditRecord]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AmendError(f"cannot read records from {path}: {exc}") from exc
+    if not isinstance(data, list):
+        raise AmendError(f"{path}: expected a JSON list of records")
+    return [parse_record(r) for r in data[:limit]]

@@ -1,0 +1,104 @@
+"""Edited systems the evaluation harness can score: one class per route or method.
+
+Every system offers the same five things, so `editing/evaluate.py` has no per-method branches:
+`apply(records)`, `revert()`, `scorer(prompt) -> (model, text)` (which model to run and on
+what text, for teacher-forced metrics), `chat(question) -> reply`, and `extra_metrics()`.
+Weight-editing methods (issues 4-5) register here with the same protocol.
+"""
+from __future__ import annotations
+
+import logging
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+from assistant.corrections import Correction
+from editing.records import EditRecord
+
+if TYPE_CHECKING:
+    from assistant.router import Assistant
+
+log = logging.getLogger(__name__)
+
+
+class EditedSystem(Protocol):
+    name: str
+    tokenizer: object
+
+    def apply(self, records: list[EditRecord]) -> None: ...
+    def revert(self) -> None: ...
+    def scorer(self, prompt: str) -> tuple[torch.nn.Module, str]: ...
+    def chat(self, question: str) -> str: ...
+    def extra_metrics(self) -> dict: ...
+
+
+class MemorySystem:
+    """The SERAC route: edits stored in an (in-memory) edit memory, answered by the router."""
+
+    name = "memory"
+
+    def __init__(self, assistant: "Assistant", chat_tokens: int = 32) -> None:
+        self.assistant = assistant
+        self.tokenizer = assistant.llm.tokenizer
+        self.chat_tokens = chat_tokens
+        self._applied: list[int] = []
+        self._route_ms: list[float] = []
+        self._routes: dict[str, int] = {"memory": 0, "base": 0}
+
+    @classmethod
+    def load(cls, chat_tokens: int = 32, data_dir: Path | None = None) -> "MemorySystem":
+        """The default base model and embedder, with a fresh in-memory store and index."""
+        from assistant.embedder import Embedder
+        from assistant.llm import ChatLLM
+        from assistant.memory import EditMemory
+        from assistant.router import Assistant
+        from config import default_data_dir, router_config
+        from store.db import Store
+
+        config = router_config()
+        llm = ChatLLM.load(None, Path(data_dir) if data_dir else default_data_dir())
+        embedder = Embedder(int8=config.embedding_int8)
+        store = Store(":memory:")
+        memory = EditMemory(store, embedder, index_path=None)
+        return cls(Assistant(llm, embedder, store, memory, config), chat_tokens)
+
+    def apply(self, records: list[EditRecord]) -> None:
+        for record in records:
+            edit, _ = self.assistant.add_edit(
+                Correction(record.subject, record.prompt, record.target_new,
+                                 record.ground_truth or None), source="eval")
+            self._applied.append(edit.id)
+
+    def revert(self) -> None:
+        for edit_id in self._applied:
+            if self.assistant.store.get_edit(edit_id).status == "active":
+                self.assistant.set_status(edit_id, "rejected", actor="eval")
+        self._applied = []
+
+    def scorer(self, prompt: str) -> tuple[torch.nn.Module, str]:
+        decisions, timings = self.assistant.route(prompt)
+        self._route_ms.append(timings["route"])
+        governing = [d for d in decisions if d.in_scope]
+        self._routes["memory" if governing else "base"] += 1
+        model = self.assistant.llm.model
+        if not governing:
+            return model, prompt
+        edits = self.assistant.compose(governing)
+        return model, self.assistant.counterfactual.text_context(edits) + prompt
+
+    def chat(self, question: str) -> str:
+        chunks = list(self.assistant.reply([], question, session="eval",
+                                           max_new_tokens=self.chat_tokens))
+        return chunks[-1].text
+
+    def extra_metrics(self) -> dict:
+        total = sum(self._routes.values()) or 1
+        return {"routing_ms": statistics.median(self._route_ms) if self._route_ms else None,
+                "memory_route_share": self._routes["memory"] / total}
+
+
+# name -> factory(chat_tokens=...) building the system with the default model
+METHODS: dict[str, Callable[..., EditedSystem]] = {"memory": MemorySystem.load}
