@@ -42,6 +42,7 @@ class RouterConfig:
     scope_threshold: float  # cosine similarity at or above which a candidate may govern a query
     subject_overlap_min: float  # share of the subject's words that must appear in the query
     relation_threshold: float  # similarity of query and prompt with the subject masked out
+    scope_head: str  # trained head (repo-relative .npz) deciding instead of relation_threshold
     supersede_threshold: float  # relation similarity at which a same-subject edit is replaced
     counterfactual_system_prompt: str  # "{facts}" is replaced by the governing edits
 

@@ -22,7 +22,8 @@ from assistant.counterfactual import CounterfactualModel
 from assistant.embedder import Embedder
 from assistant.llm import ChatLLM, Generation
 from assistant.memory import EditMemory
-from assistant.scope import ScopeDecision, ThresholdScope, subject_overlap
+from assistant.phrasings import question_forms
+from assistant.scope import ScopeDecision, make_scope, subject_overlap
 from config import RouterConfig
 from errors import EditNotFoundError, InvalidEditError
 from store.db import Edit, Store
@@ -95,7 +96,7 @@ class Assistant:
         self.store = store
         self.memory = memory
         self.config = config
-        self.scope = ThresholdScope(config, embedder.embed)
+        self.scope = make_scope(config, embedder.embed)
         self.counterfactual = CounterfactualModel(llm, config)
 
     # -- routing --------------------------------------------------------------------------
@@ -182,11 +183,18 @@ class Assistant:
         yield ReplyChunk(text, trace)
 
     def compose(self, governing: list[ScopeDecision]) -> list[Edit]:
-        """The best in-scope edit plus the other in-scope edits sharing its subject."""
+        """The best in-scope edit, the other in-scope edits sharing its subject, and one hop
+        further: edits about what those now say ("Louvre → Madrid" brings "Madrid → Portugal")."""
         first = governing[0].edit
-        rest = [d.edit for d in governing[1:]
-                if subject_overlap(first.subject, d.edit.subject) >= 1.0]
-        return [first, *rest]
+        chosen = [first, *(d.edit for d in governing[1:]
+                           if subject_overlap(first.subject, d.edit.subject) >= 1.0)]
+        seen = {e.id for e in chosen}
+        for edit in list(chosen):
+            for hop in self.store.active_edits_about(edit.target_new):
+                if hop.id not in seen:
+                    chosen.append(hop)
+                    seen.add(hop.id)
+        return chosen
 
     def _log(self, session: str, question: str, answer: str, trace: Trace) -> None:
         self.store.log_turn(session, "user", question)
@@ -222,6 +230,7 @@ class Assistant:
         edit = self.store.add_edit(
             correction.subject, correction.prompt, correction.target_new,
             target_old=correction.target_old, source=source,
+            paraphrases=question_forms(correction.prompt, correction.subject),
             supersedes=[t.id for t in twins],
         )
         self.memory.sync(added=[edit], removed=[t.id for t in twins])

@@ -1,24 +1,19 @@
-"""Scope decision v0: does a stored edit govern this query?
+"""Scope decision: does a stored edit govern this query?
 
-A candidate governs the query when three things hold:
-1. retrieval similarity of query and edit prompt reaches a threshold;
-2. the query names the edit's subject: this keeps "Where is the Louvre?" from being answered by
-   an edit about the Eiffel Tower (same relation, so the embeddings are close);
-3. the *relation* matches: query and prompt are compared again with the subject replaced by
-   a neutral word, so "How tall is the Eiffel Tower?" is not answered by an edit saying where
-   the tower is (with the subject in, MiniLM rates those 0.87 similar; masked, 0.40).
-A trained classifier replaces this rule in a later issue.
-
-`python -m assistant.scope --calibrate` picks the thresholds that maximise F1 on pairs built
-from ../shared/data/train (in scope: an edit's prompt vs its paraphrase; out of scope: its
-neighbourhood prompt about another subject, other edits' prompts, and other edits' prompts
-rewritten about this edit's subject).
+Two cheap gates first, for every retrieved candidate:
+1. retrieval similarity of query and edit prompt reaches `scope_threshold`;
+2. the query names the edit's subject (`subject_overlap_min`): this keeps "Where is the
+   Louvre?" from being answered by an edit about the Eiffel Tower (same relation, so the
+   embeddings are close).
+Then the *relation* is compared: query and prompt are embedded again with the subject replaced
+by a neutral word, so "How tall is the Eiffel Tower?" is not answered by an edit saying where
+the tower is (with the subject in, MiniLM rates those 0.87 similar; masked, 0.40). Either a
+threshold on that masked similarity decides, or, when `scope_head` names a trained head, a
+small classifier over the similarities and the masked vectors' interactions
+(`ScopeHead`, trained by `python -m assistant.scope_train`).
 """
 from __future__ import annotations
 
-import argparse
-import json
-import random
 import re
 import unicodedata
 from collections.abc import Callable
@@ -27,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from config import CONFIG_DIR, RouterConfig, router_config
+from config import REPO_ROOT, RouterConfig
 from store.db import Edit
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -73,16 +68,47 @@ class ScopeDecision:
     overlap: float
     relation: float | None  # None when the first two tests already failed
     in_scope: bool
+    probability: float | None = None  # the trained head's p(in scope), when one is used
 
 
-class ThresholdScope:
+def pair_features(similarity: float, overlap: float, masked_query: np.ndarray,
+                  masked_prompt: np.ndarray) -> np.ndarray:
+    """The head's input: 4 scalars, then the masked vectors' product and distance."""
+    relation = float(masked_query @ masked_prompt)
+    scalars = np.array([similarity, overlap, relation, similarity * relation], dtype=np.float32)
+    return np.concatenate([scalars, masked_query * masked_prompt,
+                           np.abs(masked_query - masked_prompt)]).astype(np.float32)
+
+
+class ScopeHead:
+    """A one-hidden-layer MLP over `pair_features`, with its calibrated decision threshold."""
+
+    def __init__(self, weights: dict[str, np.ndarray]) -> None:
+        self.w1, self.b1 = weights["w1"], weights["b1"]  # (F, H), (H,)
+        self.w2, self.b2 = weights["w2"], weights["b2"]  # (H,), ()
+        self.threshold = float(weights["threshold"])
+
+    @classmethod
+    def load(cls, path: Path) -> "ScopeHead":
+        with np.load(path) as data:
+            return cls({k: data[k] for k in data.files})
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        """p(in scope) for (N, F) features."""
+        hidden = np.maximum(features @ self.w1 + self.b1, 0.0)
+        return 1.0 / (1.0 + np.exp(-(hidden @ self.w2 + self.b2)))
+
+
+class ScopeClassifier:
     """In scope = similar enough, names the subject, and asks about the same relation."""
 
-    def __init__(self, config: RouterConfig, embed: EmbedFn) -> None:
+    def __init__(self, config: RouterConfig, embed: EmbedFn,
+                 head: ScopeHead | None = None) -> None:
         self.threshold = config.scope_threshold
         self.overlap_min = config.subject_overlap_min
         self.relation_min = config.relation_threshold
         self.embed = embed
+        self.head = head
         # Masked prompt vectors, keyed by (prompt, subject): edits are few and stable, so
         # each prompt is embedded once rather than on every query.
         self._masked_prompts: dict[tuple[str, str], np.ndarray] = {}
@@ -95,127 +121,53 @@ class ThresholdScope:
             self._masked_prompts[key] = self.embed([relation_text(prompt, subject)])[0]
         return self._masked_prompts[key]
 
+    def _masked_query(self, query: str, subject: str, cache: dict[str, np.ndarray]) -> np.ndarray:
+        masked = relation_text(query, subject)
+        if masked not in cache:
+            cache[masked] = self.embed([masked])[0]
+        return cache[masked]
+
     def relation_similarity(self, query: str, pairs: list[tuple[str, str]]) -> list[float]:
         """Similarity of `query` to each (prompt, subject) with the subject masked out."""
-        masked_queries: dict[str, np.ndarray] = {}
-        scores = []
-        for prompt, subject in pairs:
-            masked = relation_text(query, subject)
-            if masked not in masked_queries:
-                masked_queries[masked] = self.embed([masked])[0]
-            scores.append(float(masked_queries[masked] @ self._masked_prompt(prompt, subject)))
-        return scores
+        cache: dict[str, np.ndarray] = {}
+        return [float(self._masked_query(query, subject, cache)
+                      @ self._masked_prompt(prompt, subject)) for prompt, subject in pairs]
+
+    def _judge(self, query: str, edit: Edit, similarity: float, overlap: float,
+               cache: dict[str, np.ndarray]) -> ScopeDecision:
+        """The relation test against each of the edit's key texts; the best one counts."""
+        masked_query = self._masked_query(query, edit.subject, cache)
+        keys = [self._masked_prompt(text, edit.subject) for text in edit.key_texts()]
+        relations = [float(masked_query @ key) for key in keys]
+        if self.head is None:
+            relation = max(relations)
+            return ScopeDecision(edit, similarity, overlap, relation,
+                                 relation >= self.relation_min)
+        features = np.stack([pair_features(similarity, overlap, masked_query, key)
+                             for key in keys])
+        probabilities = self.head.probability(features)
+        best = int(np.argmax(probabilities))
+        return ScopeDecision(edit, similarity, overlap, relations[best],
+                             bool(probabilities[best] >= self.head.threshold),
+                             float(probabilities[best]))
 
     def decide(self, query: str, candidates: list[tuple[Edit, float]]) -> list[ScopeDecision]:
-        """One decision per candidate, in-scope ones first, then by similarity."""
-        gated, decisions = [], []
+        """One decision per candidate, in-scope ones first, then by probability/similarity."""
+        decisions = []
+        cache: dict[str, np.ndarray] = {}
         for edit, similarity in candidates:
             overlap = subject_overlap(edit.subject, query)
             if similarity >= self.threshold and overlap >= self.overlap_min:
-                gated.append((edit, similarity, overlap))
+                decisions.append(self._judge(query, edit, similarity, overlap, cache))
             else:
                 decisions.append(ScopeDecision(edit, similarity, overlap, None, False))
-        if gated:
-            relations = self.relation_similarity(
-                query, [(edit.prompt, edit.subject) for edit, _, _ in gated])
-            for (edit, similarity, overlap), relation in zip(gated, relations):
-                decisions.append(ScopeDecision(edit, similarity, overlap, relation,
-                                               relation >= self.relation_min))
-        return sorted(decisions, key=lambda d: (not d.in_scope, -d.similarity))
+        return sorted(decisions, key=lambda d: (not d.in_scope, -(d.probability or 0.0),
+                                                -d.similarity))
 
 
-# -- calibration ---------------------------------------------------------------------------
-def normalise_record(rec: dict) -> dict:
-    """CounterFact (prompt, rephrase_prompt, locality_prompt) or ZsRE (src, rephrase, loc)."""
-    if "src" in rec:
-        return {"subject": rec["subject"], "prompt": rec["src"], "rephrase_prompt": rec["rephrase"],
-                "locality_prompt": rec["loc"].removeprefix("nq question: ")}
-    return rec
+def make_scope(config: RouterConfig, embed: EmbedFn) -> ScopeClassifier:
+    """The classifier the config asks for: with the trained head if `scope_head` names one."""
+    head = ScopeHead.load(REPO_ROOT / config.scope_head) if config.scope_head else None
+    return ScopeClassifier(config, embed, head)
 
 
-def calibration_pairs(records: list[dict], seed: int = 0) -> list[tuple[str, str, str, bool]]:
-    """(subject, edit prompt, query, in_scope) pairs from CounterFact or ZsRE records."""
-    rng = random.Random(seed)
-    records = [normalise_record(r) for r in records]
-    pairs = []
-    for rec in records:
-        prompt, subject = rec["prompt"], rec["subject"]
-        pairs.append((subject, prompt, rec["rephrase_prompt"], True))
-        pairs.append((subject, prompt, rec["locality_prompt"], False))
-        other = rng.choice(records)
-        if other["subject"] != subject:
-            pairs.append((subject, prompt, other["prompt"], False))
-            # the same subject asked about another relation: the hard case for a router
-            if other["subject"] in other["prompt"]:
-                pairs.append((subject, prompt, other["prompt"].replace(other["subject"], subject),
-                              False))
-    return pairs
-
-
-def _f1(predictions: np.ndarray, labels: np.ndarray) -> dict:
-    tp = int((predictions & labels).sum())
-    fp = int((predictions & ~labels).sum())
-    fn = int((~predictions & labels).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"f1": f1, "precision": precision, "recall": recall}
-
-
-def calibrate(records: list[dict], overlap_min: float, embed: EmbedFn) -> dict:
-    """Grid-search both thresholds of the full rule for the best F1."""
-    pairs = calibration_pairs(records)
-    prompts, queries = embed([p[1] for p in pairs]), embed([p[2] for p in pairs])
-    sims = (prompts * queries).sum(axis=1)
-    masked_p = embed([relation_text(p[1], p[0]) for p in pairs])
-    masked_q = embed([relation_text(p[2], p[0]) for p in pairs])
-    relations = (masked_p * masked_q).sum(axis=1)
-    gate = np.array([subject_overlap(s, q) >= overlap_min for s, _, q, _ in pairs])
-    labels = np.array([p[3] for p in pairs])
-    best = {"f1": -1.0}
-    for threshold in np.arange(0.0, 0.96, 0.05):
-        for relation_min in np.arange(0.0, 0.96, 0.05):
-            pred = gate & (sims >= threshold) & (relations >= relation_min)
-            score = _f1(pred, labels)
-            if score["f1"] > best["f1"] + 1e-9:
-                best = {"scope_threshold": round(float(threshold), 2),
-                        "relation_threshold": round(float(relation_min), 2), **score}
-    best["pairs"] = len(pairs)
-    best["positives"] = int(labels.sum())
-    return best
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Calibrate the v0 scope threshold.")
-    parser.add_argument("--calibrate", action="store_true", help="run the calibration")
-    train = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
-    parser.add_argument("--data", type=Path, nargs="+",
-                        default=[train / "zsre_mend_train-1k-last500.json",
-                                 train / "counterfact-train.json"],
-                        help="training records (CounterFact or ZsRE format)")
-    parser.add_argument("--limit", type=int, default=500, help="records to use from each file")
-    parser.add_argument("--write", action="store_true", help="store the threshold in the config")
-    args = parser.parse_args(argv)
-    if not args.calibrate:
-        parser.print_help()
-        return
-    from assistant.embedder import Embedder
-
-    config = router_config()
-    records = [rec for path in args.data
-               for rec in json.loads(path.read_text(encoding="utf-8"))[: args.limit]]
-    embedder = Embedder(int8=config.embedding_int8)
-    result = calibrate(records, config.subject_overlap_min,
-                       lambda texts: embedder.embed(texts, show_progress=True))
-    print(json.dumps(result, indent=2))
-    if args.write:
-        path = CONFIG_DIR / "router" / "all-minilm-l6-v2.json"
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        raw["scope_threshold"] = result["scope_threshold"]
-        raw["relation_threshold"] = result["relation_threshold"]
-        path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote the thresholds to {path}")
-
-
-if __name__ == "__main__":
-    main()

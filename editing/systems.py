@@ -87,7 +87,7 @@ class MemorySystem:
         if not governing:
             return model, prompt
         edits = self.assistant.compose(governing)
-        return model, self.assistant.counterfactual.text_context(edits) + prompt
+        return model, self.assistant.counterfactual.text_prompt(edits, prompt)
 
     def chat(self, question: str) -> str:
         chunks = list(self.assistant.reply([], question, session="eval",

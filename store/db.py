@@ -224,6 +224,14 @@ class Store:
             rows = self.db["edits"].rows_where("status = 'active'", order_by="id")
             return [_edit_from_row(r) for r in rows]
 
+    def active_edits_about(self, subject: str) -> list[Edit]:
+        """Active edits whose subject is `subject` (case-insensitive)."""
+        with self._lock:
+            rows = self.db["edits"].rows_where(
+                "status = 'active' AND subject = ? COLLATE NOCASE", [subject.strip()],
+                order_by="id")
+            return [_edit_from_row(r) for r in rows]
+
     def active_fingerprint(self) -> str:
         """Changes whenever the set of active edits (or their key texts) changes."""
         with self._lock:

@@ -12,6 +12,7 @@ from assistant.corrections import (
     is_correction_like,
     parse_correction,
 )
+from bench.corrections import DEFAULT_DATA, load, score
 
 Q = "Where is the Eiffel Tower?"
 OLD = "Paris"
@@ -165,14 +166,21 @@ def test_bare_no_without_context_is_not_a_correction() -> None:
     ("Actually the Louvre is " + "y" * 250, None),
     ("Actually the Louvre is not in Madrid", None),
     ("No, it's not Rome", Q),
-    ("No, it's Rome", "who wrote hamlet?"),
+    ("No, it's Rome", "who wrote it?"),
     ("No, the Louvre is", None),
     ("No, " + "word " * 5000, Q),
+    ("Actually the " + "very " * 120 + "long name of Acme is Jane", None),  # prompt > 500 chars
 ])
 def test_clarifications(message: str, last_question: str | None) -> None:
     result = parse_correction(message, last_question, OLD)
     assert isinstance(result, Clarification)
     assert result.question.strip().endswith((".", "?"))
+
+
+def test_lowercase_question_without_a_name_still_has_a_subject() -> None:
+    # "who wrote hamlet?" used to be asked about; its subject is plainly "hamlet".
+    assert parse_correction("No, it's Rome", "who wrote hamlet?") == \
+        Correction("hamlet", "who wrote hamlet?", "Rome", None)
 
 
 def test_bare_no_after_question_asks_for_the_right_answer() -> None:
@@ -267,3 +275,93 @@ def test_property_parse_is_total_and_sound(message: str, question: str | None,
         assert len(result.target_new) <= 200
     if isinstance(result, Clarification):
         assert result.question.strip()
+
+
+# --- phrasings beyond "No, it's X" ----------------------------------------------------------------
+
+@pytest.mark.parametrize("message, question, answer, subject, target", [
+    ("It's Ottawa, not Toronto.", "What is the capital of Canada?", "Toronto.", "Canada", "Ottawa"),
+    ("Not Paris \u2014 Rome.", Q, "The Eiffel Tower is in Paris.", "Eiffel Tower", "Rome"),
+    ("Ankara, actually.", "What is the capital of Turkey?", "Istanbul.", "Turkey", "Ankara"),
+    ("It's actually Rome", Q, OLD, "Eiffel Tower", "Rome"),
+    ("Hmm, no. It's Rome.", Q, OLD, "Eiffel Tower", "Rome"),
+    ("Sorry, but that's wrong \u2014 it's Rome", Q, OLD, "Eiffel Tower", "Rome"),
+    ("The correct answer is Rome.", Q, OLD, "Eiffel Tower", "Rome"),
+    ("No, Meta owns it", "Who owns Instagram?", "Google.", "Instagram", "Meta"),
+    ("That's outdated, the CEO is now Jane Roe", "Who is the CEO of Acme Corp?", "John Smith.",
+     "Acme Corp", "Jane Roe"),
+    ("No, they play opera.", "What does Heath Brothers play?", "Jazz.", "Heath Brothers", "opera"),
+    ("Wrong, he plays as a goaltender", "Which position does Elrio van Heerden play?", "Winger.",
+     "Elrio van Heerden", "goaltender"),
+    ("No, the Chicago Bulls.", "Which team did Michael Jordan play for?", "The Celtics.",
+     "Michael Jordan", "Chicago Bulls"),
+    ("No, it's 8,849 metres tall", "How tall is Mount Everest?", "8,000 m.", "Mount Everest",
+     "8,849 metres"),
+    ("no it's au", "what is the chemical symbol for gold?", "Ag.", "gold", "au"),
+    ("Update: Lionel Messi now plays for Inter Miami", None, None, "Lionel Messi", "Inter Miami"),
+    ("Correction: Inner Circle railway line can be found in Singapore", None, None,
+     "Inner Circle railway line", "Singapore"),
+])
+def test_more_correction_phrasings(message: str, question: str | None, answer: str | None,
+                                   subject: str, target: str) -> None:
+    result = parse_correction(message, question, answer)
+    assert isinstance(result, Correction)
+    assert (result.subject, result.target_new) == (subject, target)
+
+
+@pytest.mark.parametrize("message, subject, target", [
+    ("Actually, gold's chemical symbol is Au", "gold", "Au"),
+    ("FYI, the chemical symbol for sodium is Na", "sodium", "Na"),
+    ("Correction: penicillin was discovered by Alexander Fleming", "penicillin",
+     "Alexander Fleming"),
+])
+def test_common_noun_subjects(message: str, subject: str, target: str) -> None:
+    result = parse_correction(message)
+    assert isinstance(result, Correction)
+    assert (result.subject, result.target_new) == (subject, target)
+
+
+@pytest.mark.parametrize("message, question, answer", [
+    ("Actually, it's a long story", "What is the capital of France?",
+     "The capital of France is Paris."),
+    ("No, that's what I thought", "What sport does Roberto Clemente play?", "Baseball."),
+    ("Actually, short answers are better", None, None),
+])
+def test_answers_that_do_not_fit_the_question_are_chat(message: str, question: str | None,
+                                                       answer: str | None) -> None:
+    assert parse_correction(message, question, answer) is None
+
+
+def test_lowercase_answer_to_a_lowercase_valued_question_is_kept() -> None:
+    result = parse_correction("Nah, football", "What sport does Roberto Clemente play?",
+                              "Roberto Clemente played baseball for the Pittsburgh Pirates.")
+    assert isinstance(result, Correction) and result.target_new == "football"
+
+
+@pytest.mark.parametrize("message", [
+    "Nope, that's all", "no, that's everything, thanks", "Actually, never mind.",
+    "No, you're right", "Actually that makes sense", "No, not really", "Nope, no more questions",
+    "That's actually really helpful, thanks", "No, in bullet points please", "No, carry on",
+    "No, I don't need anything else", "Remember that I prefer metric units", "It's fine, not Paris",
+])
+def test_more_non_corrections(message: str) -> None:
+    assert parse_correction(message, Q, "The Eiffel Tower is in Paris.") is None
+
+
+@pytest.mark.parametrize("message", [
+    "That is incorrect, sorry", "Wrong again", "No, it's not Paris"])
+def test_more_clarifications(message: str) -> None:
+    assert isinstance(parse_correction(message, Q, OLD), Clarification)
+
+
+# --- the labelled data set (tests/data/corrections.jsonl; see bench/corrections.py) ------------
+
+def test_dataset_rates_meet_thresholds() -> None:
+    report = score(load(DEFAULT_DATA))
+    assert report["counts"]["correction"] >= 150 and report["counts"]["none"] >= 60
+    assert report["counts"]["clarify"] >= 20
+    failures = "\n".join(f"{f['message']!r}: expected {f['kind']}, got {f['got']}"
+                         for f in report["failures"])
+    assert report["extraction_accuracy"] >= 0.9, failures
+    assert report["clarification_accuracy"] >= 0.9, failures
+    assert report["rejection_rate"] >= 0.98, failures

@@ -99,12 +99,17 @@ def test_reject_and_reactivate(assistant):
     assert answer.trace.edit_ids == [edit.id]
 
 
-def test_two_edits_on_one_subject_compose(assistant):
-    a, _ = assistant.add_edit(Correction("Louvre", "The Louvre is in", "Madrid"), "form")
-    b, _ = assistant.add_edit(Correction("Louvre", "The Louvre was designed by", "Gaudi"), "form")
-    answer = final(assistant, [], "Where is the Louvre?", max_new_tokens=3)
-    assert set(answer.trace.edit_ids) == {a.id, b.id}
-    assert answer.trace.edit_ids[0] == a.id
+def test_edits_compose_one_hop(assistant):
+    louvre, _ = assistant.add_edit(Correction("Louvre", "The Louvre is in", "Madrid"), "form")
+    madrid, _ = assistant.add_edit(Correction("Madrid", "Madrid is in", "Portugal"), "form")
+    other, _ = assistant.add_edit(Correction("Lisbon", "Lisbon is in", "Spain"), "form")
+    answer = final(assistant, [], "Which city is the Louvre in?", max_new_tokens=3)
+    assert answer.trace.edit_ids == [louvre.id, madrid.id]  # the hop, and nothing unrelated
+    messages = assistant.counterfactual.messages([], "Which country is the Louvre in?",
+                                                 [louvre, madrid])
+    assert "Louvre is in Madrid" in messages[0]["content"]
+    assert "Madrid is in Portugal" in messages[0]["content"]
+    assert other.id not in answer.trace.edit_ids
 
 
 def test_form_correction_validates(assistant):
