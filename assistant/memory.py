@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import faiss
 import numpy as np
 
 from assistant.embedder import Embedder
+from assistant.scope import relation_text
 from store.db import Edit, Store
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,9 @@ class EditMemory:
         self.index_path = Path(index_path) if index_path else None
         self._lock = threading.RLock()
         self.index = self._empty()
+        # Per edit, its key texts embedded with the subject masked (the scope's relation test
+        # needs them on every in-scope query; computing them here keeps that off the hot path).
+        self.relations: dict[int, np.ndarray] = {}
         self.rebuilt_reason: str | None = None
         self.load_or_rebuild()
 
@@ -46,6 +51,10 @@ class EditMemory:
     @property
     def _meta_path(self) -> Path | None:
         return self.index_path.with_suffix(".json") if self.index_path else None
+
+    @property
+    def _relations_path(self) -> Path | None:
+        return self.index_path.with_suffix(".relations.npz") if self.index_path else None
 
     # -- persistence ----------------------------------------------------------------------
     def load_or_rebuild(self) -> None:
@@ -65,7 +74,8 @@ class EditMemory:
         try:
             meta = json.loads(self._meta_path.read_text(encoding="utf-8"))
             index = faiss.read_index(str(self.index_path))
-        except (RuntimeError, ValueError, OSError) as exc:
+            relations = _read_relations(self._relations_path)
+        except (RuntimeError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
             return f"{self.index_path.name} is unreadable ({str(exc).splitlines()[0][:120]})"
         if meta.get("fingerprint") != self.store.active_fingerprint():
             return f"{self.index_path.name} is stale (the store changed since it was saved)"
@@ -74,6 +84,7 @@ class EditMemory:
                     f"this run uses {self.embedder.name!r}")
         with self._lock:
             self.index = index
+            self.relations = relations
         return None
 
     def save(self) -> None:
@@ -88,22 +99,37 @@ class EditMemory:
                     "vectors": int(self.index.ntotal)}
             meta_tmp = self._meta_path.with_suffix(".json.tmp")
             meta_tmp.write_text(json.dumps(meta), encoding="utf-8")
+            relations_tmp = self._relations_path.with_suffix(".tmp")
+            _write_relations(relations_tmp, self.relations)
             os.replace(tmp, self.index_path)
-            os.replace(meta_tmp, self._meta_path)
+            os.replace(relations_tmp, self._relations_path)
+            os.replace(meta_tmp, self._meta_path)  # last: it vouches for the other two
+
+    def _embed_edits(self, edits: list[Edit]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """(key vectors, their edit ids, masked key vectors per edit) for `edits`."""
+        texts = [text for edit in edits for text in edit.key_texts()]
+        masked = [relation_text(text, edit.subject) for edit in edits for text in edit.key_texts()]
+        progress = len(texts) > 2000
+        vecs = self.embedder.embed(texts, show_progress=progress)
+        masked_vecs = self.embedder.embed(masked, show_progress=progress)
+        ids = np.asarray([edit.id for edit in edits for _ in edit.key_texts()], dtype=np.int64)
+        per_edit, start = [], 0
+        for edit in edits:
+            per_edit.append(masked_vecs[start:start + len(edit.key_texts())])
+            start += len(edit.key_texts())
+        return vecs, ids, per_edit
 
     def rebuild(self) -> None:
         edits = self.store.active_edits()
         index = self._empty()
-        texts, ids = [], []
-        for edit in edits:
-            for text in edit.key_texts():
-                texts.append(text)
-                ids.append(edit.id)
-        if texts:
-            vecs = self.embedder.embed(texts, show_progress=len(texts) > 2000)
-            index.add_with_ids(vecs, np.asarray(ids, dtype=np.int64))
+        relations: dict[int, np.ndarray] = {}
+        if edits:
+            vecs, ids, masked = self._embed_edits(edits)
+            index.add_with_ids(vecs, ids)
+            relations = {edit.id: m for edit, m in zip(edits, masked)}
         with self._lock:
             self.index = index
+            self.relations = relations
         self.save()
 
     # -- updates ------------------------------------------------------------------------
@@ -115,14 +141,24 @@ class EditMemory:
 
     def sync(self, added: list[Edit] = (), removed: list[int] = ()) -> None:
         """Apply a store change to the index: remove ids, add edits, save once."""
+        added = list(added)
+        vecs, ids, masked = self._embed_edits(added) if added else (None, None, [])
         with self._lock:
             if removed:
                 self.index.remove_ids(np.asarray(list(removed), dtype=np.int64))
-            for edit in added:
-                texts = edit.key_texts()
-                self.index.add_with_ids(self.embedder.embed(texts),
-                                        np.full(len(texts), edit.id, dtype=np.int64))
+                for edit_id in removed:
+                    self.relations.pop(edit_id, None)
+            if added:
+                self.index.add_with_ids(vecs, ids)
+                self.relations.update({edit.id: m for edit, m in zip(added, masked)})
         self.save()
+
+    def masked_keys(self, edit: Edit) -> np.ndarray:
+        """(keys, dim) masked key vectors of an edit: stored ones, else computed now."""
+        stored = self.relations.get(edit.id)
+        if stored is not None and len(stored) == len(edit.key_texts()):
+            return stored
+        return self._embed_edits([edit])[2][0]
 
     # -- queries ------------------------------------------------------------------------
     @property
@@ -140,3 +176,26 @@ class EditMemory:
             if edit_id >= 0 and float(score) > best.get(int(edit_id), -2.0):
                 best[int(edit_id)] = float(score)
         return [Hit(i, s) for i, s in sorted(best.items(), key=lambda kv: -kv[1])]
+
+
+def _write_relations(path: Path, relations: dict[int, np.ndarray]) -> None:
+    ids = np.asarray(sorted(relations), dtype=np.int64)
+    counts = np.asarray([len(relations[i]) for i in ids], dtype=np.int64)
+    vectors = (np.concatenate([relations[i] for i in ids]) if len(ids)
+               else np.zeros((0, 0), dtype=np.float32))
+    with open(path, "wb") as handle:
+        np.savez(handle, ids=ids, counts=counts, vectors=vectors)
+
+
+def _read_relations(path: Path) -> dict[int, np.ndarray]:
+    if not path.exists():
+        raise OSError(f"{path.name} is missing")
+    with np.load(path) as data:
+        ids, counts, vectors = data["ids"], data["counts"], data["vectors"]
+    if int(counts.sum()) != len(vectors):
+        raise ValueError(f"{path.name} does not add up")
+    relations, start = {}, 0
+    for edit_id, count in zip(ids.tolist(), counts.tolist()):
+        relations[edit_id] = vectors[start:start + count]
+        start += count
+    return relations

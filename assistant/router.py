@@ -96,7 +96,7 @@ class Assistant:
         self.store = store
         self.memory = memory
         self.config = config
-        self.scope = make_scope(config, embedder.embed)
+        self.scope = make_scope(config, embedder.embed, memory.masked_keys)
         self.counterfactual = CounterfactualModel(llm, config)
 
     # -- routing --------------------------------------------------------------------------

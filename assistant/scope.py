@@ -102,13 +102,14 @@ class ScopeHead:
 class ScopeClassifier:
     """In scope = similar enough, names the subject, and asks about the same relation."""
 
-    def __init__(self, config: RouterConfig, embed: EmbedFn,
-                 head: ScopeHead | None = None) -> None:
+    def __init__(self, config: RouterConfig, embed: EmbedFn, head: ScopeHead | None = None,
+                 masked_keys: Callable[[Edit], np.ndarray] | None = None) -> None:
         self.threshold = config.scope_threshold
         self.overlap_min = config.subject_overlap_min
         self.relation_min = config.relation_threshold
         self.embed = embed
         self.head = head
+        self.masked_keys = masked_keys or self._embed_masked_keys
         # Masked prompt vectors, keyed by (prompt, subject): edits are few and stable, so
         # each prompt is embedded once rather than on every query.
         self._masked_prompts: dict[tuple[str, str], np.ndarray] = {}
@@ -120,6 +121,9 @@ class ScopeClassifier:
                 self._masked_prompts.clear()
             self._masked_prompts[key] = self.embed([relation_text(prompt, subject)])[0]
         return self._masked_prompts[key]
+
+    def _embed_masked_keys(self, edit: Edit) -> np.ndarray:
+        return np.stack([self._masked_prompt(text, edit.subject) for text in edit.key_texts()])
 
     def _masked_query(self, query: str, subject: str, cache: dict[str, np.ndarray]) -> np.ndarray:
         masked = relation_text(query, subject)
@@ -137,8 +141,8 @@ class ScopeClassifier:
                cache: dict[str, np.ndarray]) -> ScopeDecision:
         """The relation test against each of the edit's key texts; the best one counts."""
         masked_query = self._masked_query(query, edit.subject, cache)
-        keys = [self._masked_prompt(text, edit.subject) for text in edit.key_texts()]
-        relations = [float(masked_query @ key) for key in keys]
+        keys = self.masked_keys(edit)  # (keys, dim)
+        relations = (keys @ masked_query).tolist()
         if self.head is None:
             relation = max(relations)
             return ScopeDecision(edit, similarity, overlap, relation,
@@ -165,9 +169,13 @@ class ScopeClassifier:
                                                 -d.similarity))
 
 
-def make_scope(config: RouterConfig, embed: EmbedFn) -> ScopeClassifier:
-    """The classifier the config asks for: with the trained head if `scope_head` names one."""
+def make_scope(config: RouterConfig, embed: EmbedFn,
+               masked_keys: Callable[[Edit], np.ndarray] | None = None) -> ScopeClassifier:
+    """The classifier the config asks for: with the trained head if `scope_head` names one.
+
+    `masked_keys` supplies an edit's precomputed masked key vectors (the edit memory keeps
+    them); without it they are embedded on first use and cached."""
     head = ScopeHead.load(REPO_ROOT / config.scope_head) if config.scope_head else None
-    return ScopeClassifier(config, embed, head)
+    return ScopeClassifier(config, embed, head, masked_keys)
 
 

@@ -102,12 +102,15 @@ def synthetic_records(n: int, seed: int = 0) -> list[dict[str, str]]:
 
 def fill_store(assistant, records: list[dict[str, str]]) -> float:
     """Add records as active edits in one transaction; seconds taken."""
+    from assistant.phrasings import question_forms
+
     started = time.perf_counter()
     store = assistant.store
     with store._lock, store.db.atomic():  # one commit instead of one per edit
         for rec in records:
             store.add_edit(rec["subject"], rec["prompt"], rec["target_new"], source="bench",
-                           actor="bench")
+                           actor="bench",  # the chat phrasings the app stores with every edit
+                           paraphrases=question_forms(rec["prompt"], rec["subject"]))
     return time.perf_counter() - started
 
 

@@ -83,3 +83,26 @@ def test_embed_one_matches_batch(embedder):
     assert one.shape == (1, embedder.dim)
     assert np.allclose(one, batch, atol=1e-5)
     assert abs(float(np.linalg.norm(one)) - 1.0) < 1e-5
+
+
+def test_masked_keys_stored_reloaded_and_equal_to_fresh(store, embedder, tmp_path):
+    from assistant.scope import relation_text
+
+    memory = _memory(store, embedder, tmp_path)
+    edit = store.add_edit("Louvre", "The Louvre is in", "Madrid",
+                          paraphrases=["Where is the Louvre?"])
+    memory.sync(added=[edit])
+    fresh = embedder.embed([relation_text(t, "Louvre") for t in edit.key_texts()])
+    assert np.allclose(memory.masked_keys(edit), fresh, atol=1e-6)
+    again = _memory(store, embedder, tmp_path)
+    assert again.rebuilt_reason is None
+    assert np.allclose(again.relations[edit.id], fresh, atol=1e-6)
+
+
+def test_corrupt_relations_file_triggers_rebuild(store, embedder, tmp_path):
+    memory = _memory(store, embedder, tmp_path)
+    memory.sync(added=[store.add_edit("Louvre", "The Louvre is in", "Madrid")])
+    (tmp_path / "edits.relations.npz").write_bytes(b"PK\x03\x04 broken")
+    again = _memory(store, embedder, tmp_path)
+    assert "unreadable" in again.rebuilt_reason
+    assert set(again.relations) == {1}
