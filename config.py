@@ -48,6 +48,21 @@ class RouterConfig:
 
 
 @dataclass(frozen=True)
+class CounterfactualConfig:
+    """The counterfactual model's LoRA adapter and how it is trained, per model family."""
+
+    adapter_pattern: str  # regex over module names: the Linear layers that get an adapter
+    rank: int
+    alpha: float
+    learning_rate: float
+    steps: int
+    batch_size: int
+    max_distractors: int  # other facts placed beside the governing one in training inputs
+    seed: int
+    weights: str  # repo-relative safetensors file of the trained adapter
+
+
+@dataclass(frozen=True)
 class AppSettings:
     """Run-time settings from the command line and environment (not hyperparameters)."""
 
@@ -112,6 +127,12 @@ def chat_config_for(family: str) -> ChatConfig:
     if not path.exists():
         path = CONFIG_DIR / "chat" / "default.json"
     return load_config(ChatConfig, path)
+
+
+def counterfactual_config(family: str) -> CounterfactualConfig | None:
+    """The adapter config of a model family, or None when the family has none."""
+    path = CONFIG_DIR / "counterfactual" / f"{family}.json"
+    return load_config(CounterfactualConfig, path) if path.exists() else None
 
 
 def router_config(name: str = "all-minilm-l6-v2") -> RouterConfig:

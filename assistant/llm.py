@@ -132,11 +132,12 @@ class ChatLLM:
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
-                 config: ChatConfig, name: str = "model") -> None:
+                 config: ChatConfig, name: str = "model", family: str = "default") -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = config
         self.name = name
+        self.family = family  # selects the per-family config files (chat, counterfactual)
         fix_tokenizer(tokenizer, config.stop_tokens)
         vocab = tokenizer.get_vocab()
         self.stop_ids = {vocab[t] for t in config.stop_tokens if t in vocab}
@@ -162,8 +163,8 @@ class ChatLLM:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"could not load the model at {path}: {exc}") from exc
-        config = chat_config_for(model_family(path, is_default))
-        return cls(model, tok, config, name=path.name)
+        family = model_family(path, is_default)
+        return cls(model, tok, chat_config_for(family), name=path.name, family=family)
 
     # -- prompting ----------------------------------------------------------------------
     def encode_chat(self, messages: list[dict[str, str]], prefill: str = "",

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
+from assistant.adapter import Adapter
 from assistant.corrections import Clarification, Correction, correction_from_form, parse_correction
 from assistant.counterfactual import CounterfactualModel
 from assistant.embedder import Embedder
@@ -90,14 +91,14 @@ class Assistant:
     """Chat, corrections and routing over one base model and one edit store."""
 
     def __init__(self, llm: ChatLLM, embedder: Embedder, store: Store, memory: EditMemory,
-                 config: RouterConfig) -> None:
+                 config: RouterConfig, adapter: Adapter | None = None) -> None:
         self.llm = llm
         self.embedder = embedder
         self.store = store
         self.memory = memory
         self.config = config
         self.scope = make_scope(config, embedder.embed, memory.masked_keys)
-        self.counterfactual = CounterfactualModel(llm, config)
+        self.counterfactual = CounterfactualModel(llm, config, adapter)
 
     # -- routing --------------------------------------------------------------------------
     def route(self, question: str) -> tuple[list[ScopeDecision], dict[str, float]]:

@@ -60,7 +60,22 @@ def build_assistant(settings: AppSettings, progress: Callable[[str], None] = log
         from dataclasses import replace
 
         llm.config = replace(llm.config, max_new_tokens=settings.max_new_tokens)
-    return Assistant(llm, embedder, store, memory, config)
+    adapter = load_counterfactual_adapter(llm.model, llm.family, progress)
+    return Assistant(llm, embedder, store, memory, config, adapter=adapter)
+
+
+def load_counterfactual_adapter(model, family: str, progress: Callable[[str], None] = log.info):
+    """The trained counterfactual adapter for this model family, if one is shipped."""
+    from assistant.adapter import Adapter
+    from config import REPO_ROOT, counterfactual_config
+
+    cfg = counterfactual_config(family)
+    if cfg is None or not (REPO_ROOT / cfg.weights).exists():
+        progress(f"No counterfactual adapter for '{family}': the base model answers edits")
+        return None
+    adapter = Adapter(model, cfg.adapter_pattern, cfg.rank, cfg.alpha)
+    adapter.load(REPO_ROOT / cfg.weights)
+    return adapter
 
 
 @dataclass

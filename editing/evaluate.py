@@ -24,7 +24,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from editing.metrics import contains_answer, predicted_target_tokens, token_accuracy, unchanged_share
+from editing.metrics import (contains_answer, predicted_target_tokens, token_accuracy,
+                             unchanged_share)
 from editing.records import EditRecord, load_records
 from editing.systems import METHODS, EditedSystem
 
@@ -47,24 +48,28 @@ def _mean(values: list[float]) -> float | None:
 def baseline(system: EditedSystem, record: EditRecord) -> Baseline:
     base = Baseline()
     for probe in record.locality:
-        model, text = system.scorer(probe.prompt)
-        base.locality_tokens.append(
-            predicted_target_tokens(model, system.tokenizer, text, probe.answer)[0])
+        base.locality_tokens.append(_predicted(system, probe.prompt, probe.answer))
         base.locality_chat.append(system.chat(probe.prompt))
     return base
+
+
+def _predicted(system: EditedSystem, prompt: str, target: str) -> list[int]:
+    scorer = system.scorer(prompt)
+    with scorer.context:
+        return predicted_target_tokens(scorer.model, system.tokenizer, scorer.text, target)[0]
 
 
 def score(system: EditedSystem, record: EditRecord, base: Baseline) -> dict[str, float | None]:
     """All metrics of one record on the system as it is now (edited)."""
     def accuracy(prompt: str, target: str) -> float:
-        model, text = system.scorer(prompt)
-        return token_accuracy(model, system.tokenizer, text, target)
+        scorer = system.scorer(prompt)
+        with scorer.context:
+            return token_accuracy(scorer.model, system.tokenizer, scorer.text, target)
 
     locality, chat_locality = [], []
     for probe, before, before_chat in zip(record.locality, base.locality_tokens,
                                           base.locality_chat):
-        model, text = system.scorer(probe.prompt)
-        after = predicted_target_tokens(model, system.tokenizer, text, probe.answer)[0]
+        after = _predicted(system, probe.prompt, probe.answer)
         locality.append(unchanged_share(before, after))
         chat_locality.append(float(system.chat(probe.prompt) == before_chat))
     return {

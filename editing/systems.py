@@ -1,15 +1,18 @@
 """Edited systems the evaluation harness can score: one class per route or method.
 
 Every system offers the same five things, so `editing/evaluate.py` has no per-method branches:
-`apply(records)`, `revert()`, `scorer(prompt) -> (model, text)` (which model to run and on
-what text, for teacher-forced metrics), `chat(question) -> reply`, and `extra_metrics()`.
+`apply(records)`, `revert()`, `scorer(prompt) -> Scorer` (which model to run, on what text,
+inside which context, for teacher-forced metrics), `chat(question) -> reply`, and
+`extra_metrics()`.
 Weight-editing methods (issues 4-5) register here with the same protocol.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -24,13 +27,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Scorer:
+    """Run `model` on `text` inside `context` (e.g. with the counterfactual adapter on)."""
+
+    model: torch.nn.Module
+    text: str
+    context: contextlib.AbstractContextManager = field(default_factory=contextlib.nullcontext)
+
+
 class EditedSystem(Protocol):
     name: str
     tokenizer: object
 
     def apply(self, records: list[EditRecord]) -> None: ...
     def revert(self) -> None: ...
-    def scorer(self, prompt: str) -> tuple[torch.nn.Module, str]: ...
+    def scorer(self, prompt: str) -> Scorer: ...
     def chat(self, question: str) -> str: ...
     def extra_metrics(self) -> dict: ...
 
@@ -55,6 +67,7 @@ class MemorySystem:
         from assistant.llm import ChatLLM
         from assistant.memory import EditMemory
         from assistant.router import Assistant
+        from assistant.runtime import load_counterfactual_adapter
         from config import default_data_dir, router_config
         from store.db import Store
 
@@ -63,7 +76,8 @@ class MemorySystem:
         embedder = Embedder(int8=config.embedding_int8)
         store = Store(":memory:")
         memory = EditMemory(store, embedder, index_path=None)
-        return cls(Assistant(llm, embedder, store, memory, config), chat_tokens)
+        adapter = load_counterfactual_adapter(llm.model, llm.family, log.info)
+        return cls(Assistant(llm, embedder, store, memory, config, adapter), chat_tokens)
 
     def apply(self, records: list[EditRecord]) -> None:
         for record in records:
@@ -78,16 +92,17 @@ class MemorySystem:
                 self.assistant.set_status(edit_id, "rejected", actor="eval")
         self._applied = []
 
-    def scorer(self, prompt: str) -> tuple[torch.nn.Module, str]:
+    def scorer(self, prompt: str) -> Scorer:
         decisions, timings = self.assistant.route(prompt)
         self._route_ms.append(timings["route"])
         governing = [d for d in decisions if d.in_scope]
         self._routes["memory" if governing else "base"] += 1
         model = self.assistant.llm.model
         if not governing:
-            return model, prompt
+            return Scorer(model, prompt)
+        counterfactual = self.assistant.counterfactual
         edits = self.assistant.compose(governing)
-        return model, self.assistant.counterfactual.text_prompt(edits, prompt)
+        return Scorer(model, counterfactual.text_prompt(edits, prompt), counterfactual.scoring())
 
     def chat(self, question: str) -> str:
         chunks = list(self.assistant.reply([], question, session="eval",
