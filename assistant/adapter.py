@@ -55,6 +55,14 @@ class Adapter:
             setattr(parent, child, wrapped)
             self.layers[name] = wrapped
 
+    def remove(self) -> None:
+        """Put the original Linear layers back: the model is as it was before the adapter."""
+        for name, layer in self.layers.items():
+            parent_name, _, child = name.rpartition(".")
+            parent = self.model.get_submodule(parent_name) if parent_name else self.model
+            setattr(parent, child, layer.base)
+        self.layers = {}
+
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for layer in self.layers.values() for p in (layer.lora_a, layer.lora_b)]
 

@@ -55,6 +55,15 @@ def test_save_load_round_trip(tiny_llm, tmp_path):
         wrong_rank.load(tmp_path / "a.safetensors")
 
 
+def test_remove_restores_plain_layers(tiny_llm):
+    originals = {n: m for n, m in tiny_llm.model.named_modules()
+                 if isinstance(m, torch.nn.Linear)}
+    adapter = Adapter(tiny_llm.model, PATTERN, rank=4, alpha=8.0)
+    adapter.remove()
+    assert {n: m for n, m in tiny_llm.model.named_modules()
+            if isinstance(m, torch.nn.Linear)} == originals
+
+
 def test_pattern_must_match(tiny_llm):
     with pytest.raises(ConfigError, match="matches no Linear"):
         Adapter(tiny_llm.model, r"transformer\.h\.\d+\.attn", rank=4, alpha=8.0)

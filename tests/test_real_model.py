@@ -49,3 +49,36 @@ def test_second_prepare_reuses_the_converted_folder(model_cache):
     started = time.perf_counter()
     assert prepare_default_model(model_cache) == folder
     assert time.perf_counter() - started < 1.0
+
+
+def test_shipped_counterfactual_adapter_answers_from_the_fact(real_llm):
+    """On held-out CounterFact paraphrases (never trained on), the adapter reads the edited
+    fact from its input far more often than the bare base model does."""
+    from assistant.counterfactual import text_prompt
+    from assistant.runtime import load_counterfactual_adapter
+    from editing.metrics import token_accuracy
+    from editing.records import load_records
+    from store.db import Edit
+    from tests.conftest import SHARED_DATA
+
+    path = SHARED_DATA / "counterfact" / "counterfact-edit-first500.json"
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path}")
+    adapter = load_counterfactual_adapter(real_llm.model, real_llm.family)
+    assert adapter is not None, "the adapter weights are shipped in assistant/weights/"
+    records = load_records(path, limit=20)
+
+    def generalization() -> float:
+        scores = [token_accuracy(real_llm.model, real_llm.tokenizer,
+                                 text_prompt([Edit(0, r.subject, r.prompt, r.target_new)],
+                                             r.rephrases[0]), r.target_new)
+                  for r in records]
+        return sum(scores) / len(scores)
+
+    try:
+        base = generalization()
+        with adapter.active():
+            tuned = generalization()
+    finally:
+        adapter.remove()  # the session-wide model stays plain for the other tests
+    assert tuned >= 0.8 and tuned > base + 0.3, (base, tuned)
