@@ -315,3 +315,13 @@ def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
     print(f"\nwrote {path}")
+
+
+def run_cli(main, errors: tuple[type[BaseException], ...] = ()) -> None:
+    """Run a benchmark's main(): its exit code, or 1 with a one-line error for a time-out or
+    one of `errors`."""
+    try:
+        sys.exit(main())
+    except (BenchTimeout, *errors) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -25,9 +25,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import (REPO_ROOT, BenchTimeout, add_common_args, build_assistant_in,
-                          cache_from_args, data_dir, machine_info, machine_line, markdown_table,
-                          median, percentile, setup_logging, time_limit, write_json)
+from bench.common import (
+    REPO_ROOT,
+    add_common_args,
+    build_assistant_in,
+    cache_from_args,
+    data_dir,
+    machine_info,
+    machine_line,
+    markdown_table,
+    median,
+    percentile,
+    run_cli,
+    setup_logging,
+    time_limit,
+    write_json,
+)
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "train" / "counterfact-train.json"
 WARMUP_QUERIES = 10
@@ -242,8 +255,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchTimeout as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(main)

@@ -23,10 +23,24 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import (REPO_ROOT, BenchTimeout, MODEL_FOLDER, add_common_args,
-                          cache_from_args, data_dir, fill_cache, free_port, machine_info,
-                          machine_line, markdown_table, median, seed_model, setup_logging,
-                          write_json)
+from bench.common import (
+    MODEL_FOLDER,
+    REPO_ROOT,
+    BenchTimeout,
+    add_common_args,
+    cache_from_args,
+    data_dir,
+    fill_cache,
+    free_port,
+    machine_info,
+    machine_line,
+    markdown_table,
+    median,
+    run_cli,
+    seed_model,
+    setup_logging,
+    write_json,
+)
 
 HOST = "127.0.0.1"
 POLL_S = 0.05
@@ -220,8 +234,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (BenchTimeout, StartError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(main, (StartError,))

@@ -22,9 +22,19 @@ import sys
 import time
 from typing import Any
 
-from bench.common import (BenchTimeout, add_common_args, build_assistant_in, cache_from_args,
-                          data_dir, machine_info, machine_line, markdown_table, setup_logging,
-                          time_limit, write_json)
+from bench.common import (
+    add_common_args,
+    build_assistant_in,
+    cache_from_args,
+    data_dir,
+    machine_info,
+    machine_line,
+    markdown_table,
+    run_cli,
+    setup_logging,
+    time_limit,
+    write_json,
+)
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -214,8 +224,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchTimeout as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_cli(main)
