@@ -65,9 +65,6 @@ class CounterfactualModel:
         turns = [m for m in history if m["role"] != "system"]
         return [system, *turns, {"role": "user", "content": question}]
 
-    def text_prompt(self, edits: list[Edit], prompt: str) -> str:
-        return text_prompt(edits, prompt)
-
     def scoring(self) -> contextlib.AbstractContextManager:
         """Context in which `self.llm.model` is the counterfactual model (adapter on)."""
         return self.adapter.active() if self.adapter else contextlib.nullcontext()

@@ -133,12 +133,6 @@ class EditMemory:
         self.save()
 
     # -- updates ------------------------------------------------------------------------
-    def add(self, edit: Edit) -> None:
-        self.sync(added=[edit])
-
-    def remove(self, edit_ids: list[int]) -> None:
-        self.sync(removed=edit_ids)
-
     def sync(self, added: list[Edit] = (), removed: list[int] = ()) -> None:
         """Apply a store change to the index: remove ids, add edits, save once."""
         added = list(added)

@@ -238,9 +238,7 @@ class Assistant:
         return edit, twins
 
     def _same_fact(self, correction: Correction) -> list[Edit]:
-        subject = correction.subject.strip().lower()
-        same_subject = [e for e in self.store.active_edits()
-                        if e.subject.strip().lower() == subject]
+        same_subject = self.store.active_edits_about(correction.subject)
         if not same_subject:
             return []
         relations = self.scope.relation_similarity(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 from assistant.corrections import Correction
+from assistant.counterfactual import text_prompt
 from editing.records import EditRecord
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ class MemorySystem:
             return Scorer(model, prompt)
         counterfactual = self.assistant.counterfactual
         edits = self.assistant.compose(governing)
-        return Scorer(model, counterfactual.text_prompt(edits, prompt), counterfactual.scoring())
+        return Scorer(model, text_prompt(edits, prompt), counterfactual.scoring())
 
     def chat(self, question: str) -> str:
         chunks = list(self.assistant.reply([], question, session="eval",

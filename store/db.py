@@ -121,6 +121,9 @@ class Store:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # One connection shared by Gradio's worker threads; the lock serialises its use.
         conn = sqlite3.connect(str(self.path), check_same_thread=False)
+        # Unicode-aware case folding for subject matching (SQLite's NOCASE folds ASCII only).
+        conn.create_function("casefold", 1, lambda t: t.casefold() if t else t,
+                             deterministic=True)
         self.db = sqlite_utils.Database(conn)
         if str(self.path) != ":memory:":
             self.db.enable_wal()
@@ -225,10 +228,10 @@ class Store:
             return [_edit_from_row(r) for r in rows]
 
     def active_edits_about(self, subject: str) -> list[Edit]:
-        """Active edits whose subject is `subject` (case-insensitive)."""
+        """Active edits whose subject is `subject`, ignoring case (Unicode-aware)."""
         with self._lock:
             rows = self.db["edits"].rows_where(
-                "status = 'active' AND subject = ? COLLATE NOCASE", [subject.strip()],
+                "status = 'active' AND casefold(subject) = ?", [subject.strip().casefold()],
                 order_by="id")
             return [_edit_from_row(r) for r in rows]
 

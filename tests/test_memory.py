@@ -72,7 +72,7 @@ def test_remove(store, embedder, tmp_path):
     memory = _memory(store, embedder, tmp_path)
     edit = store.add_edit("Louvre", "The Louvre is in", "Madrid")
     memory.sync(added=[edit])
-    memory.remove([edit.id])
+    memory.sync(removed=[edit.id])
     assert memory.size == 0
     assert memory.search(np.ones((1, embedder.dim), dtype=np.float32), 3) == []
 

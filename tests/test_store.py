@@ -95,3 +95,11 @@ def test_file_database_is_real_sqlite(tmp_path):
     Store(path).add_edit("Louvre", "The Louvre is in", "Madrid")
     with sqlite3.connect(path) as conn:
         assert conn.execute("select target_new from edits").fetchone() == ("Madrid",)
+
+
+def test_active_edits_about_ignores_case_including_non_ascii(store):
+    edit = store.add_edit("Élysée Palace", "The Élysée Palace is in", "Lyon")
+    store.add_edit("Louvre", "The Louvre is in", "Madrid")
+    assert [e.id for e in store.active_edits_about("élysée palace ")] == [edit.id]
+    store.set_status(edit.id, "rejected")
+    assert store.active_edits_about("Élysée Palace") == []
