@@ -85,15 +85,16 @@ def default_data_dir() -> Path:
 
 def _check_type(name: str, value: Any, annotation: str, source: str) -> Any:
     expected = {"str": str, "int": int, "float": (int, float), "tuple[str, ...]": list,
-                "bool": bool}
+                "tuple[int, ...]": list, "bool": bool}
     want = expected.get(annotation)
     if want is None:
         return value
     if (isinstance(value, bool) and want is not bool) or not isinstance(value, want):
         raise ConfigError(f"{source}: field '{name}' should be {annotation}, got {value!r}")
-    if annotation == "tuple[str, ...]":
-        if not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{source}: field '{name}' should be a list of strings")
+    if annotation.startswith("tuple["):
+        item = str if annotation == "tuple[str, ...]" else int
+        if not all(isinstance(v, item) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{source}: field '{name}' should be a list of {item.__name__}")
         return tuple(value)
     if annotation == "float":
         return float(value)
