@@ -29,6 +29,10 @@ EDIT_COLUMNS = ["id", "status", "subject", "prompt", "target_new", "target_old",
                 "source", "created"]
 AUDIT_COLUMNS = ["when", "actor", "action", "edit", "detail"]
 STATUS_CHOICES = ["all", "active", "superseded", "rejected", "promoted", "pending"]
+WEIGHT_COLUMNS = ["id", "method", "status", "edits", "layers", "reliability", "locality",
+                  "chat_reliability", "chat_generalization", "seconds"]
+SUGGEST_COLUMNS = ["id", "subject", "prompt", "target_new", "why"]
+METHOD_CHOICES = ["rome", "memit", "ft"]
 LOAD_TIMEOUT_S = 900
 
 
@@ -99,6 +103,62 @@ def build_ui(runtime: Runtime):
         message = f"Edit #{edit.id} is now **{edit.status}**."
         return message, list_edits(search, filter_status), audit_rows()
 
+    def weight_rows():
+        assistant = ready()
+        return [[row.get(c, "") if c not in ("edits", "layers") else
+                 ", ".join(str(x) for x in row[c]) for c in WEIGHT_COLUMNS]
+                for row in assistant.weights.table()]
+
+    def suggestion_rows():
+        assistant = ready()
+        return [[e.id, e.subject, e.prompt, e.target_new, why]
+                for e, why in assistant.weights.suggestions()]
+
+    def parse_ids(text: str) -> list[int]:
+        try:
+            ids = [int(part) for part in (text or "").replace(",", " ").split()]
+        except ValueError:
+            raise gr.Error("Edit ids are whole numbers separated by commas or spaces, "
+                           "e.g. 3, 7, 12.") from None
+        if not ids:
+            raise gr.Error("Enter the ids of the edits to promote (see the edits table).")
+        return ids
+
+    def promote(ids_text: str, method: str, progress=gr.Progress(track_tqdm=True)):
+        assistant = ready()
+        ids = parse_ids(ids_text)
+        try:
+            result = assistant.weights.promote(
+                ids, method or "rome", progress=lambda msg: progress(None, desc=msg))
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        scores = result.scores or {}
+        detail = ", ".join(f"{k} {v}" for k, v in scores.items()
+                           if k in ("reliability", "locality", "chat_reliability", "seconds"))
+        message = f"**{result.message}**" + (f"  \nScores: {detail}" if detail else "")
+        return message, weight_rows(), suggestion_rows()
+
+    def rollback(weight_edit_id: float):
+        assistant = ready()
+        if weight_edit_id is None or int(weight_edit_id) <= 0:
+            raise gr.Error("Enter the id of a weight edit from the table.")
+        try:
+            message = assistant.weights.rollback(int(weight_edit_id))
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        return message, weight_rows(), suggestion_rows()
+
+    def trace_edit(edit_id: float, progress=gr.Progress()):
+        assistant = ready()
+        if edit_id is None or int(edit_id) <= 0:
+            raise gr.Error("Enter the id of an edit to trace.")
+        try:
+            edit = assistant.store.get_edit(int(edit_id))
+            path = assistant.weights.trace_image(edit, lambda m: progress(None, desc=m))
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        return str(path)
+
     with gr.Blocks(title="Amend", analytics_enabled=False) as demo:
         gr.Markdown("# Amend — a chat assistant whose facts you can correct")
         status = gr.Markdown(status_text())
@@ -146,6 +206,33 @@ def build_ui(runtime: Runtime):
                          [edit_id, search, status_filter], outputs, api_name="reject")
             reactivate.click(lambda i, s, f: set_status(i, "active", s, f),
                              [edit_id, search, status_filter], outputs, api_name="reactivate")
+            gr.Markdown("### Promote into the model's weights")
+            gr.Markdown("Ready to promote (active, asked about often, no conflict):")
+            suggestions = gr.Dataframe(headers=SUGGEST_COLUMNS, interactive=False, wrap=True)
+            with gr.Row():
+                promote_ids = gr.Textbox(label="Edit ids to promote", placeholder="3, 7",
+                                         scale=3)
+                method = gr.Dropdown(METHOD_CHOICES, value="rome", label="Method", scale=1)
+                promote_button = gr.Button("Promote", variant="primary", scale=1)
+            promotion_result = gr.Markdown()
+            gr.Markdown("#### Weight edits (applied in order at every start)")
+            weights = gr.Dataframe(headers=WEIGHT_COLUMNS, interactive=False, wrap=True)
+            with gr.Row():
+                weight_id = gr.Number(label="Weight edit id", precision=0)
+                rollback_button = gr.Button("Roll back")
+                trace_id = gr.Number(label="Edit id to trace", precision=0)
+                trace_button = gr.Button("Causal trace")
+            heatmap = gr.Image(label="Causal trace (where the model recalls the fact)",
+                               type="filepath")
+            promote_button.click(promote, [promote_ids, method],
+                                 [promotion_result, weights, suggestions], api_name="promote")
+            rollback_button.click(rollback, weight_id, [promotion_result, weights, suggestions],
+                                  api_name="rollback")
+            trace_button.click(trace_edit, trace_id, heatmap, api_name="trace")
+            refresh.click(weight_rows, None, weights, api_name="weight_edits")
+            refresh.click(suggestion_rows, None, suggestions, api_name="suggestions")
+            demo.load(weight_rows, None, weights, api_name=False)
+            demo.load(suggestion_rows, None, suggestions, api_name=False)
     return demo
 
 

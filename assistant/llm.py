@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from assistant.locks import ReadWriteLock
 from assistant.packaged import package_file
 from config import ChatConfig, chat_config_for
 from errors import ModelLoadError, ModelNotFoundError
@@ -138,6 +139,7 @@ class ChatLLM:
         self.config = config
         self.name = name
         self.family = family  # selects the per-family config files (chat, counterfactual)
+        self.weights_lock = ReadWriteLock()  # replies read; weight edits write
         fix_tokenizer(tokenizer, config.stop_tokens)
         vocab = tokenizer.get_vocab()
         self.stop_ids = {vocab[t] for t in config.stop_tokens if t in vocab}
@@ -196,6 +198,18 @@ class ChatLLM:
             if keep == 0:
                 return self._template(system + turns, prefill)[:budget], True
 
+    def chat_text(self, message: str) -> str:
+        """The templated text (system prompt included) of a one-message chat, up to the reply.
+
+        Weight editors optimise over it so that an edit changes chat answers, not only
+        completions of the raw prompt.
+        """
+        messages = [{"role": "user", "content": message}]
+        if self.config.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.config.system_prompt})
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                  tokenize=False)
+
     def _template(self, messages: list[dict[str, str]], prefill: str) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                   tokenize=False)
@@ -209,6 +223,12 @@ class ChatLLM:
         stats = stats if stats is not None else Generation()
         stats.prompt_tokens = len(ids)
         started = time.perf_counter()
+        with self.weights_lock.read():  # one reply never mixes two versions of the weights
+            yield from self._greedy(ids, max_new_tokens, stats, started)
+        stats.seconds = time.perf_counter() - started
+
+    def _greedy(self, ids: list[int], max_new_tokens: int, stats: Generation,
+                started: float) -> Iterator[int]:
         input_ids = torch.tensor([ids])
         past = None
         generated: list[int] = []
@@ -226,7 +246,6 @@ class ChatLLM:
                 stats.stopped_looping = True
                 break
             input_ids = torch.tensor([[next_id]])
-        stats.seconds = time.perf_counter() - started
 
     def stream_chat(self, messages: list[dict[str, str]], prefill: str = "",
                     max_new_tokens: int | None = None,

@@ -99,6 +99,7 @@ class Assistant:
         self.config = config
         self.scope = make_scope(config, embedder.embed, memory.masked_keys)
         self.counterfactual = CounterfactualModel(llm, config, adapter)
+        self.weights = None  # editing.promote.WeightEdits, set by the runtime at start-up
 
     # -- routing --------------------------------------------------------------------------
     def route(self, question: str) -> tuple[list[ScopeDecision], dict[str, float]]:

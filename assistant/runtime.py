@@ -61,7 +61,13 @@ def build_assistant(settings: AppSettings, progress: Callable[[str], None] = log
 
         llm.config = replace(llm.config, max_new_tokens=settings.max_new_tokens)
     adapter = load_counterfactual_adapter(llm.model, llm.family, progress)
-    return Assistant(llm, embedder, store, memory, config, adapter=adapter)
+    assistant = Assistant(llm, embedder, store, memory, config, adapter=adapter)
+    from editing.promote import WeightEdits
+
+    assistant.weights = WeightEdits(assistant, data_dir)
+    for message in assistant.weights.replay(progress):
+        progress(message)
+    return assistant
 
 
 def load_counterfactual_adapter(model, family: str, progress: Callable[[str], None] = log.info):

@@ -116,5 +116,73 @@ class MemorySystem:
                 "memory_route_share": self._routes["memory"] / total}
 
 
+def edit_requests(records: list[EditRecord]) -> list:
+    """Records as weight-edit requests, with chat questions for chat-aware values."""
+    from assistant.phrasings import question_forms
+    from editing.rome.compute import EditRequest
+
+    return [EditRequest(r.subject, r.prompt, r.target_new,
+                        tuple(question_forms(r.prompt, r.subject, limit=2)))
+            for r in records]
+
+
+class WeightEditSystem:
+    """A weight-editing method (rome, memit, ft, mend) on the base model, no memory route.
+
+    Single-edit mode: one delta per record, reverted after scoring. Sequential mode: for
+    one-fact methods (rome, ft) one delta per record applied in turn, as sequential
+    promotions would; for batch methods (memit, mend) one delta for all records.
+    """
+
+    def __init__(self, method: str, llm, stats_root: Path, chat_tokens: int = 32,
+                 batch: bool = False) -> None:
+        from editing.deltas import WeightState
+        from editing.methods import load_method
+
+        self.name = method
+        self.llm = llm
+        self.tokenizer = llm.tokenizer
+        self.chat_tokens = chat_tokens
+        self.batch = batch
+        self.state = WeightState(llm.model)
+        self.editor = load_method(method, llm, stats_root,
+                                  base_fingerprint=self.state.fingerprint)
+        self._edit_seconds: list[float] = []
+
+    @classmethod
+    def factory(cls, method: str, batch: bool = False) -> Callable[..., "WeightEditSystem"]:
+        def load(chat_tokens: int = 32, data_dir: Path | None = None) -> "WeightEditSystem":
+            from assistant.llm import ChatLLM
+            from config import default_data_dir
+
+            root = Path(data_dir) if data_dir else default_data_dir()
+            return cls(method, ChatLLM.load(None, root), root, chat_tokens, batch)
+        return load
+
+    def apply(self, records: list[EditRecord]) -> None:
+        requests = edit_requests(records)
+        groups = [requests] if self.batch else [[r] for r in requests]
+        for group in groups:
+            self.state.apply(self.editor.edit(self.llm, group))
+
+    def revert(self) -> None:
+        self.state.revert_all()
+
+    def scorer(self, prompt: str) -> Scorer:
+        return Scorer(self.llm.model, prompt)
+
+    def chat(self, question: str) -> str:
+        return self.llm.chat([{"role": "user", "content": question}],
+                             max_new_tokens=self.chat_tokens)
+
+    def extra_metrics(self) -> dict:
+        return dict(self.editor.setup_info)
+
+
 # name -> factory(chat_tokens=...) building the system with the default model
-METHODS: dict[str, Callable[..., EditedSystem]] = {"memory": MemorySystem.load}
+METHODS: dict[str, Callable[..., EditedSystem]] = {
+    "memory": MemorySystem.load,
+    "rome": WeightEditSystem.factory("rome"),
+    "ft": WeightEditSystem.factory("ft"),
+    "memit": WeightEditSystem.factory("memit", batch=True),
+}

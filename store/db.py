@@ -103,9 +103,19 @@ def _m0001_initial(db: sqlite_utils.Database) -> None:
     )
 
 
+def _m0002_weight_edit_details(db: sqlite_utils.Database) -> None:
+    """Weight edits keep the checksum of the weights they produce, their cost and a note."""
+    table = db["weight_edits"]
+    table.add_column("checksum", str)
+    table.add_column("seconds", float)
+    table.add_column("note", str)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0001_initial", _m0001_initial),
+    ("0002_weight_edit_details", _m0002_weight_edit_details),
 ]
+WEIGHT_EDIT_STATUSES = ("committed", "rolled_back")
 
 
 @dataclass
@@ -284,6 +294,78 @@ class Store:
             return self.db.execute(
                 "SELECT count(*) FROM edits WHERE status = ?", [status]
             ).fetchone()[0]
+
+    # -- weight edits (promotions) ------------------------------------------------------
+    def add_weight_edit(self, *, method: str, edit_ids: list[int], layers: list[int],
+                        delta_path: str, base_fingerprint: str, scores: dict[str, Any],
+                        checksum: str, seconds: float, actor: str = "admin") -> int:
+        """Record a committed weight edit and mark its edits promoted, in one transaction.
+
+        This row is the commit point of a promotion: the delta file is written before it,
+        and at start-up only committed rows are replayed.
+        """
+        with self._lock, self.db.atomic():
+            for edit_id in edit_ids:
+                self._require(edit_id)
+            row_id = self.db["weight_edits"].insert(
+                {"method": method, "edit_ids": json.dumps(edit_ids),
+                 "layers": json.dumps(layers), "delta_path": delta_path,
+                 "base_fingerprint": base_fingerprint, "scores": json.dumps(scores),
+                 "status": "committed", "created_at": time.time(), "checksum": checksum,
+                 "seconds": seconds, "note": ""}).last_pk
+            for edit_id in edit_ids:
+                before = self._require(edit_id)["status"]
+                self.db["edits"].update(edit_id, {"status": "promoted"})
+                self._audit(actor, f"status:{before}->promoted", edit_id,
+                            {"weight_edit": row_id, "method": method})
+            self._audit(actor, f"promote:{method}", None,
+                        {"weight_edit": row_id, "edits": edit_ids, "scores": scores})
+            return row_id
+
+    def weight_edits(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Weight edits in the order they were made (the order they are replayed in)."""
+        with self._lock:
+            where, params = ("status = ?", [status]) if status else (None, [])
+            rows = list(self.db["weight_edits"].rows_where(where, params, order_by="id"))
+        for row in rows:
+            row["edit_ids"] = json.loads(row["edit_ids"])
+            row["layers"] = json.loads(row["layers"])
+            row["scores"] = json.loads(row["scores"] or "{}")
+        return rows
+
+    def get_weight_edit(self, weight_edit_id: int) -> dict[str, Any]:
+        rows = [r for r in self.weight_edits() if r["id"] == weight_edit_id]
+        if not rows:
+            raise EditNotFoundError(f"no weight edit #{weight_edit_id}")
+        return rows[0]
+
+    def rollback_weight_edit(self, weight_edit_id: int, actor: str = "admin") -> list[int]:
+        """Mark a weight edit rolled back; its still-promoted edits go back to the memory
+        route (active). Returns those edit ids."""
+        row = self.get_weight_edit(weight_edit_id)
+        if row["status"] != "committed":
+            raise InvalidEditError(f"weight edit #{weight_edit_id} is already {row['status']}")
+        restored = []
+        with self._lock, self.db.atomic():
+            self.db["weight_edits"].update(weight_edit_id, {"status": "rolled_back"})
+            for edit_id in row["edit_ids"]:
+                if self._require(edit_id)["status"] == "promoted":
+                    self.db["edits"].update(edit_id, {"status": "active"})
+                    self._audit(actor, "status:promoted->active", edit_id,
+                                {"weight_edit": weight_edit_id})
+                    restored.append(edit_id)
+            self._audit(actor, "rollback", None, {"weight_edit": weight_edit_id})
+        return restored
+
+    def note_weight_edit(self, weight_edit_id: int, note: str) -> None:
+        with self._lock, self.db.atomic():
+            self.db["weight_edits"].update(weight_edit_id, {"note": note})
+
+    def audit(self, actor: str, action: str, detail: dict[str, Any],
+              edit_id: int | None = None) -> None:
+        """An audit entry on its own (e.g. a promotion the guard refused)."""
+        with self._lock, self.db.atomic():
+            self._audit(actor, action, edit_id, detail)
 
     # -- turns and audit ----------------------------------------------------------------
     def log_turn(self, session: str, role: str, content: str,

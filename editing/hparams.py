@@ -1,0 +1,112 @@
+"""Hyperparameters of the weight-editing methods, one JSON file per method and model family.
+
+Files live in configs/<method>/<family>.json; a model without a family file falls back to
+configs/<method>/<model_type>.json (llama, gpt2). Loading checks the layers and module names
+against the actual model, so a wrong file fails with a message before any weight is touched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from config import CONFIG_DIR, load_config
+from errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RomeConfig:
+    """ROME (Meng et al. 2022): one rank-one update of one MLP output projection."""
+
+    layer: int
+    module_template: str  # the edited Linear/Conv1D, "{}" = layer (its input is the key)
+    context_count: int  # self-generated prefixes the key is averaged over (plus the bare prompt)
+    context_tokens: int  # length of each prefix
+    steps: int  # gradient steps optimising the value
+    learning_rate: float
+    kl_factor: float  # weight of the KL term on "{subject} is a" (keeps other properties)
+    weight_decay: float  # on |delta|^2 / |v|^2
+    clamp_norm_factor: float  # |delta| <= factor * |v|
+    stop_loss: float  # stop optimising once the target's mean NLL is below this
+    chat_prompts: bool  # also optimise over chat-templated questions (chat answers change too)
+    covariance_tokens: int  # tokens of self-generated text for the key second moment C
+    covariance_ridge: float  # C + ridge * mean(diag C) * I, for a stable solve
+    seed: int
+
+
+@dataclass(frozen=True)
+class MemitConfig:
+    """MEMIT (Meng et al. 2023): a batch of edits spread over several MLP layers."""
+
+    layers: tuple[int, ...]
+    module_template: str
+    block_template: str  # decoder block "{}" whose output is the residual stream at a layer
+    context_count: int
+    context_tokens: int
+    steps: int
+    learning_rate: float
+    kl_factor: float
+    weight_decay: float
+    clamp_norm_factor: float
+    stop_loss: float
+    chat_prompts: bool
+    covariance_tokens: int
+    covariance_ridge: float
+    covariance_weight: float  # lambda: how strongly C (the preserved keys) resists the update
+    seed: int
+
+    @property
+    def layer(self) -> int:
+        """The value is optimised at the last layer of the range."""
+        return self.layers[-1]
+
+
+@dataclass(frozen=True)
+class FtConfig:
+    """Plain fine-tuning baseline: one MLP projection, new-target loss, bounded change."""
+
+    layer: int
+    module_template: str
+    steps: int
+    learning_rate: float
+    norm_constraint: float  # each weight may move at most this far from its original value
+    stop_loss: float
+    chat_prompts: bool
+    seed: int
+
+
+T = TypeVar("T")
+CONFIG_TYPES: dict[str, type] = {"rome": RomeConfig, "memit": MemitConfig, "ft": FtConfig}
+
+
+def config_path(method: str, family: str, model: torch.nn.Module) -> Path:
+    folder = CONFIG_DIR / method
+    model_type = getattr(getattr(model, "config", None), "model_type", "")
+    for name in (family, model_type):
+        if name and (folder / f"{name}.json").exists():
+            return folder / f"{name}.json"
+    raise ConfigError(f"no {method} hyperparameters for model family '{family}' (model type "
+                      f"'{model_type}'): add {folder / (model_type or family)}.json")
+
+
+def load_method_config(method: str, family: str, model: torch.nn.Module,
+                       path: Path | None = None):
+    """The validated config of `method` for this model (or from an explicit file)."""
+    path = path or config_path(method, family, model)
+    cfg = load_config(CONFIG_TYPES[method], path)
+    validate_for_model(cfg, model, str(path))
+    return cfg
+
+
+def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
+    layers = getattr(cfg, "layers", None) or (cfg.layer,)
+    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    names = {name for name, _ in model.named_modules()}
+    for layer in layers:
+        if count is not None and not 0 <= layer < count:
+            raise ConfigError(f"{source}: layer {layer} is outside the model's 0..{count - 1}")
+        name = cfg.module_template.format(layer)
+        if name not in names:
+            raise ConfigError(f"{source}: the model has no module '{name}' (module_template)")

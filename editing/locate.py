@@ -1,0 +1,87 @@
+"""Finding things inside a model and a prompt: modules by name, subject tokens, hooks.
+
+Kept apart from the methods so ROME, MEMIT, fine-tuning and tracing agree on where "the
+subject's last token" is and on how a Linear (out x in) or a GPT-2 Conv1D (in x out) is read.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from errors import InvalidEditError, ModelLoadError
+
+
+def get_module(model: torch.nn.Module, name: str) -> torch.nn.Module:
+    modules = dict(model.named_modules())
+    if name not in modules:
+        raise ModelLoadError(f"the model has no module '{name}'; check the editing config's "
+                             "module templates for this model family")
+    return modules[name]
+
+
+def is_transposed(module: torch.nn.Module) -> bool:
+    """GPT-2's Conv1D keeps its weight as (in, out); nn.Linear as (out, in)."""
+    return type(module).__name__ == "Conv1D"
+
+
+def weight_out_in(module: torch.nn.Module) -> torch.Tensor:
+    """The module's weight as (out, in), a view (no copy)."""
+    return module.weight.T if is_transposed(module) else module.weight
+
+
+def as_param_layout(module: torch.nn.Module, left: torch.Tensor,
+                    right: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Low-rank factors of an (out, in) update, rearranged for the parameter's own layout."""
+    return (right.T.contiguous(), left.T.contiguous()) if is_transposed(module) else (left, right)
+
+
+def subject_spans(text: str, subject: str) -> list[tuple[int, int]]:
+    """Character spans of every occurrence of the subject (case-insensitive fallback)."""
+    spans, start = [], text.find(subject)
+    haystack, needle = text, subject
+    if start < 0:
+        haystack, needle = text.casefold(), subject.casefold()
+        start = haystack.find(needle)
+    while start >= 0:
+        spans.append((start, start + len(needle)))
+        start = haystack.find(needle, start + len(needle))
+    return spans
+
+
+def subject_last_tokens(tok: PreTrainedTokenizerBase, text: str, subject: str) -> list[int]:
+    """Token index of the last token of each subject occurrence in `text`."""
+    spans = subject_spans(text, subject)
+    if not spans:
+        raise InvalidEditError(f"the subject '{subject}' does not occur in '{text}'")
+    offsets = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    positions = []
+    for _, end in spans:
+        # the token that holds the subject's last character
+        index = next((i for i, (a, b) in enumerate(offsets) if a < end <= b), None)
+        if index is None:
+            index = max(i for i, (a, _) in enumerate(offsets) if a < end)
+        positions.append(index)
+    return positions
+
+
+@contextlib.contextmanager
+def hooked(module: torch.nn.Module, *, forward: Callable | None = None,
+           pre: Callable | None = None) -> Iterator[None]:
+    """Temporarily register a forward (and/or pre-forward) hook."""
+    handles = []
+    if forward is not None:
+        handles.append(module.register_forward_hook(forward))
+    if pre is not None:
+        handles.append(module.register_forward_pre_hook(pre))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def first_tensor(output):
+    return output[0] if isinstance(output, tuple) else output

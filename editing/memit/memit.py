@@ -1,0 +1,91 @@
+"""MEMIT (Meng et al. 2023, "Mass-Editing Memory in a Transformer").
+
+For a batch of facts, first find for each the change delta_i of the residual stream at the
+last layer of the range that makes the model say the target (ROME's value search, shared in
+editing/rome/compute.py). Then walk the layers in order: at layer l, with K the subjects' keys
+there (columns) and R the part of the remaining change this layer should carry (the residual
+still missing at the last layer, divided by the layers left), the least-squares update that
+also keeps the keys summarised by C is
+    Delta_l = R K^T (lambda C + K K^T)^-1.
+Each layer's update is applied before the next layer's keys are read, so later layers see it.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from editing.covariance import second_moments
+from editing.deltas import Delta, model_fingerprint
+from editing.hparams import MemitConfig
+from editing.locate import as_param_layout, first_tensor, get_module, hooked, subject_last_tokens
+from editing.rome.compute import (ChatFormat, EditRequest, compute_key, compute_value,
+                                  context_prefixes)
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def _block_outputs(model: torch.nn.Module, tok, block_name: str,
+                   requests: list[EditRequest]) -> torch.Tensor:
+    """The residual stream after `block_name` at each bare prompt's subject token (n, d)."""
+    rows = []
+    for request in requests:
+        ids = tok(request.prompt, add_special_tokens=False).input_ids
+        position = subject_last_tokens(tok, request.prompt, request.subject)[0]
+        captured: list[torch.Tensor] = []
+        with hooked(get_module(model, block_name),
+                    forward=lambda _m, _a, out: captured.append(first_tensor(out).detach())):
+            model(input_ids=torch.tensor([ids]), use_cache=False)
+        rows.append(captured[0][0, position])
+    return torch.stack(rows)
+
+
+def apply_memit(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MemitConfig, *,
+                stats_root: Path, chat_format: ChatFormat | None = None, base_fingerprint: str | None = None,
+                progress: Callable[[str], None] = log.info) -> Delta:
+    """One delta writing all requests at once; the model's weights are left as they were."""
+    # deltas and cached statistics belong to the base model, whatever is applied on it now
+    fingerprint = base_fingerprint or model_fingerprint(model)
+    names = [cfg.module_template.format(layer) for layer in cfg.layers]
+    last_block = cfg.block_template.format(cfg.layer)
+    progress(f"MEMIT: key statistics at layers {list(cfg.layers)}")
+    mom2 = second_moments(model, tok, names, cfg.covariance_tokens, cfg.seed, stats_root,
+                          fingerprint, progress)
+    prefixes = context_prefixes(model, tok, cfg.context_count, cfg.context_tokens, cfg.seed)
+    deltas, stats = [], []
+    for i, request in enumerate(requests):
+        progress(f"MEMIT: target {i + 1}/{len(requests)}: {request.subject} → "
+                 f"{request.target_new}")
+        _, delta, info = compute_value(model, tok, names[-1], request, prefixes, cfg,
+                                       chat_format)
+        deltas.append(delta)
+        stats.append(info)
+    targets = _block_outputs(model, tok, last_block, requests) + torch.stack(deltas)
+
+    originals = {name: get_module(model, name).weight.detach().clone() for name in names}
+    low_rank: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    try:
+        for position, name in enumerate(names):
+            progress(f"MEMIT: updating {name} ({position + 1}/{len(names)})")
+            module = get_module(model, name)
+            keys = torch.stack([compute_key(model, tok, name, r, prefixes) for r in requests],
+                               1).double()  # (in, n)
+            current = _block_outputs(model, tok, last_block, requests)
+            residual = ((targets - current) / (len(names) - position)).T.double()  # (out, n)
+            c = cfg.covariance_weight * mom2[name].double()
+            c = c + cfg.covariance_ridge * c.diagonal().mean() * torch.eye(c.shape[0],
+                                                                           dtype=c.dtype)
+            right = torch.linalg.solve(c + keys @ keys.T, keys).T  # (n, in)
+            left, right = as_param_layout(module, residual.float(), right.float())
+            with torch.no_grad():
+                module.weight.add_(left @ right)
+            low_rank[f"{name}.weight"] = (left, right)
+    finally:
+        with torch.no_grad():
+            for name, weight in originals.items():
+                get_module(model, name).weight.copy_(weight)
+    return Delta("memit", fingerprint, low_rank=low_rank,
+                 meta={"layers": list(cfg.layers), "requests": stats})

@@ -1,0 +1,75 @@
+"""Weight-editing methods behind one interface, for the evaluator and the promotion service.
+
+An `Editor` binds a method to a loaded model and its per-family hyperparameters, does the
+one-off preparation (the key statistics C for ROME/MEMIT, timed and reported apart from the
+edits) and turns a list of requests into a `Delta`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from editing.deltas import Delta, model_fingerprint
+from editing.hparams import load_method_config
+from editing.rome.compute import EditRequest
+
+log = logging.getLogger(__name__)
+
+WEIGHT_METHODS = ("rome", "memit", "ft")
+
+
+@dataclass
+class Editor:
+    method: str
+    cfg: object
+    stats_root: Path
+    base_fingerprint: str  # of the unedited base model: stamps deltas, keys cached statistics
+    setup_info: dict = field(default_factory=dict)
+
+    def _function(self) -> Callable[..., Delta]:
+        if self.method == "rome":
+            from editing.rome import apply_rome
+            return apply_rome
+        if self.method == "memit":
+            from editing.memit import apply_memit
+            return apply_memit
+        from editing.ft import apply_ft
+        return apply_ft
+
+    def prepare(self, llm, progress: Callable[[str], None] = log.info) -> None:
+        """Compute (or load from cache) what every edit needs, once."""
+        if self.method not in ("rome", "memit"):
+            return
+        from editing.covariance import second_moments
+
+        layers = getattr(self.cfg, "layers", None) or (self.cfg.layer,)
+        names = [self.cfg.module_template.format(layer) for layer in layers]
+        started = time.perf_counter()
+        second_moments(llm.model, llm.tokenizer, names, self.cfg.covariance_tokens,
+                       self.cfg.seed, self.stats_root, self.base_fingerprint, progress)
+        self.setup_info = {"covariance_seconds": round(time.perf_counter() - started, 1),
+                           "covariance_tokens": self.cfg.covariance_tokens}
+
+    def edit(self, llm, requests: list[EditRequest],
+             progress: Callable[[str], None] = log.info) -> Delta:
+        """The delta writing these requests into `llm` (a ChatLLM: model, tokenizer,
+        chat_text); the model itself is left unchanged."""
+        return self._function()(llm.model, llm.tokenizer, requests, self.cfg,
+                                stats_root=self.stats_root, chat_format=llm.chat_text,
+                                base_fingerprint=self.base_fingerprint, progress=progress)
+
+
+def load_method(method: str, llm, stats_root: Path, config_file: Path | None = None,
+                progress: Callable[[str], None] = log.info,
+                base_fingerprint: str | None = None) -> Editor:
+    """The method's editor for this model, prepared (key statistics ready)."""
+    if method not in WEIGHT_METHODS:
+        raise ValueError(f"unknown weight-editing method '{method}'; known: {WEIGHT_METHODS}")
+    cfg = load_method_config(method, llm.family, llm.model, config_file)
+    editor = Editor(method, cfg, Path(stats_root),
+                    base_fingerprint or model_fingerprint(llm.model))
+    editor.prepare(llm, progress)
+    return editor

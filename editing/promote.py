@@ -1,0 +1,284 @@
+"""Promotion: move stable corrections from the edit memory into the base model's weights.
+
+The live weights are always "base + committed deltas in order". A promotion never touches
+them while it works: the delta is computed and checked on a private copy of the model, so
+chat goes on answering from the committed weights. Only when the guard passes is the delta
+file written (atomically), added to the live weights under the write lock (milliseconds;
+replies hold the read lock for their whole generation) and committed by one SQLite
+transaction that records it and marks its edits promoted. A crash before that transaction
+leaves an orphan file, which start-up deletes; after it, start-up replays the delta.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from config import CONFIG_DIR, REPO_ROOT, load_config
+from editing.deltas import Delta, DeltaError, WeightState, weights_checksum
+from editing.metrics import contains_answer, predicted_target_tokens, token_accuracy
+from editing.methods import WEIGHT_METHODS, Editor, load_method
+from editing.rome.compute import EditRequest
+from errors import AmendError, InvalidEditError
+
+log = logging.getLogger(__name__)
+
+DELTA_DIR = "deltas"
+PROBES_PATH = REPO_ROOT / "editing" / "data" / "locality_probes.json"
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """When a promotion may commit, and which edits are suggested for it."""
+
+    min_reliability: float  # mean token accuracy of the new targets after their prompts
+    min_locality: float  # share of unchanged argmax tokens on the fixed locality probes
+    suggest_min_hits: int  # an edit is "ready" once asked about this many times...
+    suggest_min_age_hours: float  # ...and this old
+    chat_tokens: int  # reply length for the chat checks
+    locality_probes: int  # how many of the shipped probes the guard reads
+
+
+def guard_config() -> GuardConfig:
+    return load_config(GuardConfig, CONFIG_DIR / "promotion.json")
+
+
+@dataclass
+class PromotionResult:
+    committed: bool
+    message: str
+    weight_edit_id: int | None = None
+    scores: dict | None = None
+
+
+def load_probes(limit: int) -> list[tuple[str, str]]:
+    raw = json.loads(PROBES_PATH.read_text(encoding="utf-8"))["probes"]
+    return [(p["prompt"], p["answer"]) for p in raw[:limit]]
+
+
+def edit_request(edit) -> EditRequest:
+    return EditRequest(edit.subject, edit.prompt, edit.target_new,
+                       tuple(edit.paraphrases[:2]))
+
+
+class WeightEdits:
+    """The live weight state of the running app: replay, promote, roll back."""
+
+    def __init__(self, assistant, data_dir: Path, guard: GuardConfig | None = None) -> None:
+        self.assistant = assistant
+        self.llm = assistant.llm
+        self.store = assistant.store
+        self.data_dir = Path(data_dir)
+        self.guard = guard or guard_config()
+        self.state = WeightState(self.llm.model)  # fingerprint of the base, before replay
+        self._editors: dict[str, Editor] = {}
+        self._busy = threading.Lock()  # one promotion or rollback at a time
+        self.messages: list[str] = []
+
+    # -- start-up ---------------------------------------------------------------------------
+    def replay(self, progress: Progress = log.info) -> list[str]:
+        """Re-apply committed deltas in order; refuse (and say so) any made on another model."""
+        rows = self.store.weight_edits("committed")
+        known = {Path(r["delta_path"]).name for r in self.store.weight_edits()}
+        folder = self.data_dir / DELTA_DIR
+        for orphan in folder.glob("*.safetensors*") if folder.exists() else []:
+            if orphan.name not in known:  # written by a promotion that never committed
+                orphan.unlink()
+                log.info("removed uncommitted delta file %s", orphan.name)
+        messages = []
+        with self.llm.weights_lock.write():
+            for row in rows:
+                progress(f"Re-applying weight edit #{row['id']} ({row['method']})")
+                try:
+                    delta = Delta.load(self.data_dir / row["delta_path"])
+                    self.state.apply(delta, key=row["id"])
+                except DeltaError as exc:
+                    messages.append(f"Weight edit #{row['id']} not applied: {exc}")
+                    continue
+                if row.get("checksum") and weights_checksum(
+                        self.llm.model, delta.names) != row["checksum"]:
+                    messages.append(f"Weight edit #{row['id']}: the weights differ from those "
+                                    "recorded at promotion (another torch build?)")
+        for message in messages:
+            log.warning(message)
+        self.messages = messages
+        return messages
+
+    # -- suggestions ------------------------------------------------------------------------
+    def suggestions(self) -> list[tuple[object, str]]:
+        """Active edits asked about often enough, old enough, and alone on their fact."""
+        now = time.time()
+        ready = []
+        for edit in self.store.active_edits():
+            age_h = (now - edit.created_at) / 3600
+            if edit.hits < self.guard.suggest_min_hits or age_h < self.guard.suggest_min_age_hours:
+                continue
+            same = [e for e in self.store.active_edits_about(edit.subject) if e.id != edit.id]
+            conflict = any(e.prompt.strip().lower() == edit.prompt.strip().lower() for e in same)
+            if not conflict:
+                ready.append((edit, f"asked {edit.hits}×, {age_h:.1f} h old, no conflict"))
+        return ready
+
+    # -- promotion --------------------------------------------------------------------------
+    def _editor(self, method: str, progress: Progress) -> Editor:
+        if method not in self._editors:
+            self._editors[method] = load_method(method, self.llm, self.data_dir, None, progress,
+                                                base_fingerprint=self.state.fingerprint)
+        return self._editors[method]
+
+    def _work_copy(self):
+        """A private copy of the live model (base + committed deltas) to edit and check."""
+        from assistant.llm import ChatLLM
+
+        with self.llm.weights_lock.read():
+            model = copy.deepcopy(self.llm.model)
+        return ChatLLM(model, self.llm.tokenizer, self.llm.config, name=self.llm.name,
+                       family=self.llm.family)
+
+    def promote(self, edit_ids: list[int], method: str, actor: str = "admin",
+                progress: Progress = log.info) -> PromotionResult:
+        """Edit, check against the guard, and commit or discard. Never half-applies."""
+        if method not in WEIGHT_METHODS:
+            raise InvalidEditError(f"unknown method '{method}'; choose one of {WEIGHT_METHODS}")
+        edits = [self.store.get_edit(i) for i in dict.fromkeys(edit_ids)]
+        if not edits:
+            raise InvalidEditError("select at least one edit to promote")
+        not_active = [f"#{e.id} ({e.status})" for e in edits if e.status != "active"]
+        if not_active:
+            raise InvalidEditError(f"only active edits can be promoted: {', '.join(not_active)}")
+        if not self._busy.acquire(blocking=False):
+            raise AmendError("another promotion or rollback is running; try again when it ends")
+        try:
+            return self._promote(edits, method, actor, progress)
+        finally:
+            self._busy.release()
+
+    def _promote(self, edits, method: str, actor: str, progress: Progress) -> PromotionResult:
+        started = time.perf_counter()
+        editor = self._editor(method, progress)
+        work = self._work_copy()
+        probes = load_probes(self.guard.locality_probes)
+        progress("Reading the locality probes before the edit")
+        before = [predicted_target_tokens(work.model, work.tokenizer, p, a)[0]
+                  for p, a in probes]
+        requests = [edit_request(e) for e in edits]
+        try:
+            delta = editor.edit(work, requests, progress)
+        except (AmendError, RuntimeError, ValueError) as exc:
+            return self._refuse(edits, method, actor, f"the {method} edit failed: {exc}")
+        edit_seconds = time.perf_counter() - started
+        WeightState(work.model, fingerprint=self.state.fingerprint).apply(delta)
+        progress("Checking the edited model")
+        scores = self._score(work, edits, probes, before)
+        scores.update(seconds=round(edit_seconds, 2), delta_norm=round(delta.norm(), 4))
+        failed = []
+        if scores["reliability"] < self.guard.min_reliability:
+            failed.append(f"reliability {scores['reliability']:.2f} < "
+                          f"{self.guard.min_reliability}")
+        if scores["locality"] < self.guard.min_locality:
+            failed.append(f"locality {scores['locality']:.2f} < {self.guard.min_locality}")
+        if failed:
+            return self._refuse(edits, method, actor, "; ".join(failed), scores)
+        return self._commit(edits, method, actor, delta, scores, time.perf_counter() - started)
+
+    def _score(self, work, edits, probes, before) -> dict:
+        model, tok = work.model, work.tokenizer
+        reliability = [token_accuracy(model, tok, e.prompt, e.target_new) for e in edits]
+        after = [predicted_target_tokens(model, tok, p, a)[0] for p, a in probes]
+        same = [sum(x == y for x, y in zip(b, a)) / len(b) if b else 1.0
+                for b, a in zip(before, after)]
+        chat = [float(contains_answer(work.chat([{"role": "user", "content": e.prompt}],
+                                                max_new_tokens=self.guard.chat_tokens),
+                                      e.target_new)) for e in edits]
+        questions = [(q, e) for e in edits for q in e.paraphrases[:1]]
+        chat_gen = [float(contains_answer(work.chat([{"role": "user", "content": q}],
+                                                    max_new_tokens=self.guard.chat_tokens),
+                                          e.target_new)) for q, e in questions]
+        mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
+        return {"reliability": mean(reliability), "locality": mean(same),
+                "chat_reliability": mean(chat), "chat_generalization": mean(chat_gen),
+                "edits": len(edits), "locality_probes": len(probes)}
+
+    def _refuse(self, edits, method: str, actor: str, reason: str,
+                scores: dict | None = None) -> PromotionResult:
+        self.store.audit(actor, f"promote-refused:{method}",
+                         {"edits": [e.id for e in edits], "reason": reason, "scores": scores})
+        return PromotionResult(False, f"Not promoted: {reason}. The weights are unchanged and "
+                               "the edits stay in the memory route.", scores=scores)
+
+    def _commit(self, edits, method: str, actor: str, delta: Delta, scores: dict,
+                seconds: float) -> PromotionResult:
+        name = f"{int(time.time() * 1000)}-{method}.safetensors"
+        relative = f"{DELTA_DIR}/{name}"
+        delta.save(self.data_dir / relative)
+        with self.llm.weights_lock.write():
+            self.state.apply(delta, key=None)
+            try:
+                checksum = weights_checksum(self.llm.model, delta.names)
+                row_id = self.store.add_weight_edit(
+                    method=method, edit_ids=[e.id for e in edits],
+                    layers=delta.meta.get("layers", []), delta_path=relative,
+                    base_fingerprint=delta.base_fingerprint, scores=scores,
+                    checksum=checksum, seconds=round(seconds, 2), actor=actor)
+            except Exception:
+                self.state.revert()
+                (self.data_dir / relative).unlink(missing_ok=True)
+                raise
+            self.state.applied[-1] = (row_id, delta)
+        self.assistant.memory.sync(removed=[e.id for e in edits])  # retired from the memory
+        return PromotionResult(True, f"Promoted {len(edits)} edit(s) with {method} as weight "
+                               f"edit #{row_id}.", row_id, scores)
+
+    # -- rollback ---------------------------------------------------------------------------
+    def rollback(self, weight_edit_id: int, actor: str = "admin") -> str:
+        """Undo any committed weight edit; its edits return to the memory route."""
+        if not self._busy.acquire(blocking=False):
+            raise AmendError("a promotion or rollback is running; try again when it ends")
+        try:
+            restored = self.store.rollback_weight_edit(weight_edit_id, actor)
+            with self.llm.weights_lock.write():
+                try:
+                    self.state.revert(key=weight_edit_id)
+                except DeltaError:
+                    pass  # it was never applied here (refused at start-up): nothing to undo
+            self.assistant.memory.sync(added=[self.store.get_edit(i) for i in restored])
+            return (f"Rolled back weight edit #{weight_edit_id}; "
+                    f"{len(restored)} edit(s) are back in the memory route.")
+        finally:
+            self._busy.release()
+
+    def trace_image(self, edit, progress: Progress = log.info) -> Path:
+        """Causal-trace heat map (hidden, MLP, attention) of the edit's prompt on the live
+        model, for the admin tab; cached per edit and weight state."""
+        from editing.heatmap import render_heatmaps
+        from editing.trace import trace
+
+        key = "-".join(str(k) for k, _ in self.state.applied) or "base"
+        path = self.data_dir / "traces" / f"edit{edit.id}-{key}.png"
+        if path.exists():
+            return path
+        results = []
+        with self.llm.weights_lock.read():
+            for kind in ("hidden", "mlp", "attn"):
+                progress(f"Causal trace ({kind}) of edit #{edit.id}")
+                results.append(trace(self.llm.model, self.llm.tokenizer, edit.prompt,
+                                     edit.subject, kind=kind))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return render_heatmaps(results, path)
+
+    def table(self) -> list[dict]:
+        rows = []
+        for row in self.store.weight_edits():
+            rows.append({"id": row["id"], "method": row["method"], "status": row["status"],
+                         "edits": row["edit_ids"], "layers": row["layers"],
+                         **{k: v for k, v in row["scores"].items()
+                            if k in ("reliability", "locality", "chat_reliability",
+                                     "chat_generalization", "seconds")}})
+        return rows
+

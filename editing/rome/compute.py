@@ -1,0 +1,190 @@
+"""Keys and values of located edits, shared by ROME and MEMIT.
+
+key k*: the input of the edited projection at the subject's last token, averaged over short
+self-generated prefixes so it stands for the subject in any context.
+value v*: what the projection should output there so the model says the new target. Found by
+gradient descent on an additive vector delta at that position (the weights stay frozen), with
+the target's NLL after the prompt (and, chat-aware, after chat-templated questions), a KL term
+on "{subject} is a" that keeps the subject's other properties, weight decay and a norm clamp.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from editing.locate import first_tensor, get_module, hooked, subject_last_tokens
+
+log = logging.getLogger(__name__)
+
+CONTEXT_OPENERS = ("The", "Therefore", "Because", "I", "You", "It", "In", "However")
+KL_TEMPLATE = "{} is a"
+
+ChatFormat = Callable[[str], str]  # user message -> templated text up to the assistant's turn
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One fact to write: the prompt contains the subject; the target follows the prompt."""
+
+    subject: str
+    prompt: str
+    target_new: str
+    questions: tuple[str, ...] = ()  # chat questions asking the same (for chat-aware values)
+
+
+@dataclass
+class Texts:
+    """A batch of texts, where delta goes in each, and which positions carry the target."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    delta_rows: torch.Tensor
+    delta_cols: torch.Tensor
+    target_rows: list[torch.Tensor] = field(default_factory=list)  # per text
+    target_cols: list[torch.Tensor] = field(default_factory=list)
+    target_ids: list[torch.Tensor] = field(default_factory=list)
+    last: torch.Tensor | None = None  # index of each text's last real token
+
+
+@torch.no_grad()
+def context_prefixes(model: torch.nn.Module, tok, count: int, length: int,
+                     seed: int) -> list[str]:
+    """Short passages the model writes itself; "" (the bare prompt) comes first."""
+    generator = torch.Generator().manual_seed(seed)
+    prefixes = [""]
+    for i in range(count):
+        ids = tok(CONTEXT_OPENERS[i % len(CONTEXT_OPENERS)], add_special_tokens=False).input_ids
+        for _ in range(length):
+            logits = model(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1]
+            ids.append(int(torch.multinomial(torch.softmax(logits.float(), -1), 1,
+                                             generator=generator)))
+        text = tok.decode(ids, skip_special_tokens=True).replace("\n", " ").strip()
+        prefixes.append(text.replace("{", "").replace("}", "") + ". ")
+    return prefixes
+
+
+def _batch(tok, pieces: list[tuple[str, str, str]]) -> Texts:
+    """pieces: (text before the target, subject, target); the target may be ""."""
+    rows, delta_rows, delta_cols = [], [], []
+    targets: list[tuple[int, list[int], int]] = []
+    for row, (prefix, subject, target) in enumerate(pieces):
+        prefix_ids = tok(prefix, add_special_tokens=False).input_ids
+        target_ids = tok(target, add_special_tokens=False).input_ids if target else []
+        for col in subject_last_tokens(tok, prefix, subject):
+            delta_rows.append(row)
+            delta_cols.append(col)
+        rows.append(prefix_ids + target_ids)
+        targets.append((len(prefix_ids), target_ids, row))
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    texts = Texts(ids=torch.tensor([r + [pad] * (width - len(r)) for r in rows]),
+                  mask=torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
+                  delta_rows=torch.tensor(delta_rows), delta_cols=torch.tensor(delta_cols),
+                  last=torch.tensor([len(r) - 1 for r in rows]))
+    for start, target_ids, row in targets:
+        if target_ids:
+            # the logit at position i predicts token i + 1
+            texts.target_rows.append(torch.full((len(target_ids),), row))
+            texts.target_cols.append(torch.arange(start - 1, start - 1 + len(target_ids)))
+            texts.target_ids.append(torch.tensor(target_ids))
+    return texts
+
+
+def rewriting_pieces(request: EditRequest, prefixes: list[str],
+                     chat_format: ChatFormat | None) -> list[tuple[str, str, str]]:
+    """Texts whose continuation must become the target: prompt in contexts, chat questions."""
+    target = " " + request.target_new.strip()
+    pieces = [(f"{p}{request.prompt}", request.subject, target) for p in prefixes]
+    if chat_format is not None:
+        answer = request.target_new.strip()
+        for question in (request.prompt, *request.questions):
+            pieces.append((chat_format(question), request.subject, answer))
+        if not request.prompt.rstrip().endswith("?"):
+            # the chat model often restates the prompt before answering
+            pieces.append((chat_format(request.prompt) + request.prompt, request.subject,
+                           target))
+    return pieces
+
+
+@torch.no_grad()
+def compute_key(model: torch.nn.Module, tok, module_name: str, request: EditRequest,
+                prefixes: list[str]) -> torch.Tensor:
+    """k*: the projection's input at the subject's last token, averaged over prefixes."""
+    texts = _batch(tok, [(f"{p}{request.prompt}", request.subject, "") for p in prefixes])
+    captured: list[torch.Tensor] = []
+    with hooked(get_module(model, module_name),
+                pre=lambda _m, args: captured.append(args[0].detach())):
+        model(input_ids=texts.ids, attention_mask=texts.mask, use_cache=False)
+    keys = captured[0][texts.delta_rows, texts.delta_cols]
+    # one key per prefix: the first occurrence of the subject in each text
+    firsts = [int((texts.delta_rows == r).nonzero()[0]) for r in range(len(prefixes))]
+    return keys[firsts].mean(0)
+
+
+def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRequest,
+                  prefixes: list[str], cfg, chat_format: ChatFormat | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """v*: the projection output at the subject's last token that makes the model say the
+    target; returns (v*, the change delta = v* - current output, stats). `cfg` has steps, learning_rate, kl_factor, weight_decay,
+    clamp_norm_factor, stop_loss, chat_prompts."""
+    module = get_module(model, module_name)
+    pieces = rewriting_pieces(request, prefixes, chat_format if cfg.chat_prompts else None)
+    kl_pieces = [(KL_TEMPLATE.format(request.subject), request.subject, "")]
+    texts = _batch(tok, pieces + kl_pieces)
+    n_rewrite = len(pieces)
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    # the projection's current output at the bare prompt's subject token, and the KL reference
+    outputs: list[torch.Tensor] = []
+    with torch.no_grad(), hooked(module, forward=lambda _m, _a, out: outputs.append(
+            first_tensor(out).detach())):
+        logits = model(input_ids=texts.ids, attention_mask=texts.mask, use_cache=False).logits
+    kl_rows = torch.arange(n_rewrite, len(pieces) + len(kl_pieces))
+    reference = torch.log_softmax(logits[kl_rows, texts.last[kl_rows]].float(), -1)
+    original = outputs[0][texts.delta_rows[0], texts.delta_cols[0]]
+    max_norm = cfg.clamp_norm_factor * original.norm()
+
+    delta = torch.zeros_like(original, requires_grad=True)
+    optimizer = torch.optim.Adam([delta], lr=cfg.learning_rate)
+
+    def add_delta(_module, _args, out):
+        hidden = first_tensor(out)
+        hidden = hidden.clone()
+        hidden[texts.delta_rows, texts.delta_cols] += delta
+        return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
+
+    target_rows = torch.cat(texts.target_rows)
+    target_cols = torch.cat(texts.target_cols)
+    target_ids = torch.cat(texts.target_ids)
+    token_text = torch.cat([torch.full((len(t),), i) for i, t in enumerate(texts.target_ids)])
+    stats = {"steps": 0, "nll": None}
+    with hooked(module, forward=add_delta):
+        for step in range(cfg.steps):
+            optimizer.zero_grad()
+            logits = model(input_ids=texts.ids, attention_mask=texts.mask,
+                           use_cache=False).logits
+            log_probs = torch.log_softmax(logits[target_rows, target_cols].float(), -1)
+            token_nll = -log_probs.gather(-1, target_ids[:, None])[:, 0]
+            # mean over each text's target tokens, then over texts
+            per_text = torch.zeros(n_rewrite).index_add(0, token_text, token_nll)
+            per_text = per_text / torch.bincount(token_text, minlength=n_rewrite).clamp(min=1)
+            nll = per_text.mean()
+            current = torch.log_softmax(logits[kl_rows, texts.last[kl_rows]].float(), -1)
+            kl = torch.nn.functional.kl_div(current, reference, log_target=True,
+                                            reduction="batchmean")
+            decay = cfg.weight_decay * delta.norm() ** 2 / original.norm() ** 2
+            loss = nll + cfg.kl_factor * kl + decay
+            stats.update(steps=step + 1, nll=float(nll), kl=float(kl))
+            if float(nll) < cfg.stop_loss:
+                break
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                if delta.norm() > max_norm:
+                    delta.mul_(max_norm / delta.norm())
+    stats["delta_norm_ratio"] = float(delta.norm() / original.norm())
+    return (original + delta).detach(), delta.detach(), stats
