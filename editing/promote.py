@@ -70,7 +70,8 @@ def edit_request(edit) -> EditRequest:
 class WeightEdits:
     """The live weight state of the running app: replay, promote, roll back."""
 
-    def __init__(self, assistant, data_dir: Path, guard: GuardConfig | None = None) -> None:
+    def __init__(self, assistant, data_dir: Path, guard: GuardConfig | None = None,
+                 config_files: dict[str, Path] | None = None) -> None:
         self.assistant = assistant
         self.llm = assistant.llm
         self.store = assistant.store
@@ -78,6 +79,7 @@ class WeightEdits:
         self.guard = guard or guard_config()
         self.state = WeightState(self.llm.model)  # fingerprint of the base, before replay
         self._editors: dict[str, Editor] = {}
+        self._config_files = config_files or {}  # method -> hyperparameter file (tests)
         self._busy = threading.Lock()  # one promotion or rollback at a time
         self.messages: list[str] = []
 
@@ -128,8 +130,9 @@ class WeightEdits:
     # -- promotion --------------------------------------------------------------------------
     def _editor(self, method: str, progress: Progress) -> Editor:
         if method not in self._editors:
-            self._editors[method] = load_method(method, self.llm, self.data_dir, None, progress,
-                                                base_fingerprint=self.state.fingerprint)
+            self._editors[method] = load_method(
+                method, self.llm, self.data_dir, self._config_files.get(method), progress,
+                base_fingerprint=self.state.fingerprint)
         return self._editors[method]
 
     def _work_copy(self):

@@ -49,10 +49,24 @@ class Texts:
     last: torch.Tensor | None = None  # index of each text's last real token
 
 
-@torch.no_grad()
+_PREFIXES: dict[tuple, list[str]] = {}
+
+
 def context_prefixes(model: torch.nn.Module, tok, count: int, length: int,
                      seed: int) -> list[str]:
-    """Short passages the model writes itself; "" (the bare prompt) comes first."""
+    """Short passages the model writes itself; "" (the bare prompt) comes first.
+
+    Made once per model object and setting: later edits of the same model reuse them.
+    """
+    key = (id(model), count, length, seed)
+    if key not in _PREFIXES:
+        _PREFIXES[key] = _sample_prefixes(model, tok, count, length, seed)
+    return list(_PREFIXES[key])
+
+
+@torch.no_grad()
+def _sample_prefixes(model: torch.nn.Module, tok, count: int, length: int,
+                     seed: int) -> list[str]:
     generator = torch.Generator().manual_seed(seed)
     prefixes = [""]
     for i in range(count):
@@ -109,6 +123,75 @@ def rewriting_pieces(request: EditRequest, prefixes: list[str],
     return pieces
 
 
+def _split_points(texts: Texts) -> torch.Tensor:
+    """Each text's first delta position: where the part that can change begins."""
+    return torch.stack([texts.delta_cols[texts.delta_rows == r].min()
+                        for r in range(texts.ids.shape[0])])
+
+
+class SuffixRunner:
+    """Runs a batch of texts where only the part from the first delta position on can change.
+
+    Everything before a text's first subject token is the same at every optimisation step
+    (causal attention: earlier positions never see the delta), so it is run once and kept as
+    a key/value cache; each step runs only the suffixes. For chat-templated texts, whose
+    system prompt and template come before the subject, this is most of the text.
+    """
+
+    def __init__(self, model: torch.nn.Module, texts: Texts, needed: torch.Tensor) -> None:
+        """`needed`: suffix-local columns whose logits the loss reads (the rest are skipped:
+        the vocabulary projection is a fifth of the model's work)."""
+        self.model = model
+        lengths = texts.mask.sum(-1)
+        self.split = _split_points(texts)
+        self.prefix_width = int(self.split.max())
+        self.suffix_width = int((lengths - self.split).max())
+        pad = 0  # masked out everywhere
+        rows = len(lengths)
+        prefix = torch.full((rows, self.prefix_width), pad)
+        prefix_mask = torch.zeros((rows, self.prefix_width), dtype=torch.long)
+        suffix = torch.full((rows, self.suffix_width), pad)
+        suffix_mask = torch.zeros((rows, self.suffix_width), dtype=torch.long)
+        for r in range(rows):
+            cut, end = int(self.split[r]), int(lengths[r])
+            if cut:
+                prefix[r, -cut:] = texts.ids[r, :cut]
+                prefix_mask[r, -cut:] = 1
+            suffix[r, :end - cut] = texts.ids[r, cut:end]
+            suffix_mask[r, :end - cut] = 1
+        self.suffix = suffix
+        self.mask = torch.cat([prefix_mask, suffix_mask], -1)
+        self.positions = self.split[:, None] + torch.arange(self.suffix_width)[None, :]
+        self.delta_rows = texts.delta_rows
+        self.delta_cols = self.local(texts.delta_rows, texts.delta_cols)
+        self.keep = torch.unique(needed)
+        self.column = torch.full((self.suffix_width,), -1, dtype=torch.long)
+        self.column[self.keep] = torch.arange(len(self.keep))
+        self.cache = None
+        if self.prefix_width:
+            with torch.no_grad():
+                positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
+                self.cache = model(input_ids=prefix, attention_mask=prefix_mask,
+                                   position_ids=positions, use_cache=True).past_key_values
+
+    def local(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Columns of the full texts as columns of the suffix batch."""
+        return cols - self.split[rows]
+
+    def logits(self) -> torch.Tensor:
+        """Logits at the needed columns (rows, len(keep), vocab), with grad through hooks;
+        index them with `column[local_col]`."""
+        out = self.model(input_ids=self.suffix, attention_mask=self.mask,
+                         position_ids=self.positions, past_key_values=self.cache,
+                         use_cache=self.cache is not None, logits_to_keep=self.keep)
+        if self.cache is not None:
+            # drop this step's suffix from the cache (a negative count removes tokens)
+            self.cache.crop(-(self.cache.get_seq_length() - self.prefix_width))
+            for layer in self.cache.layers:  # the kept prefix must not link to this graph
+                layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
+        return out.logits
+
+
 @torch.no_grad()
 def compute_key(model: torch.nn.Module, tok, module_name: str, request: EditRequest,
                 prefixes: list[str]) -> torch.Tensor:
@@ -128,8 +211,8 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
                   prefixes: list[str], cfg, chat_format: ChatFormat | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """v*: the projection output at the subject's last token that makes the model say the
-    target; returns (v*, the change delta = v* - current output, stats). `cfg` has steps, learning_rate, kl_factor, weight_decay,
-    clamp_norm_factor, stop_loss, chat_prompts."""
+    target; returns (v*, the change delta = v* - current output, stats). `cfg` has steps,
+    learning_rate, kl_factor, weight_decay, clamp_norm_factor, stop_loss, chat_prompts."""
     module = get_module(model, module_name)
     pieces = rewriting_pieces(request, prefixes, chat_format if cfg.chat_prompts else None)
     kl_pieces = [(KL_TEMPLATE.format(request.subject), request.subject, "")]
@@ -150,41 +233,43 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
 
     delta = torch.zeros_like(original, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=cfg.learning_rate)
+    target_rows = torch.cat(texts.target_rows)
+    kl_local = texts.last[kl_rows] - _split_points(texts)[kl_rows]
+    target_local = torch.cat(texts.target_cols) - _split_points(texts)[target_rows]
+    runner = SuffixRunner(model, texts, torch.cat([target_local, kl_local]))
 
     def add_delta(_module, _args, out):
-        hidden = first_tensor(out)
-        hidden = hidden.clone()
-        hidden[texts.delta_rows, texts.delta_cols] += delta
+        hidden = first_tensor(out).clone()
+        hidden[runner.delta_rows, runner.delta_cols] += delta
         return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
-    target_rows = torch.cat(texts.target_rows)
-    target_cols = torch.cat(texts.target_cols)
+    target_cols = runner.column[target_local]
     target_ids = torch.cat(texts.target_ids)
+    kl_cols = runner.column[kl_local]
     token_text = torch.cat([torch.full((len(t),), i) for i, t in enumerate(texts.target_ids)])
     stats = {"steps": 0, "nll": None}
     with hooked(module, forward=add_delta):
         for step in range(cfg.steps):
             optimizer.zero_grad()
-            logits = model(input_ids=texts.ids, attention_mask=texts.mask,
-                           use_cache=False).logits
+            logits = runner.logits()
             log_probs = torch.log_softmax(logits[target_rows, target_cols].float(), -1)
             token_nll = -log_probs.gather(-1, target_ids[:, None])[:, 0]
             # mean over each text's target tokens, then over texts
             per_text = torch.zeros(n_rewrite).index_add(0, token_text, token_nll)
             per_text = per_text / torch.bincount(token_text, minlength=n_rewrite).clamp(min=1)
             nll = per_text.mean()
-            current = torch.log_softmax(logits[kl_rows, texts.last[kl_rows]].float(), -1)
+            current = torch.log_softmax(logits[kl_rows, kl_cols].float(), -1)
             kl = torch.nn.functional.kl_div(current, reference, log_target=True,
                                             reduction="batchmean")
             decay = cfg.weight_decay * delta.norm() ** 2 / original.norm() ** 2
             loss = nll + cfg.kl_factor * kl + decay
-            stats.update(steps=step + 1, nll=float(nll), kl=float(kl))
-            if float(nll) < cfg.stop_loss:
+            stats.update(steps=step + 1, nll=float(nll.detach()), kl=float(kl.detach()))
+            if stats["nll"] < cfg.stop_loss:
                 break
             loss.backward()
             optimizer.step()
             with torch.no_grad():
                 if delta.norm() > max_norm:
                     delta.mul_(max_norm / delta.norm())
-    stats["delta_norm_ratio"] = float(delta.norm() / original.norm())
+    stats["delta_norm_ratio"] = float(delta.detach().norm() / original.norm())
     return (original + delta).detach(), delta.detach(), stats

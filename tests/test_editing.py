@@ -1,0 +1,561 @@
+"""Weight editing (deltas, locating, configs, key statistics, ROME, MEMIT, FT, Editor) on tiny
+random Llama and GPT-2 models (no real model)."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from config import CONFIG_DIR, chat_config_for, load_config
+from editing import covariance
+from editing.covariance import second_moments
+from editing.deltas import (
+    Delta,
+    DeltaError,
+    WeightState,
+    model_fingerprint,
+    weights_checksum,
+)
+from editing.ft import apply_ft
+from editing.hparams import CONFIG_TYPES, load_method_config
+from editing.locate import (
+    as_param_layout,
+    get_module,
+    is_transposed,
+    subject_last_tokens,
+    weight_out_in,
+)
+from editing.memit import apply_memit
+from editing.methods import Editor, load_method
+from editing.rome import apply_rome
+from editing.rome.compute import EditRequest, compute_key, context_prefixes
+from editing.rome.rome import rank_one, solve_c
+from errors import ConfigError, InvalidEditError
+from tests.conftest import make_tiny_model, make_tiny_tokenizer
+
+torch.set_num_threads(1)
+
+LLAMA_DOWN = "model.layers.{}.mlp.down_proj"
+GPT2_PROJ = "transformer.h.{}.mlp.c_proj"
+# The subject ends each prompt, so the edited MLP output at the subject's last token feeds the
+# prediction of the target directly: in a 2-layer random model, attention from later tokens back
+# to the subject carries almost nothing, and an edit of the last layer could not reach them.
+EIFFEL = EditRequest("Eiffel Tower", "Where is the Eiffel Tower", "Rome")
+LOUVRE = EditRequest("Louvre", "Which city is the Louvre", "Madrid")
+
+
+def QUIET(_message: str) -> None:
+    pass
+
+
+def sharpen(model: torch.nn.Module, factor: float = 10.0) -> torch.nn.Module:
+    """At init (std 0.02) the tied embeddings keep every logit within ~0.6 of uniform, so no
+    edit could move a target's probability much; scaled weights give a model with opinions."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.mul_(factor)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def stats_root(tmp_path_factory) -> Path:
+    """Key statistics shared by the tests of this module (keyed by model fingerprint)."""
+    return tmp_path_factory.mktemp("stats")
+
+
+def llama(tok, seed: int = 0) -> torch.nn.Module:
+    return sharpen(make_tiny_model(len(tok), seed=seed))
+
+
+def gpt2(tok) -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=len(tok), n_positions=256)
+    return sharpen(GPT2LMHeadModel(config).eval())
+
+
+def write_config(tmp_path: Path, method: str, family: str, **overrides) -> Path:
+    """A per-test hyperparameter file: the shipped one, shrunk to the tiny models."""
+    raw = json.loads((CONFIG_DIR / method / f"{family}.json").read_text())
+    shared = {"covariance_tokens": 1500, "steps": 40, "context_count": 2,
+              "context_tokens": 4, "weight_decay": 0.05}
+    # covariance_weight: the shipped 15000 suits C from 40k tokens of a 135M model; on the
+    # tiny one it leaves the edit at ~+0.05 nats, 1.0 lets it through (+4 nats)
+    small = {"rome": {**shared, "layer": 1},
+             "memit": {**shared, "layers": [0, 1], "covariance_weight": 1.0},
+             "ft": {"layer": 1, "steps": 40, "learning_rate": 0.01,
+                    "norm_constraint": 0.05}}[method]
+    raw.update(small, **overrides)
+    path = tmp_path / f"{method}-{family}-{len(list(tmp_path.iterdir()))}.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def target_logprob(model, tok, request: EditRequest) -> float:
+    """Mean log-probability of the target's tokens after the prompt."""
+    prompt = tok(request.prompt, add_special_tokens=False).input_ids
+    target = tok(" " + request.target_new, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + target]), use_cache=False).logits[0]
+    log_probs = torch.log_softmax(logits.float(), -1)
+    return float(torch.stack([log_probs[len(prompt) - 1 + i, t]
+                              for i, t in enumerate(target)]).mean())
+
+
+def random_delta(model, fingerprint: str, names: list[str], seed: int, dense: bool = False,
+                 rank: int = 2) -> Delta:
+    gen = torch.Generator().manual_seed(seed)
+    params = dict(model.named_parameters())
+    delta = Delta("test", fingerprint, meta={"seed": seed})
+    for name in names:
+        out, inp = params[name].shape
+        if dense:
+            delta.dense[name] = torch.randn(out, inp, generator=gen) * 0.1
+        else:
+            delta.low_rank[name] = (torch.randn(out, rank, generator=gen) * 0.1,
+                                    torch.randn(rank, inp, generator=gen) * 0.1)
+    return delta
+
+
+# -- deltas ---------------------------------------------------------------------------------
+def test_delta_save_load_round_trip(tmp_path, tok):
+    model = make_tiny_model(len(tok))
+    fp = model_fingerprint(model)
+    delta = random_delta(model, fp, ["model.layers.0.mlp.down_proj.weight"], seed=1)
+    delta.dense["model.layers.1.mlp.down_proj.weight"] = torch.randn(32, 64)
+    delta.meta = {"layers": [0, 1], "requests": [{"steps": 3, "nll": 0.5}]}
+    path = delta.save(tmp_path / "sub" / "edit.delta")
+    assert path.exists()
+    assert not (tmp_path / "sub" / "edit.delta.partial").exists()
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["edit.delta"]
+    loaded = Delta.load(path)
+    assert (loaded.method, loaded.base_fingerprint, loaded.meta) == ("test", fp, delta.meta)
+    assert loaded.names == delta.names
+    for name, (left, right) in delta.low_rank.items():
+        assert torch.equal(loaded.low_rank[name][0], left)
+        assert torch.equal(loaded.low_rank[name][1], right)
+    for name, update in delta.dense.items():
+        assert torch.equal(loaded.dense[name], update)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_delta_load_rejects_a_damaged_file(tmp_path, tok, damage):
+    model = make_tiny_model(len(tok))
+    path = random_delta(model, model_fingerprint(model), ["model.layers.0.mlp.down_proj.weight"],
+                        seed=1).save(tmp_path / "edit.delta")
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"not a delta" * 20,
+                      "empty": b""}[damage])
+    with pytest.raises(DeltaError):
+        Delta.load(path)
+    with pytest.raises(DeltaError):
+        Delta.load(tmp_path / "missing.delta")
+
+
+def test_delta_load_rejects_a_lone_factor(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w::left": torch.ones(2, 1)}, str(tmp_path / "x.delta"),
+              metadata={"method": "rome", "base_fingerprint": "f", "meta": "{}"})
+    with pytest.raises(DeltaError, match="missing"):
+        Delta.load(tmp_path / "x.delta")
+
+
+def test_low_rank_update_is_left_times_right(tok):
+    model = make_tiny_model(len(tok))
+    name = "model.layers.0.mlp.down_proj.weight"
+    delta = random_delta(model, model_fingerprint(model), [name], seed=3, rank=3)
+    left, right = delta.low_rank[name]
+    assert delta.update(name).shape == (32, 64)
+    assert torch.allclose(delta.update(name), left @ right)
+    base = dict(model.named_parameters())[name].detach().clone()
+    WeightState(model).apply(delta)
+    assert torch.equal(dict(model.named_parameters())[name], base + left @ right)
+    assert delta.norm() == pytest.approx(float((left @ right).norm()), rel=1e-5)
+
+
+def test_apply_then_revert_is_bit_identical(tok):
+    model = make_tiny_model(len(tok))
+    before = weights_checksum(model)
+    base = copy.deepcopy(model.state_dict())
+    state = WeightState(model)
+    names = ["model.layers.0.mlp.down_proj.weight", "model.layers.1.self_attn.o_proj.weight"]
+    delta = random_delta(model, state.fingerprint, names, seed=4)
+    state.apply(delta, key="a")
+    assert weights_checksum(model) != before
+    assert state.revert() is delta
+    assert weights_checksum(model) == before
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, base[name]), name
+    with pytest.raises(DeltaError):
+        state.revert()
+
+
+def test_revert_middle_delta_equals_fresh_replay(tok):
+    names = ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight",
+             "model.layers.0.self_attn.q_proj.weight"]
+    model = make_tiny_model(len(tok))
+    state = WeightState(model)
+    fp = state.fingerprint
+    d1 = random_delta(model, fp, names[:2], seed=1)
+    d2 = random_delta(model, fp, names, seed=2, dense=True)
+    d3 = random_delta(model, fp, names[1:], seed=3)
+    for key, delta in (("1", d1), ("2", d2), ("3", d3)):
+        state.apply(delta, key=key)
+    assert state.revert("2") is d2
+    assert [k for k, _ in state.applied] == ["1", "3"]
+
+    fresh = make_tiny_model(len(tok))
+    replay = WeightState(fresh)
+    replay.apply(d1, "1")
+    replay.apply(d3, "3")
+    assert weights_checksum(model) == weights_checksum(fresh)
+    for (name, a), (_, b) in zip(model.named_parameters(), fresh.named_parameters()):
+        assert torch.equal(a, b), name
+    with pytest.raises(DeltaError, match="not applied"):
+        state.revert("2")
+    state.revert_all()
+    assert weights_checksum(model) == weights_checksum(make_tiny_model(len(tok)))
+
+
+def test_delta_from_another_base_model_is_refused(tok):
+    model = make_tiny_model(len(tok))
+    other = make_tiny_model(len(tok), seed=1)
+    assert model_fingerprint(model) != model_fingerprint(other)
+    assert model_fingerprint(model) == model_fingerprint(make_tiny_model(len(tok)))
+    before = weights_checksum(model)
+    state = WeightState(model)
+    delta = random_delta(other, model_fingerprint(other), ["model.layers.0.mlp.down_proj.weight"],
+                         seed=1)
+    with pytest.raises(DeltaError, match="another base model"):
+        state.apply(delta)
+    bad_name = random_delta(model, state.fingerprint, [], seed=1)
+    bad_name.dense["model.nope.weight"] = torch.zeros(2, 2)
+    with pytest.raises(DeltaError, match="no parameter"):
+        state.apply(bad_name)
+    bad_shape = Delta("x", state.fingerprint, dense={"model.layers.0.mlp.down_proj.weight":
+                                                     torch.zeros(64, 32)})
+    with pytest.raises(DeltaError, match="shape"):
+        state.apply(bad_shape)
+    assert weights_checksum(model) == before and state.applied == []
+
+
+# -- locate ---------------------------------------------------------------------------------
+def _token_text(tok, text: str, index: int) -> str:
+    ids = tok(text, add_special_tokens=False).input_ids
+    return tok.decode([ids[index]])
+
+
+def test_subject_last_tokens(tok):
+    text = "The Eiffel Tower is in Paris."
+    [index] = subject_last_tokens(tok, text, "The Eiffel Tower")
+    assert _token_text(tok, text, index) == " Tower"
+    assert subject_last_tokens(tok, text, "Eiffel Tower") == [index]
+    # a subject ending inside a token points at that token
+    assert subject_last_tokens(tok, text, "Eiffel Tow") == [index]
+    # case-insensitive fallback
+    assert subject_last_tokens(tok, "the eiffel tower is in", "The Eiffel Tower") == [
+        len(tok("the eiffel tower", add_special_tokens=False).input_ids) - 1]
+    assert subject_last_tokens(tok, text, "the EIFFEL tower") == [index]
+    twice = "The Louvre is in Paris. Which city is the Louvre in?"
+    first, second = subject_last_tokens(tok, twice, "Louvre")
+    assert first < second
+    assert _token_text(tok, twice, first) == " Louvre" == _token_text(tok, twice, second)
+    with pytest.raises(InvalidEditError):
+        subject_last_tokens(tok, text, "Madrid")
+
+
+def test_conv1d_layout(tok):
+    model = gpt2(tok)
+    conv = get_module(model, GPT2_PROJ.format(0))
+    linear = get_module(llama(tok), LLAMA_DOWN.format(0))
+    assert is_transposed(conv) and not is_transposed(linear)
+    assert tuple(conv.weight.shape) == (128, 32)  # (in, out)
+    w = weight_out_in(conv)
+    assert tuple(w.shape) == (32, 128)
+    assert w.data_ptr() == conv.weight.data_ptr()  # a view
+    x = torch.randn(128)
+    with torch.no_grad():
+        assert torch.allclose(w @ x, conv(x[None])[0] - conv.bias, atol=1e-5)
+    assert weight_out_in(linear) is linear.weight
+    left, right = torch.randn(32, 2), torch.randn(2, 128)
+    a, b = as_param_layout(conv, left, right)
+    assert tuple((a @ b).shape) == tuple(conv.weight.shape)
+    assert torch.allclose(a @ b, (left @ right).T, atol=1e-6)
+    l2, r2 = torch.randn(32, 2), torch.randn(2, 64)
+    assert as_param_layout(linear, l2, r2) == (l2, r2)
+
+
+# -- hparams --------------------------------------------------------------------------------
+def test_config_layer_out_of_range(tmp_path, tok):
+    model = make_tiny_model(len(tok))
+    path = write_config(tmp_path, "rome", "smollm2", layer=2)
+    with pytest.raises(ConfigError, match="layer 2") as info:
+        load_method_config("rome", "x", model, path)
+    assert str(path) in str(info.value)
+    path = write_config(tmp_path, "memit", "smollm2", layers=[0, 5])
+    with pytest.raises(ConfigError, match="layer 5") as info:
+        load_method_config("memit", "x", model, path)
+    assert str(path) in str(info.value)
+    path = write_config(tmp_path, "ft", "smollm2", layer=-1)
+    with pytest.raises(ConfigError, match=str(path)):
+        load_method_config("ft", "x", model, path)
+
+
+def test_config_bad_module_and_fields(tmp_path, tok):
+    model = make_tiny_model(len(tok))
+    path = write_config(tmp_path, "rome", "smollm2", module_template="model.layers.{}.mlp.nope")
+    with pytest.raises(ConfigError, match="module_template") as info:
+        load_method_config("rome", "x", model, path)
+    assert str(path) in str(info.value)
+    # the llama template on GPT-2
+    with pytest.raises(ConfigError, match="no module"):
+        load_method_config("rome", "x", gpt2(tok), write_config(tmp_path, "rome", "llama"))
+    path = write_config(tmp_path, "memit", "smollm2", mom2_samples=5)
+    with pytest.raises(ConfigError, match="mom2_samples") as info:
+        load_method_config("memit", "x", model, path)
+    assert str(path) in str(info.value)
+    with pytest.raises(ConfigError, match="'steps'"):
+        load_method_config("ft", "x", model, write_config(tmp_path, "ft", "smollm2", steps="9"))
+    raw = json.loads(write_config(tmp_path, "rome", "smollm2").read_text())
+    del raw["seed"]
+    (tmp_path / "missing.json").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="seed"):
+        load_method_config("rome", "x", model, tmp_path / "missing.json")
+    cfg = load_method_config("memit", "x", model, write_config(tmp_path, "memit", "smollm2"))
+    assert cfg.layers == (0, 1) and cfg.layer == 1
+    gpt2_cfg = load_method_config("rome", "x", gpt2(tok),
+                                  write_config(tmp_path, "rome", "gpt2", layer=0))
+    assert gpt2_cfg.module_template == GPT2_PROJ
+
+
+@pytest.mark.parametrize("method", ["rome", "memit", "ft"])
+@pytest.mark.parametrize("family", ["smollm2", "llama", "gpt2"])
+def test_shipped_configs_load(method, family):
+    cfg = load_config(CONFIG_TYPES[method], CONFIG_DIR / method / f"{family}.json")
+    assert isinstance(cfg, CONFIG_TYPES[method])
+    assert "{}" in cfg.module_template
+    assert (".c_proj" in cfg.module_template) == (family == "gpt2")
+
+
+# -- covariance -----------------------------------------------------------------------------
+def test_second_moments_cached(tmp_path, tok, monkeypatch):
+    torch.manual_seed(0)
+    model = make_tiny_model(len(tok))
+    fp = model_fingerprint(model)
+    names = [LLAMA_DOWN.format(0), LLAMA_DOWN.format(1)]
+    moments = second_moments(model, tok, names, 1500, 0, tmp_path, fp, QUIET)
+    for name in names:
+        c = moments[name]
+        assert c.shape == (64, 64) and c.dtype == torch.float32
+        assert torch.allclose(c, c.T, atol=1e-7)
+        eig = torch.linalg.eigvalsh(c.double())
+        assert eig.min() >= -1e-6 * eig.max() and eig.max() > 0
+    folder = tmp_path / "stats" / fp
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == sorted(["corpus-1500-0.safetensors"] +
+                           [f"{n}.mom2-1500-0.safetensors" for n in names])
+
+    ids, mask = covariance.corpus(model, tok, 1500, 0, tmp_path, fp)
+    # loaded tensors may be memory-mapped from the file, which this test overwrites in place
+    ids, mask = ids.clone(), mask.clone()
+    assert int(mask.sum()) >= 1500 and ids.shape == mask.shape
+
+    def fail(*_args, **_kwargs):
+        raise AssertionError("recomputed instead of loading the cache")
+
+    monkeypatch.setattr(covariance, "key_second_moments", fail)
+    monkeypatch.setattr(covariance, "sample_corpus", fail)
+    again = second_moments(model, tok, names, 1500, 0, tmp_path, fp, QUIET)
+    for name in names:
+        assert torch.equal(again[name], moments[name])
+    monkeypatch.undo()
+
+    # a corrupted cache file is recomputed (from the cached corpus: same result)
+    damaged = folder / f"{names[1]}.mom2-1500-0.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    monkeypatch.setattr(covariance, "sample_corpus", fail)
+    redone = second_moments(model, tok, names, 1500, 0, tmp_path, fp, QUIET)
+    assert torch.allclose(redone[names[1]], moments[names[1]], atol=1e-7)
+    assert torch.equal(redone[names[0]], moments[names[0]])
+    assert not list(folder.glob("*.partial"))
+    # and so is a corrupted corpus
+    monkeypatch.undo()
+    (folder / "corpus-1500-0.safetensors").write_bytes(b"garbage")
+    ids2, mask2 = covariance.corpus(model, tok, 1500, 0, tmp_path, fp)
+    assert torch.equal(ids2, ids) and torch.equal(mask2, mask)
+
+
+# -- ROME -----------------------------------------------------------------------------------
+def test_rank_one_maps_key_to_value():
+    gen = torch.Generator().manual_seed(0)
+    weight, key, value = (torch.randn(8, 12, generator=gen), torch.randn(12, generator=gen),
+                          torch.randn(8, generator=gen))
+    a = torch.randn(40, 12, generator=gen)
+    mom2 = a.T @ a / 40
+    c_inv_key = solve_c(mom2, key[:, None], 1e-4)[:, 0]
+    assert c_inv_key.dtype == torch.float64
+    ridged = mom2.double() + 1e-4 * mom2.diagonal().mean() * torch.eye(12, dtype=torch.float64)
+    assert torch.allclose(ridged @ c_inv_key, key.double(), atol=1e-8)
+    left, right = rank_one(weight, key, value, c_inv_key)
+    assert left.shape == (8, 1) and right.shape == (1, 12)
+    assert torch.allclose((weight + left @ right) @ key, value, atol=1e-4)
+    # the update moves keys C-orthogonal to k* (k^T C^-1 x = 0) not at all
+    other = torch.randn(12, generator=gen).double()
+    other = (other - (c_inv_key @ other) / (c_inv_key @ key.double()) * key.double()).float()
+    assert torch.allclose((weight + left @ right) @ other, weight @ other, atol=1e-4)
+
+
+def _check_rome(model, tok, cfg, stats_root, module_name: str):
+    module = get_module(model, module_name)
+    before = weights_checksum(model)
+    fingerprint = model_fingerprint(model)
+    start = [target_logprob(model, tok, r) for r in (EIFFEL, LOUVRE)]
+
+    single = apply_rome(model, tok, [EIFFEL], cfg, stats_root=stats_root, progress=QUIET)
+    assert weights_checksum(model) == before  # apply_rome restores the weights
+    assert single.method == "rome" and single.base_fingerprint == fingerprint
+    assert single.names == [f"{module_name}.weight"] and not single.dense
+    left, right = single.low_rank[f"{module_name}.weight"]
+    assert tuple((left @ right).shape) == tuple(module.weight.shape)
+    # rank one, and the right factor is normalised so that it reads 1 at the key k*
+    key = compute_key(model, tok, module_name, EIFFEL,
+                      context_prefixes(model, tok, cfg.context_count, cfg.context_tokens,
+                                       cfg.seed))
+    reader = right if not is_transposed(module) else left.T  # (1, in)
+    assert reader.shape == (1, key.shape[0])
+    assert float(reader[0] @ key) == pytest.approx(1.0, abs=1e-3)
+
+    state = WeightState(model)
+    state.apply(single)
+    edited = target_logprob(model, tok, EIFFEL)
+    assert edited > start[0] + 3.0, (start[0], edited)  # measured: +4.5 (llama), +6 (gpt2)
+    state.revert()
+    assert weights_checksum(model) == before
+
+    both = apply_rome(model, tok, [EIFFEL, LOUVRE], cfg, stats_root=stats_root, progress=QUIET)
+    assert weights_checksum(model) == before
+    left, right = both.low_rank[f"{module_name}.weight"]
+    factors = (left, right) if not is_transposed(module) else (right.T, left.T)
+    assert factors[0].shape[1] == 2 and factors[1].shape[0] == 2
+    assert len(both.meta["requests"]) == 2 and both.meta["layers"] == [cfg.layer]
+    state.apply(both)
+    after = [target_logprob(model, tok, r) for r in (EIFFEL, LOUVRE)]
+    assert all(a > s + 3.0 for a, s in zip(after, start)), (start, after)  # measured: >= +4.3
+    return single
+
+
+def test_rome_tiny_llama(tmp_path, tok, stats_root):
+    model = llama(tok)
+    cfg = load_method_config("rome", "x", model, write_config(tmp_path, "rome", "smollm2"))
+    _check_rome(model, tok, cfg, stats_root, LLAMA_DOWN.format(1))
+
+
+def test_rome_tiny_gpt2(tmp_path, tok, stats_root):
+    model = gpt2(tok)
+    cfg = load_method_config("rome", "x", model, write_config(tmp_path, "rome", "gpt2"))
+    assert cfg.module_template == GPT2_PROJ
+    _check_rome(model, tok, cfg, stats_root, GPT2_PROJ.format(1))
+
+
+def test_rome_weights_restored_on_error(tmp_path, tok, stats_root):
+    model = llama(tok)
+    cfg = load_method_config("rome", "x", model, write_config(tmp_path, "rome", "smollm2"))
+    before = weights_checksum(model)
+    # the second request's subject is not in its prompt: fails after the first was written
+    with pytest.raises(InvalidEditError):
+        apply_rome(model, tok, [EIFFEL, EditRequest("Louvre", "Where is the Colosseum", "Rome")],
+                   cfg, stats_root=stats_root, progress=QUIET)
+    assert weights_checksum(model) == before
+
+
+# -- MEMIT ----------------------------------------------------------------------------------
+def test_memit_tiny_llama(tmp_path, tok, stats_root):
+    model = llama(tok)
+    cfg = load_method_config("memit", "x", model, write_config(tmp_path, "memit", "smollm2"))
+    before = weights_checksum(model)
+    start = [target_logprob(model, tok, r) for r in (EIFFEL, LOUVRE)]
+    delta = apply_memit(model, tok, [EIFFEL, LOUVRE], cfg, stats_root=stats_root,
+                        progress=QUIET)
+    assert weights_checksum(model) == before
+    assert delta.method == "memit" and delta.meta["layers"] == [0, 1]
+    assert delta.names == [f"{LLAMA_DOWN.format(i)}.weight" for i in (0, 1)]
+    for name in delta.names:
+        left, right = delta.low_rank[name]
+        assert left.shape == (32, 2) and right.shape == (2, 64)
+        assert float(delta.update(name).abs().max()) > 0
+    WeightState(model).apply(delta)
+    after = [target_logprob(model, tok, r) for r in (EIFFEL, LOUVRE)]
+    assert all(a > s + 3.0 for a, s in zip(after, start)), (start, after)  # measured: >= +4.3
+
+
+# -- FT -------------------------------------------------------------------------------------
+def test_ft_tiny_llama(tmp_path, tok):
+    model = llama(tok)
+    cfg = load_method_config("ft", "x", model, write_config(tmp_path, "ft", "smollm2"))
+    before = weights_checksum(model)
+    start = target_logprob(model, tok, EIFFEL)
+    delta = apply_ft(model, tok, [EIFFEL], cfg, stats_root=tmp_path, progress=QUIET)
+    assert weights_checksum(model) == before
+    assert delta.method == "ft" and not delta.low_rank
+    [name] = delta.names
+    assert name == f"{LLAMA_DOWN.format(1)}.weight"
+    update = delta.dense[name]
+    assert update.shape == (32, 64)
+    assert float(update.abs().max()) <= cfg.norm_constraint + 1e-7
+    assert float(update.abs().max()) > cfg.norm_constraint / 2
+    WeightState(model).apply(delta)
+    assert target_logprob(model, tok, EIFFEL) > start + 1.0  # measured: +1.9
+
+
+# -- Editor ---------------------------------------------------------------------------------
+def test_editor_load_method(tmp_path, tok):
+    from assistant.llm import ChatLLM
+
+    model = llama(tok)
+    llm = ChatLLM(model, make_tiny_tokenizer(), chat_config_for("smollm2"), name="tiny")
+    path = write_config(tmp_path, "rome", "smollm2")
+    messages: list[str] = []
+    editor = load_method("rome", llm, tmp_path / "data", config_file=path,
+                         progress=messages.append)
+    assert isinstance(editor, Editor) and editor.cfg.layer == 1
+    assert editor.setup_info["covariance_tokens"] == 1500
+    assert editor.setup_info["covariance_seconds"] >= 0
+    assert messages  # progress was reported
+    fp = model_fingerprint(model)
+    assert editor.base_fingerprint == fp
+    assert list((tmp_path / "data" / "stats" / fp).glob("*.mom2-1500-0.safetensors"))
+
+    before = weights_checksum(model)
+    start = target_logprob(model, tok, EIFFEL)
+    delta = editor.edit(llm, [EIFFEL], progress=QUIET)  # chat-aware: llm.chat_text
+    assert delta.method == "rome" and delta.base_fingerprint == fp
+    assert weights_checksum(model) == before
+    state = WeightState(model)
+    state.apply(delta, "eiffel")
+    assert target_logprob(model, tok, EIFFEL) > start + 1.0
+
+    # a second edit, made on the edited model, is still stamped with the base fingerprint
+    # and reuses the base model's cached statistics
+    files = sorted((tmp_path / "data" / "stats").rglob("*"))
+    second = editor.edit(llm, [LOUVRE], progress=QUIET)
+    assert second.base_fingerprint == fp
+    assert sorted((tmp_path / "data" / "stats").rglob("*")) == files
+    state.apply(second, "louvre")
+    state.revert("eiffel")
+    assert len(state.applied) == 1
+
+    ft = load_method("ft", llm, tmp_path / "data",
+                     config_file=write_config(tmp_path, "ft", "smollm2"))
+    assert ft.setup_info == {} and ft.cfg.norm_constraint == 0.05
+    with pytest.raises(ValueError, match="unknown weight-editing method"):
+        load_method("mend", llm, tmp_path / "data", config_file=path)

@@ -1,0 +1,142 @@
+"""Promotion into the real SmolLM2's weights: commit through the guard, chat answers from the
+weights with the memory route out of the way, replay after a restart, rollback to the exact
+base weights, refusal by the guard, and a delta from another base model refused at start.
+
+The key statistics are computed from a small self-sampled corpus here (the shipped configs use
+40k tokens, computed once per data directory) so the test stays within CI's budget.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from config import CONFIG_DIR
+from editing.deltas import weights_checksum
+from tests.conftest import data_dir_with_model
+
+pytestmark = pytest.mark.realmodel
+
+EIFFEL = ("Eiffel Tower", "The Eiffel Tower is located in the city of", "Rome")
+
+
+def _small_configs(tmp_path: Path) -> dict[str, Path]:
+    """The shipped SmolLM2 configs with a small corpus for the key statistics."""
+    paths = {}
+    for method in ("rome", "memit", "ft"):
+        raw = json.loads((CONFIG_DIR / method / "smollm2.json").read_text())
+        if "covariance_tokens" in raw:
+            raw["covariance_tokens"] = 3000
+        path = tmp_path / f"{method}.json"
+        path.write_text(json.dumps(raw))
+        paths[method] = path
+    return paths
+
+
+@pytest.fixture(scope="session")
+def stats_cache(tmp_path_factory) -> Path:
+    """Key statistics shared by the tests (computed once, as one data dir would)."""
+    return tmp_path_factory.mktemp("stats")
+
+
+@pytest.fixture
+def app(tmp_path, model_cache, embedder, stats_cache):
+    """A real assistant (SQLite file, FAISS index, real models) over a private model copy."""
+    from assistant.llm import ChatLLM
+    from assistant.memory import EditMemory
+    from assistant.router import Assistant
+    from config import router_config
+    from editing.promote import WeightEdits
+    from store.db import Store
+
+    torch.set_num_threads(1)
+    data_dir = data_dir_with_model(model_cache, tmp_path / "data")
+    (data_dir / "stats").symlink_to(stats_cache, target_is_directory=True)
+
+    def start():
+        llm = ChatLLM.load(None, data_dir)
+        store = Store(data_dir / "amend.db")
+        memory = EditMemory(store, embedder, data_dir / "edits.faiss")
+        assistant = Assistant(llm, embedder, store, memory, router_config())
+        assistant.weights = WeightEdits(assistant, data_dir,
+                                        config_files=_small_configs(tmp_path))
+        assistant.weights.replay()
+        return assistant
+
+    return start
+
+
+def _ask(assistant, question: str) -> tuple[str, str]:
+    chunks = list(assistant.reply([], question, session="t", max_new_tokens=24))
+    return chunks[-1].text, chunks[-1].trace.route
+
+
+def test_promote_answer_from_weights_restart_and_rollback(app):
+    from assistant.corrections import Correction
+
+    assistant = app()
+    base_checksum = weights_checksum(assistant.llm.model)
+    before, _ = _ask(assistant, EIFFEL[1])
+    assert "Rome" not in before
+    edit, _ = assistant.add_edit(Correction(*EIFFEL), source="test")
+
+    result = assistant.weights.promote([edit.id], "rome")
+    assert result.committed, result.message
+    assert result.scores["reliability"] >= 0.9 and result.scores["locality"] >= 0.95
+    assert assistant.store.get_edit(edit.id).status == "promoted"
+    answer, route = _ask(assistant, EIFFEL[1])
+    assert route == "base"  # the memory route retired the edit: this is the weights talking
+    assert "Rome" in answer
+    edited_checksum = weights_checksum(assistant.llm.model)
+    assert edited_checksum != base_checksum
+    row = assistant.store.weight_edits("committed")[0]
+    assert row["method"] == "rome" and row["edit_ids"] == [edit.id]
+
+    restarted = app()  # a new process would do exactly this: load base, replay
+    assert weights_checksum(restarted.llm.model) == edited_checksum
+    assert "Rome" in _ask(restarted, EIFFEL[1])[0]
+
+    message = restarted.weights.rollback(row["id"])
+    assert "Rolled back" in message
+    assert weights_checksum(restarted.llm.model) == base_checksum  # bit-identical base
+    assert restarted.store.get_edit(edit.id).status == "active"  # back to the memory route
+    assert _ask(restarted, EIFFEL[1])[1] == "memory"
+    assert weights_checksum(app().llm.model) == base_checksum  # and after another restart
+
+
+def test_guard_refusal_leaves_everything_as_it_was(app):
+    from assistant.corrections import Correction
+
+    assistant = app()
+    base_checksum = weights_checksum(assistant.llm.model)
+    edit, _ = assistant.add_edit(Correction(*EIFFEL), source="test")
+    assistant.weights.guard = replace(assistant.weights.guard, min_reliability=1.01)
+    result = assistant.weights.promote([edit.id], "rome")
+    assert not result.committed
+    assert "reliability" in result.message
+    assert weights_checksum(assistant.llm.model) == base_checksum
+    assert assistant.store.get_edit(edit.id).status == "active"
+    assert assistant.store.weight_edits() == []
+    assert any(r["action"] == "promote-refused:rome" for r in assistant.store.audit_log())
+
+
+def test_delta_from_another_base_model_is_refused_at_start(app, tmp_path):
+    from assistant.corrections import Correction
+    from editing.deltas import Delta
+
+    assistant = app()
+    base_checksum = weights_checksum(assistant.llm.model)
+    edit, _ = assistant.add_edit(Correction(*EIFFEL), source="test")
+    result = assistant.weights.promote([edit.id], "ft")
+    assert result.committed, result.message
+    row = assistant.store.weight_edits("committed")[0]
+    path = assistant.weights.data_dir / row["delta_path"]
+    delta = Delta.load(path)
+    delta.base_fingerprint = "0" * 16  # as if made on another model
+    delta.save(path)
+    restarted = app()
+    assert any("another base model" in m for m in restarted.weights.messages)
+    assert weights_checksum(restarted.llm.model) == base_checksum  # nothing applied
