@@ -108,6 +108,12 @@ def test_ask_correct_ask_again_restart(data_dir, tmp_path):
 
         edits = app.client.predict("Eiffel", "all", api_name="/list_edits")
         assert [row[4] for row in edits["data"]] == ["Rome"]
+
+        assert app.client.predict(api_name="/weight_edits")["data"] == []
+        with pytest.raises(Exception, match="whole numbers"):
+            app.client.predict("seven", "rome", api_name="/promote")
+        with pytest.raises(Exception, match="only active edits|no edit"):
+            app.client.predict("999", "rome", api_name="/promote")
     finally:
         app.stop()
 
