@@ -147,15 +147,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chat-tokens", type=int, default=32,
                         help="max new tokens of each chat answer")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="weight methods: hyperparameter file instead of configs/<method>/")
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
     records = load_records(args.data, args.limit)
-    system = METHODS[args.method](chat_tokens=args.chat_tokens)
+    options = {"config_file": args.config} if args.config else {}
+    if args.config and args.method == "memory":
+        parser.error("--config applies to weight-editing methods only")
+    system = METHODS[args.method](chat_tokens=args.chat_tokens, **options)
     result = evaluate(system, records, sequential=args.sequential)
     result["data"] = str(args.data)
+    editor = getattr(system, "editor", None)
+    if editor is not None:  # weight methods: record exactly which hyperparameters ran
+        import dataclasses
+
+        result["hyperparameters"] = dataclasses.asdict(editor.cfg)
     print(f"\n{args.method} on {args.data.name}: {len(records)} records, "
           f"{'sequential' if args.sequential else 'single-edit'} mode")
     print(format_table(result))

@@ -135,7 +135,7 @@ class WeightEditSystem:
     """
 
     def __init__(self, method: str, llm, stats_root: Path, chat_tokens: int = 32,
-                 batch: bool = False) -> None:
+                 batch: bool = False, config_file: Path | None = None) -> None:
         from editing.deltas import WeightState
         from editing.methods import load_method
 
@@ -145,18 +145,19 @@ class WeightEditSystem:
         self.chat_tokens = chat_tokens
         self.batch = batch
         self.state = WeightState(llm.model)
-        self.editor = load_method(method, llm, stats_root,
+        self.editor = load_method(method, llm, stats_root, config_file,
                                   base_fingerprint=self.state.fingerprint)
         self._edit_seconds: list[float] = []
 
     @classmethod
     def factory(cls, method: str, batch: bool = False) -> Callable[..., "WeightEditSystem"]:
-        def load(chat_tokens: int = 32, data_dir: Path | None = None) -> "WeightEditSystem":
+        def load(chat_tokens: int = 32, data_dir: Path | None = None,
+                 config_file: Path | None = None) -> "WeightEditSystem":
             from assistant.llm import ChatLLM
             from config import default_data_dir
 
             root = Path(data_dir) if data_dir else default_data_dir()
-            return cls(method, ChatLLM.load(None, root), root, chat_tokens, batch)
+            return cls(method, ChatLLM.load(None, root), root, chat_tokens, batch, config_file)
         return load
 
     def apply(self, records: list[EditRecord]) -> None:
