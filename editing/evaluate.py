@@ -85,6 +85,33 @@ def score(system: EditedSystem, record: EditRecord, base: Baseline) -> dict[str,
     }
 
 
+def collisions(records: list[EditRecord]) -> list[bool]:
+    """Per record: does a locality prompt name the subject of *another* record in the batch?
+
+    With many edits stored at once, CounterFact's "unrelated" neighbourhood prompt is
+    sometimes about another stored edit's subject and relation ("What sport does Hank Aaron
+    play?" while another record edits Hank Aaron's sport); there the edit rightly governs the
+    prompt and an unchanged answer would be wrong.
+    """
+    subjects = [r.subject.casefold() for r in records]
+    flags = []
+    for i, record in enumerate(records):
+        prompts = [p.prompt.casefold() for p in record.locality]
+        flags.append(any(s in p for j, s in enumerate(subjects) if j != i for p in prompts))
+    return flags
+
+
+def collision_free_locality(records: list[EditRecord], rows: list[dict]) -> dict:
+    """Locality means over the records whose probe no other stored edit governs."""
+    keep = [r for r, hit in zip(rows, collisions(records)) if not hit]
+    out: dict = {"locality_collisions": len(rows) - len(keep)}
+    for metric in ("locality", "chat_locality"):
+        mean = _mean([r[metric] for r in keep if r[metric] is not None])
+        if mean is not None:
+            out[f"{metric}_collision_free"] = mean
+    return out
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -120,6 +147,8 @@ def evaluate(system: EditedSystem, records: list[EditRecord], sequential: bool =
     bar.close()
     means = {m: _mean([r[m] for r in rows if r[m] is not None]) for m in METRICS}
     summary = {k: v for k, v in means.items() if v is not None}
+    if sequential:
+        summary.update(collision_free_locality(records, rows))
     summary["seconds_per_edit"] = statistics.mean(edit_seconds) if edit_seconds else None
     summary["peak_rss_mb"] = peak_rss_mb()
     summary.update(system.extra_metrics())

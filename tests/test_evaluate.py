@@ -96,3 +96,20 @@ def test_memory_route_evaluation(memory_system, sequential):
 def test_cli_needs_known_method():
     with pytest.raises(SystemExit):
         evaluate_main(["--method", "no-such-method", "--data", "x.json"])
+
+
+def test_collisions_flag_probes_about_another_stored_subject():
+    from editing.evaluate import collision_free_locality, collisions
+    from editing.records import EditRecord, Probe
+
+    records = [
+        EditRecord("Hank Aaron", "Hank Aaron plays", "football", "baseball",
+                   locality=(Probe("What sport does Marián Hossa play?", "hockey"),)),
+        EditRecord("Marián Hossa", "Marián Hossa plays", "baseball", "hockey",
+                   locality=(Probe("What sport does Tom Brady play?", "football"),)),
+    ]
+    assert collisions(records) == [True, False]
+    rows = [{"locality": 0.0, "chat_locality": 0.0}, {"locality": 1.0, "chat_locality": 1.0}]
+    assert collision_free_locality(records, rows) == {
+        "locality_collisions": 1, "locality_collision_free": 1.0,
+        "chat_locality_collision_free": 1.0}
