@@ -10,7 +10,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 
-def _target_ids(tok: PreTrainedTokenizerBase, prompt: str, target: str) -> tuple[list[int], list[int]]:
+def _target_ids(tok: PreTrainedTokenizerBase, prompt: str,
+                target: str) -> tuple[list[int], list[int]]:
     prompt_ids = tok(prompt, add_special_tokens=False).input_ids
     full_ids = tok(f"{prompt} {target}", add_special_tokens=False).input_ids
     # The space before the target may merge differently: take what follows the prompt's tokens.

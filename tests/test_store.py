@@ -10,7 +10,7 @@ from store.db import Store
 def test_migrations_recorded_once(tmp_path):
     path = tmp_path / "amend.db"
     first = Store(path)
-    assert first.applied_migrations() == ["0001_initial"]
+    assert first.applied_migrations() == ["0001_initial", "0002_weight_edit_details"]
     first.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
     first.close()
     again = Store(path)
@@ -103,3 +103,38 @@ def test_active_edits_about_ignores_case_including_non_ascii(store):
     assert [e.id for e in store.active_edits_about("élysée palace ")] == [edit.id]
     store.set_status(edit.id, "rejected")
     assert store.active_edits_about("Élysée Palace") == []
+
+
+def test_old_database_is_upgraded_in_place(tmp_path, monkeypatch):
+    import store.db as db
+
+    path = tmp_path / "amend.db"
+    monkeypatch.setattr(db, "MIGRATIONS", db.MIGRATIONS[:1])  # a database from before 0002
+    old = Store(path)
+    old.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
+    old.close()
+    monkeypatch.undo()
+    new = Store(path)
+    assert new.applied_migrations()[-1] == "0002_weight_edit_details"
+    assert "checksum" in new.db["weight_edits"].columns_dict
+    assert new.get_edit(1).target_new == "Rome"
+
+
+def test_weight_edit_commit_and_rollback(store):
+    edit = store.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
+    row = store.add_weight_edit(method="rome", edit_ids=[edit.id], layers=[4],
+                                delta_path="deltas/1.safetensors", base_fingerprint="f",
+                                scores={"reliability": 1.0}, checksum="c", seconds=1.5)
+    assert store.get_edit(edit.id).status == "promoted"
+    assert store.weight_edits("committed")[0]["scores"] == {"reliability": 1.0}
+    assert store.rollback_weight_edit(row) == [edit.id]
+    assert store.get_edit(edit.id).status == "active"
+    assert store.get_weight_edit(row)["status"] == "rolled_back"
+    with pytest.raises(InvalidEditError, match="already rolled_back"):
+        store.rollback_weight_edit(row)
+    with pytest.raises(EditNotFoundError):
+        store.get_weight_edit(999)
+    with pytest.raises(EditNotFoundError):  # nothing is written for an unknown edit
+        store.add_weight_edit(method="rome", edit_ids=[999], layers=[4], delta_path="x",
+                              base_fingerprint="f", scores={}, checksum="c", seconds=1.0)
+    assert len(store.weight_edits()) == 1

@@ -37,14 +37,16 @@ def _block_outputs(model: torch.nn.Module, tok, block_name: str,
         position = subject_last_tokens(tok, request.prompt, request.subject)[0]
         captured: list[torch.Tensor] = []
         with hooked(get_module(model, block_name),
-                    forward=lambda _m, _a, out: captured.append(first_tensor(out).detach())):
+                    forward=lambda _m, _a, out, into=captured: into.append(
+                        first_tensor(out).detach())):
             model(input_ids=torch.tensor([ids]), use_cache=False)
         rows.append(captured[0][0, position])
     return torch.stack(rows)
 
 
 def apply_memit(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MemitConfig, *,
-                stats_root: Path, chat_format: ChatFormat | None = None, base_fingerprint: str | None = None,
+                stats_root: Path, chat_format: ChatFormat | None = None,
+                base_fingerprint: str | None = None,
                 progress: Callable[[str], None] = log.info) -> Delta:
     """One delta writing all requests at once; the model's weights are left as they were."""
     # deltas and cached statistics belong to the base model, whatever is applied on it now

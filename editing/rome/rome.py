@@ -42,7 +42,8 @@ def rank_one(weight: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
 
 
 def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: RomeConfig, *,
-               stats_root: Path, chat_format: ChatFormat | None = None, base_fingerprint: str | None = None,
+               stats_root: Path, chat_format: ChatFormat | None = None,
+               base_fingerprint: str | None = None,
                progress: Callable[[str], None] = log.info) -> Delta:
     """Compute the delta writing every request; the model's weights are left as they were."""
     # deltas and cached statistics belong to the base model, whatever is applied on it now
