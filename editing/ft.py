@@ -45,7 +45,7 @@ def apply_ft(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: FtCo
             logits = model(input_ids=texts.ids, attention_mask=texts.mask,
                            use_cache=False).logits
             loss = torch.nn.functional.cross_entropy(logits[rows, cols].float(), targets)
-            loss_value = float(loss)
+            loss_value = float(loss.detach())
             if loss_value < cfg.stop_loss:
                 break
             loss.backward()
