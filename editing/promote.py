@@ -257,8 +257,8 @@ class WeightEdits:
             self._busy.release()
 
     def trace_image(self, edit, progress: Progress = log.info) -> Path:
-        """Causal-trace heat map (hidden, MLP, attention) of the edit's prompt on the live
-        model, for the admin tab; cached per edit and weight state."""
+        """Causal-trace heat map (hidden, MLP, attention) of the edit's prompt on a copy of
+        the live model, for the admin tab; cached per edit and weight state."""
         from editing.heatmap import render_heatmaps
         from editing.trace import trace
 
@@ -267,11 +267,11 @@ class WeightEdits:
         if path.exists():
             return path
         results = []
-        with self.llm.weights_lock.read():
-            for kind in ("hidden", "mlp", "attn"):
-                progress(f"Causal trace ({kind}) of edit #{edit.id}")
-                results.append(trace(self.llm.model, self.llm.tokenizer, edit.prompt,
-                                     edit.subject, kind=kind))
+        work = self._work_copy()  # tracing installs hooks: never on the model chat is using
+        for kind in ("hidden", "mlp", "attn"):
+            progress(f"Causal trace ({kind}) of edit #{edit.id}")
+            results.append(trace(work.model, work.tokenizer, edit.prompt, edit.subject,
+                                 kind=kind))
         path.parent.mkdir(parents=True, exist_ok=True)
         return render_heatmaps(results, path)
 

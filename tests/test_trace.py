@@ -213,3 +213,28 @@ def test_heatmaps_are_written(llama, tok, tmp_path):
     three = render_heatmaps(results, tmp_path / "sub" / "all.png")
     with Image.open(three) as image:
         assert image.size[0] >= 3 * width - 20 and image.size[1] >= height - 5
+
+
+def test_admin_trace_image_uses_a_copy_and_is_cached(tiny_llm, store, embedder, tmp_path):
+    """The admin tab's heat map: rendered from a private copy (the live model never carries
+    tracing hooks), cached for the same edit and weight state."""
+    from PIL import Image
+
+    from assistant.memory import EditMemory
+    from assistant.router import Assistant
+    from config import router_config
+    from editing.deltas import weights_checksum
+    from editing.promote import WeightEdits
+
+    memory = EditMemory(store, embedder, None)
+    assistant = Assistant(tiny_llm, embedder, store, memory, router_config())
+    weights = WeightEdits(assistant, tmp_path)
+    edit = store.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
+    before = weights_checksum(tiny_llm.model)
+    path = weights.trace_image(edit)
+    assert Image.open(path).size[0] > 200
+    assert weights_checksum(tiny_llm.model) == before
+    assert all(not m._forward_hooks and not m._forward_pre_hooks
+               for m in tiny_llm.model.modules())
+    mtime = path.stat().st_mtime_ns
+    assert weights.trace_image(edit) == path and path.stat().st_mtime_ns == mtime
