@@ -29,7 +29,7 @@ class RomeConfig:
     kl_factor: float  # weight of the KL term on "{subject} is a" (keeps other properties)
     weight_decay: float  # on |delta|^2 / |v|^2
     clamp_norm_factor: float  # |delta| <= factor * |v|
-    stop_loss: float  # stop optimising once the target's mean NLL is below this
+    stop_loss: float  # stop optimising once every text's target NLL is below this
     chat_prompts: bool  # also optimise over chat-templated questions (chat answers change too)
     covariance_tokens: int  # tokens of self-generated text for the key second moment C
     covariance_ridge: float  # C + ridge * mean(diag C) * I, for a stable solve

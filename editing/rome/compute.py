@@ -263,8 +263,9 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
                                             reduction="batchmean")
             decay = cfg.weight_decay * delta.norm() ** 2 / original.norm() ** 2
             loss = nll + cfg.kl_factor * kl + decay
-            stats.update(steps=step + 1, nll=float(nll.detach()), kl=float(kl.detach()))
-            if stats["nll"] < cfg.stop_loss:
+            stats.update(steps=step + 1, nll=float(nll.detach()), kl=float(kl.detach()),
+                         worst_nll=float(per_text.detach().max()))
+            if stats["worst_nll"] < cfg.stop_loss:  # every text says the target, not the mean
                 break
             loss.backward()
             optimizer.step()
