@@ -23,17 +23,16 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "zsre" / "zsre_mend_train-
 
 
 def live_scores(assistant, promoted: list, probes, base_tokens) -> dict:
-    from editing.metrics import predicted_target_tokens, token_accuracy
+    from editing.metrics import token_accuracy
+    from editing.promote import probe_locality, probe_predictions
 
     llm = assistant.llm
     reliability = [token_accuracy(llm.model, llm.tokenizer, e.prompt, e.target_new)
                    for e in promoted]
-    after = [predicted_target_tokens(llm.model, llm.tokenizer, p, a)[0] for p, a in probes]
-    same = [sum(x == y for x, y in zip(b, a)) / len(b) if b else 1.0
-            for b, a in zip(base_tokens, after)]
+    after = probe_predictions(llm.model, llm.tokenizer, probes)
     return {"promoted": len(promoted),
             "reliability": sum(reliability) / len(reliability) if reliability else None,
-            "locality": sum(same) / len(same)}
+            "locality": probe_locality(base_tokens, after)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     from assistant.corrections import Correction
-    from editing.metrics import predicted_target_tokens
-    from editing.promote import load_probes
+    from editing.promote import load_probes, probe_predictions
     from editing.records import load_records
 
     records = load_records(args.data, args.limit)
@@ -62,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = assistant.weights
         probes = load_probes(weights.guard.locality_probes)
         llm = assistant.llm
-        base_tokens = [predicted_target_tokens(llm.model, llm.tokenizer, p, a)[0]
-                       for p, a in probes]
+        base_tokens = probe_predictions(llm.model, llm.tokenizer, probes)
         promoted = []
         for i, record in enumerate(records, 1):
             edit, _ = assistant.add_edit(Correction(record.subject, record.prompt,

@@ -8,6 +8,7 @@ the data directory (keyed by the model fingerprint), so this runs once per model
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -124,10 +125,9 @@ def key_second_moments(model: torch.nn.Module, module_names: list[str], ids: tor
             counts[name] += chosen.shape[0]
         return pre
 
-    hooks = [hooked(get_module(model, n), pre=collector(n)) for n in module_names]
-    for hook in hooks:
-        hook.__enter__()
-    try:
+    with contextlib.ExitStack() as stack:
+        for name in module_names:
+            stack.enter_context(hooked(get_module(model, name), pre=collector(name)))
         starts = range(0, ids.shape[0], batch)
         for i, start in enumerate(tqdm(starts, desc="Key statistics", mininterval=2.0)):
             rows, rows_mask = ids[start:start + batch], mask[start:start + batch]
@@ -135,9 +135,6 @@ def key_second_moments(model: torch.nn.Module, module_names: list[str], ids: tor
             model(input_ids=rows, attention_mask=rows_mask, use_cache=False)
             if i % 5 == 0:
                 progress(f"Key statistics: passage batch {i + 1}/{len(starts)}")
-    finally:
-        for hook in hooks:
-            hook.__exit__(None, None, None)
     return {name: (sums[name] / max(counts[name], 1)).float() for name in module_names}
 
 

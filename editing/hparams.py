@@ -100,8 +100,13 @@ def load_method_config(method: str, family: str, model: torch.nn.Module,
     return cfg
 
 
+def edited_layers(cfg) -> tuple[int, ...]:
+    """The layers a config edits: MEMIT's range, or the one layer of ROME/ft."""
+    return getattr(cfg, "layers", None) or (cfg.layer,)
+
+
 def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
-    layers = getattr(cfg, "layers", None) or (cfg.layer,)
+    layers = edited_layers(cfg)
     count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     names = {name for name, _ in model.named_modules()}
     for layer in layers:

@@ -6,6 +6,7 @@ subject's last token" is and on how a Linear (out x in) or a GPT-2 Conv1D (in x 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 
 import torch
@@ -39,16 +40,13 @@ def as_param_layout(module: torch.nn.Module, left: torch.Tensor,
 
 
 def subject_spans(text: str, subject: str) -> list[tuple[int, int]]:
-    """Character spans of every occurrence of the subject (case-insensitive fallback)."""
-    spans, start = [], text.find(subject)
-    haystack, needle = text, subject
-    if start < 0:
-        haystack, needle = text.casefold(), subject.casefold()
-        start = haystack.find(needle)
-    while start >= 0:
-        spans.append((start, start + len(needle)))
-        start = haystack.find(needle, start + len(needle))
-    return spans
+    """Character spans of every occurrence of the subject: exact case, else any case (spans
+    are positions in `text` itself, so they stay right where case folding changes lengths)."""
+    if not subject:
+        return []
+    pattern = re.escape(subject)
+    spans = [m.span() for m in re.finditer(pattern, text)]
+    return spans or [m.span() for m in re.finditer(pattern, text, flags=re.IGNORECASE)]
 
 
 def subject_last_tokens(tok: PreTrainedTokenizerBase, text: str, subject: str) -> list[int]:

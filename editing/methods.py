@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from editing.deltas import Delta, model_fingerprint
-from editing.hparams import load_method_config
+from editing.hparams import edited_layers, load_method_config
 from editing.rome.compute import EditRequest
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ class Editor:
             return
         from editing.covariance import second_moments
 
-        layers = getattr(self.cfg, "layers", None) or (self.cfg.layer,)
-        names = [self.cfg.module_template.format(layer) for layer in layers]
+        names = [self.cfg.module_template.format(layer) for layer in edited_layers(self.cfg)]
         started = time.perf_counter()
         second_moments(llm.model, llm.tokenizer, names, self.cfg.covariance_tokens,
                        self.cfg.seed, self.stats_root, self.base_fingerprint, progress)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from config import CONFIG_DIR, REPO_ROOT, load_config
 from editing.deltas import Delta, DeltaError, WeightState, weights_checksum
-from editing.metrics import contains_answer, predicted_target_tokens, token_accuracy
+from editing.metrics import (contains_answer, predicted_target_tokens, token_accuracy,
+                             unchanged_share)
 from editing.methods import WEIGHT_METHODS, Editor, load_method
 from editing.rome.compute import EditRequest
 from errors import AmendError, InvalidEditError
@@ -60,6 +61,16 @@ class PromotionResult:
 def load_probes(limit: int) -> list[tuple[str, str]]:
     raw = json.loads(PROBES_PATH.read_text(encoding="utf-8"))["probes"]
     return [(p["prompt"], p["answer"]) for p in raw[:limit]]
+
+
+def probe_predictions(model, tok, probes: list[tuple[str, str]]) -> list[list[int]]:
+    """Argmax tokens over each probe's true answer (teacher-forced), to compare later."""
+    return [predicted_target_tokens(model, tok, p, a)[0] for p, a in probes]
+
+
+def probe_locality(before: list[list[int]], after: list[list[int]]) -> float:
+    """Mean share of probe tokens an edit left unchanged."""
+    return sum(unchanged_share(b, a) for b, a in zip(before, after)) / max(len(before), 1)
 
 
 def edit_request(edit) -> EditRequest:
@@ -168,8 +179,7 @@ class WeightEdits:
         work = self._work_copy()
         probes = load_probes(self.guard.locality_probes)
         progress("Reading the locality probes before the edit")
-        before = [predicted_target_tokens(work.model, work.tokenizer, p, a)[0]
-                  for p, a in probes]
+        before = probe_predictions(work.model, work.tokenizer, probes)
         requests = [edit_request(e) for e in edits]
         try:
             delta = editor.edit(work, requests, progress)
@@ -193,9 +203,7 @@ class WeightEdits:
     def _score(self, work, edits, probes, before) -> dict:
         model, tok = work.model, work.tokenizer
         reliability = [token_accuracy(model, tok, e.prompt, e.target_new) for e in edits]
-        after = [predicted_target_tokens(model, tok, p, a)[0] for p, a in probes]
-        same = [sum(x == y for x, y in zip(b, a)) / len(b) if b else 1.0
-                for b, a in zip(before, after)]
+        locality = probe_locality(before, probe_predictions(model, tok, probes))
         chat = [float(contains_answer(work.chat([{"role": "user", "content": e.prompt}],
                                                 max_new_tokens=self.guard.chat_tokens),
                                       e.target_new)) for e in edits]
@@ -204,7 +212,7 @@ class WeightEdits:
                                                     max_new_tokens=self.guard.chat_tokens),
                                           e.target_new)) for q, e in questions]
         mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
-        return {"reliability": mean(reliability), "locality": mean(same),
+        return {"reliability": mean(reliability), "locality": round(locality, 4),
                 "chat_reliability": mean(chat), "chat_generalization": mean(chat_gen),
                 "edits": len(edits), "locality_probes": len(probes)}
 

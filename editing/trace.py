@@ -21,7 +21,6 @@ from the one corrupted run instead of being recomputed (`CausalTracer.skip_lower
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from editing.locate import first_tensor, subject_spans
 from errors import InvalidEditError, ModelLoadError
 
 KINDS = ("hidden", "mlp", "attn")
@@ -112,13 +112,10 @@ def subject_char_span(prompt: str, subject: str) -> tuple[int, int]:
     subject = subject.strip()
     if not subject:
         raise InvalidEditError("the subject is empty")
-    at = prompt.find(subject)
-    if at >= 0:
-        return at, at + len(subject)
-    match = re.search(re.escape(subject), prompt, flags=re.IGNORECASE)
-    if match is None:
+    spans = subject_spans(prompt, subject)
+    if not spans:
         raise InvalidEditError(f"the subject {subject!r} does not occur in the prompt {prompt!r}")
-    return match.start(), match.end()
+    return spans[0]
 
 
 def _offsets(tok: PreTrainedTokenizerBase, prompt: str, ids: list[int]) -> list[tuple[int, int]]:
@@ -152,10 +149,6 @@ def answer_token(tok: PreTrainedTokenizerBase, answer: str) -> int:
 
 
 # -- hooks -------------------------------------------------------------------------------------
-def _first(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
 def _with_first(output: Any, value: torch.Tensor) -> Any:
     return (value,) + tuple(output[1:]) if isinstance(output, tuple) else value
 
@@ -186,7 +179,7 @@ class _Replay(torch.nn.Module):
         self.repeats = repeats
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        h = _first(self.output)
+        h = first_tensor(self.output)
         return _with_first(self.output, h.repeat(self.repeats, *([1] * (h.dim() - 1))))
 
 
@@ -268,7 +261,7 @@ class CausalTracer:
         for kind, template in self._templates().items():
             for layer in range(self.n_layers):
                 def keep(out: Any, kind: str = kind, layer: int = layer) -> None:
-                    self.clean[kind][layer] = _first(out)[0].detach().clone()
+                    self.clean[kind][layer] = first_tensor(out)[0].detach().clone()
                 hooks[template.format(layer)] = keep
         with _hooks(self.model, hooks):
             probs = self._forward(1)[0]
@@ -284,7 +277,7 @@ class CausalTracer:
         s0, s1 = self.subject_range
 
         def add_noise(out: Any) -> Any:
-            h = _first(out).clone()
+            h = first_tensor(out).clone()
             view = h.view(groups, self.samples, *h.shape[1:])
             view[:, :, s0:s1] += self.noise
             return _with_first(out, h)
@@ -331,7 +324,7 @@ class CausalTracer:
             clean = self.clean[kind][layer]
 
             def restore(out: Any, clean: torch.Tensor = clean) -> Any:
-                h = _first(out)
+                h = first_tensor(out)
                 view = h.view(groups, self.samples, *h.shape[1:])
                 return _with_first(out, torch.where(where, clean, view).view_as(h))
             hooks[template.format(layer)] = restore

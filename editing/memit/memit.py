@@ -23,6 +23,7 @@ from editing.hparams import MemitConfig
 from editing.locate import as_param_layout, first_tensor, get_module, hooked, subject_last_tokens
 from editing.rome.compute import (ChatFormat, EditRequest, compute_key, compute_value,
                                   context_prefixes)
+from editing.rome.rome import solve_c
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ def apply_memit(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: M
     progress(f"MEMIT: key statistics at layers {list(cfg.layers)}")
     mom2 = second_moments(model, tok, names, cfg.covariance_tokens, cfg.seed, stats_root,
                           fingerprint, progress)
-    prefixes = context_prefixes(model, tok, cfg.context_count, cfg.context_tokens, cfg.seed)
+    prefixes = context_prefixes(model, tok, cfg.context_count, cfg.context_tokens, cfg.seed,
+                                fingerprint)
     deltas, stats = [], []
     for i, request in enumerate(requests):
         progress(f"MEMIT: target {i + 1}/{len(requests)}: {request.subject} → "
@@ -77,10 +79,8 @@ def apply_memit(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: M
                                1).double()  # (in, n)
             current = _block_outputs(model, tok, last_block, requests)
             residual = ((targets - current) / (len(names) - position)).T.double()  # (out, n)
-            c = cfg.covariance_weight * mom2[name].double()
-            c = c + cfg.covariance_ridge * c.diagonal().mean() * torch.eye(c.shape[0],
-                                                                           dtype=c.dtype)
-            right = torch.linalg.solve(c + keys @ keys.T, keys).T  # (n, in)
+            right = solve_c(mom2[name], keys, cfg.covariance_ridge, cfg.covariance_weight,
+                            extra=keys @ keys.T).T  # (n, in)
             left, right = as_param_layout(module, residual.float(), right.float())
             with torch.no_grad():
                 module.weight.add_(left @ right)

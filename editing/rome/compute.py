@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from editing.deltas import model_fingerprint
 from editing.locate import first_tensor, get_module, hooked, subject_last_tokens
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,14 @@ class Texts:
 _PREFIXES: dict[tuple, list[str]] = {}
 
 
-def context_prefixes(model: torch.nn.Module, tok, count: int, length: int,
-                     seed: int) -> list[str]:
+def context_prefixes(model: torch.nn.Module, tok, count: int, length: int, seed: int,
+                     fingerprint: str | None = None) -> list[str]:
     """Short passages the model writes itself; "" (the bare prompt) comes first.
 
-    Made once per model object and setting: later edits of the same model reuse them.
+    Made once per base model (fingerprint) and setting: later edits, and the private copies
+    promotions work on, reuse them instead of sampling again.
     """
-    key = (id(model), count, length, seed)
+    key = (fingerprint or model_fingerprint(model), count, length, seed)
     if key not in _PREFIXES:
         _PREFIXES[key] = _sample_prefixes(model, tok, count, length, seed)
     return list(_PREFIXES[key])

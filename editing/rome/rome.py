@@ -26,10 +26,14 @@ from editing.rome.compute import (ChatFormat, EditRequest, compute_key, compute_
 log = logging.getLogger(__name__)
 
 
-def solve_c(mom2: torch.Tensor, keys: torch.Tensor, ridge: float) -> torch.Tensor:
-    """C^-1 K for keys as columns (in, n), in float64 with a small ridge for stability."""
-    c = mom2.double()
+def solve_c(mom2: torch.Tensor, keys: torch.Tensor, ridge: float, weight: float = 1.0,
+            extra: torch.Tensor | None = None) -> torch.Tensor:
+    """(weight * C + extra)^-1 K for keys as columns (in, n), in float64, with a small ridge
+    (relative to weight * C's mean diagonal) for stability. ROME: C^-1 k; MEMIT: extra = K K^T."""
+    c = weight * mom2.double()
     c = c + ridge * c.diagonal().mean() * torch.eye(c.shape[0], dtype=c.dtype)
+    if extra is not None:
+        c = c + extra.double()
     return torch.linalg.solve(c, keys.double())
 
 
@@ -54,7 +58,8 @@ def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Ro
     progress(f"ROME: key statistics at {module_name}")
     mom2 = second_moments(model, tok, [module_name], cfg.covariance_tokens, cfg.seed,
                           stats_root, fingerprint, progress)[module_name]
-    prefixes = context_prefixes(model, tok, cfg.context_count, cfg.context_tokens, cfg.seed)
+    prefixes = context_prefixes(model, tok, cfg.context_count, cfg.context_tokens, cfg.seed,
+                                fingerprint)
     original = module.weight.detach().clone()
     lefts, rights, per_request = [], [], []
     try:
