@@ -32,7 +32,7 @@ STATUS_CHOICES = ["all", "active", "superseded", "rejected", "promoted", "pendin
 WEIGHT_COLUMNS = ["id", "method", "status", "edits", "layers", "reliability", "locality",
                   "chat_reliability", "chat_generalization", "seconds"]
 SUGGEST_COLUMNS = ["id", "subject", "prompt", "target_new", "why"]
-METHOD_CHOICES = ["rome", "memit", "ft"]
+METHOD_CHOICES = ["rome", "memit", "mend", "ft"]
 LOAD_TIMEOUT_S = 900
 
 

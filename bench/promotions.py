@@ -37,7 +37,7 @@ def live_scores(assistant, promoted: list, probes, base_tokens) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.promotions", description=__doc__)
-    parser.add_argument("--method", default="rome", choices=["rome", "memit", "ft"])
+    parser.add_argument("--method", default="rome", choices=["rome", "memit", "mend", "ft"])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--every", type=int, default=10, help="check the live model this often")

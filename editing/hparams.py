@@ -77,8 +77,36 @@ class FtConfig:
     seed: int
 
 
+@dataclass(frozen=True)
+class MendConfig:
+    """MEND (Mitchell et al. 2022): a trained editor maps gradient factors to weight updates."""
+
+    layers: tuple[int, ...]
+    module_templates: tuple[str, ...]  # edited projections, "{}" = layer
+    rank: int  # hidden width of the low-rank editor MLP
+    initial_rate: float  # edit rate before training (one plain gradient step)
+    std_floor: float  # smallest standard deviation used to normalise gradient factors
+    chat_prompts: bool  # edit texts include chat-templated questions (chat answers change)
+    chat_equivalents: bool  # training: a paraphrase asked as a chat question must follow too
+    weights: str  # repo-relative safetensors file of the trained editor
+    weights_sha256: str  # its checksum, checked on load ("" until one is trained)
+    steps: int  # training steps
+    batch_edits: int  # edits per training step (applied together, as a batch edit)
+    learning_rate: float  # editor network (Adam)
+    rate_learning_rate: float  # the per-weight log edit rates
+    edit_loss_weight: float  # c_edit: new-target NLL on the edit and its paraphrases
+    locality_loss_weight: float  # KL to the unedited model on unrelated prompts
+    validation_every: int  # steps between held-out checks (and checkpoints)
+    seed: int
+
+    @property
+    def layer(self) -> int:
+        return self.layers[0]
+
+
 T = TypeVar("T")
-CONFIG_TYPES: dict[str, type] = {"rome": RomeConfig, "memit": MemitConfig, "ft": FtConfig}
+CONFIG_TYPES: dict[str, type] = {"rome": RomeConfig, "memit": MemitConfig, "ft": FtConfig,
+                                 "mend": MendConfig}
 
 
 def config_path(method: str, family: str, model: torch.nn.Module) -> Path:
@@ -105,6 +133,12 @@ def edited_layers(cfg) -> tuple[int, ...]:
     return getattr(cfg, "layers", None) or (cfg.layer,)
 
 
+def edited_modules(cfg) -> list[str]:
+    """Module names a config edits, layer by layer."""
+    templates = getattr(cfg, "module_templates", None) or (cfg.module_template,)
+    return [t.format(layer) for layer in edited_layers(cfg) for t in templates]
+
+
 def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
     layers = edited_layers(cfg)
     count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
@@ -112,6 +146,6 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
     for layer in layers:
         if count is not None and not 0 <= layer < count:
             raise ConfigError(f"{source}: layer {layer} is outside the model's 0..{count - 1}")
-        name = cfg.module_template.format(layer)
+    for name in edited_modules(cfg):
         if name not in names:
-            raise ConfigError(f"{source}: the model has no module '{name}' (module_template)")
+            raise ConfigError(f"{source}: the model has no module '{name}' (module templates)")

@@ -18,7 +18,7 @@ from editing.rome.compute import EditRequest
 
 log = logging.getLogger(__name__)
 
-WEIGHT_METHODS = ("rome", "memit", "ft")
+WEIGHT_METHODS = ("rome", "memit", "ft", "mend")
 
 
 @dataclass
@@ -36,11 +36,22 @@ class Editor:
         if self.method == "memit":
             from editing.memit import apply_memit
             return apply_memit
+        if self.method == "mend":
+            from editing.mend import apply_mend
+            return apply_mend
         from editing.ft import apply_ft
         return apply_ft
 
     def prepare(self, llm, progress: Callable[[str], None] = log.info) -> None:
-        """Compute (or load from cache) what every edit needs, once."""
+        """Compute (or load from cache) what every edit needs, once: the key statistics C of
+        ROME/MEMIT, or MEND's trained editor (checksum checked)."""
+        if self.method == "mend":
+            from editing.mend import load_editor
+
+            started = time.perf_counter()
+            load_editor(llm.model, self.cfg)
+            self.setup_info = {"editor_load_seconds": round(time.perf_counter() - started, 2)}
+            return
         if self.method not in ("rome", "memit"):
             return
         from editing.covariance import second_moments

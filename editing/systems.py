@@ -186,4 +186,5 @@ METHODS: dict[str, Callable[..., EditedSystem]] = {
     "rome": WeightEditSystem.factory("rome"),
     "ft": WeightEditSystem.factory("ft"),
     "memit": WeightEditSystem.factory("memit", batch=True),
+    "mend": WeightEditSystem.factory("mend", batch=True),
 }

@@ -1,0 +1,98 @@
+"""`apply_mend`: requests in, a low-rank `Delta` out, in one forward/backward pass.
+
+The edit texts are the ones ROME optimises over (`rewriting_pieces`: the prompt, and when the
+config says so chat-templated questions), so training and editing see the same inputs.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from config import REPO_ROOT
+from editing.deltas import Delta, model_fingerprint
+from editing.hparams import MendConfig, edited_modules
+from editing.locate import as_param_layout, get_module, weight_out_in
+from editing.mend.core import editor_updates, frozen, gradient_factors, text_batch
+from editing.mend.network import MendEditor, file_sha256
+from editing.rome.compute import ChatFormat, EditRequest, rewriting_pieces
+from errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+_EDITORS: dict[tuple, MendEditor] = {}
+
+
+def new_editor(model: torch.nn.Module, cfg: MendConfig) -> MendEditor:
+    """An untrained editor for the weights the config names (one gradient step as is)."""
+    shapes = {}
+    for name in edited_modules(cfg):
+        out_features, in_features = weight_out_in(get_module(model, name)).shape
+        shapes[name] = (int(in_features), int(out_features))
+    return MendEditor(shapes, cfg.rank, cfg.initial_rate, cfg.std_floor)
+
+
+def editor_path(cfg: MendConfig) -> Path:
+    return REPO_ROOT / cfg.weights
+
+
+def load_editor(model: torch.nn.Module, cfg: MendConfig, path: Path | None = None) -> MendEditor:
+    """The trained editor of this config, checksum checked; cached per file and content."""
+    path = Path(path) if path else editor_path(cfg)
+    if not path.exists():
+        raise ConfigError(f"no trained MEND editor at {path}: train one with "
+                          "`python -m editing.mend.train --write`")
+    digest = file_sha256(path)
+    if path == editor_path(cfg) and cfg.weights_sha256 and digest != cfg.weights_sha256:
+        raise ConfigError(f"the MEND editor {path} does not match its checksum in the config "
+                          f"(sha256 {digest[:12]}..., expected {cfg.weights_sha256[:12]}...); "
+                          "restore the file or retrain it")
+    key = (str(path), digest, tuple(edited_modules(cfg)))
+    if key not in _EDITORS:
+        editor = new_editor(model, cfg)
+        editor.load_tensors(path)
+        editor.eval()
+        for p in editor.parameters():
+            p.requires_grad_(False)
+        _EDITORS[key] = editor
+    return _EDITORS[key]
+
+
+def edit_texts(requests: list[EditRequest], chat_format: ChatFormat | None,
+               chat_prompts: bool) -> tuple[list[tuple[str, str]], torch.Tensor]:
+    """(prefix, target) texts of all requests, and per-text loss weights (1 / texts of its
+    edit, so each edit pulls with the same strength however many texts it has)."""
+    pieces, weights = [], []
+    for request in requests:
+        own = [(prefix, target) for prefix, _, target in
+               rewriting_pieces(request, [""], chat_format if chat_prompts else None)]
+        pieces += own
+        weights += [1.0 / len(own)] * len(own)
+    return pieces, torch.tensor(weights)
+
+
+def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MendConfig, *,
+               chat_format: ChatFormat | None = None, base_fingerprint: str | None = None,
+               progress: Callable[[str], None] = log.info, editor: MendEditor | None = None,
+               **_unused) -> Delta:
+    """One delta writing every request (a batch edit); the model is left unchanged."""
+    fingerprint = base_fingerprint or model_fingerprint(model)
+    editor = editor or load_editor(model, cfg)
+    names = edited_modules(cfg)
+    pieces, weights = edit_texts(requests, chat_format, cfg.chat_prompts)
+    progress(f"MEND: {len(requests)} edit(s), {len(pieces)} texts, one gradient pass")
+    with frozen(model):
+        factors, _ = gradient_factors(model, names, text_batch(tok, pieces), weights)
+    with torch.no_grad():
+        updates = editor_updates(editor, factors)
+    low_rank = {}
+    for name, (left, right) in updates.items():
+        module = get_module(model, name)
+        dtype = module.weight.dtype
+        low_rank[f"{name}.weight"] = as_param_layout(module, left.to(dtype).contiguous(),
+                                                     right.to(dtype).contiguous())
+    return Delta("mend", fingerprint, low_rank=low_rank,
+                 meta={"layers": list(cfg.layers), "edits": len(requests),
+                       "tokens": int(next(iter(factors.values()))[0].shape[0])})

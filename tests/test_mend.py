@@ -1,0 +1,288 @@
+"""MEND on tiny random Llama and GPT-2 models: gradient factors, the editor network, the
+edited forward pass, deltas, storage and training (no real model)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from config import CONFIG_DIR, REPO_ROOT
+from editing.deltas import Delta, WeightState, weights_checksum
+from editing.hparams import edited_modules, load_method_config
+from editing.mend import apply_mend, load_editor
+from editing.mend.apply import edit_texts, new_editor
+from editing.mend.core import (edited, editor_updates, frozen, gradient_factors,
+                               scored_logits, text_batch)
+from editing.mend.network import RunningMoments
+from editing.mend.train import Example, record_checksum, split_records, step_loss
+from editing.methods import WEIGHT_METHODS, load_method
+from editing.rome.compute import EditRequest
+from errors import ConfigError
+from tests.conftest import make_tiny_model, make_tiny_tokenizer
+from tests.test_editing import gpt2, llama
+
+torch.set_num_threads(1)
+
+EIFFEL = EditRequest("Eiffel Tower", "Where is the Eiffel Tower", "Rome")
+LOUVRE = EditRequest("Louvre", "Which city is the Louvre", "Madrid")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return make_tiny_tokenizer()
+
+
+def mend_config(tmp_path: Path, family: str, **overrides) -> Path:
+    """The shipped hyperparameters shrunk to a 2-layer model, weights in tmp_path."""
+    raw = json.loads((CONFIG_DIR / "mend" / f"{family}.json").read_text())
+    raw.update({"layers": [0, 1], "rank": 8, "weights": str(tmp_path / "editor.safetensors"),
+                "weights_sha256": "", "batch_edits": 2, "validation_every": 5}, **overrides)
+    path = tmp_path / f"mend-{family}-{len(list(tmp_path.iterdir()))}.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def weight_gradients(model, tok, names, requests, cfg) -> dict[str, torch.Tensor]:
+    """Plain autograd of the same edit loss with respect to the weights, (out, in) layout."""
+    from editing.locate import get_module, weight_out_in
+
+    pieces, weights = edit_texts(requests, None, cfg.chat_prompts)
+    batch = text_batch(tok, pieces)
+    params = [get_module(model, n).weight for n in names]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    logits = scored_logits(model, batch)
+    nll = F.cross_entropy(logits, batch.targets, reduction="none")
+    loss = (batch.per_text_mean(nll) * weights).sum()
+    grads = torch.autograd.grad(loss, params)
+    for p in params:
+        p.requires_grad_(False)
+    out = {}
+    for name, grad in zip(names, grads):
+        module = get_module(model, name)
+        out[name] = grad.T if weight_out_in(module) is not module.weight else grad
+    return out
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_untrained_editor_is_one_gradient_step(tmp_path, tok, family):
+    """Identity at initialisation: the delta is exactly -rate * dLoss/dW for every edited
+    weight, which checks the factor capture, the sign and the GPT-2 (in, out) layout."""
+    model = llama(tok) if family == "llama" else gpt2(tok)
+    cfg = load_method_config("mend", family, model, mend_config(tmp_path, family))
+    editor = new_editor(model, cfg)
+    delta = apply_mend(model, tok, [EIFFEL, LOUVRE], cfg, editor=editor)
+    names = edited_modules(cfg)
+    assert sorted(delta.names) == sorted(f"{n}.weight" for n in names)
+    grads = weight_gradients(model, tok, names, [EIFFEL, LOUVRE], cfg)
+    params = dict(model.named_parameters())
+    for name in names:
+        update = delta.update(f"{name}.weight")
+        assert update.shape == params[f"{name}.weight"].shape
+        expected = -cfg.initial_rate * grads[name]
+        expected = expected if update.shape == expected.shape else expected.T
+        assert torch.allclose(update, expected, atol=1e-7, rtol=1e-4), name
+        assert update.abs().max() > 0
+
+
+def test_edited_forward_matches_the_applied_delta(tmp_path, tok):
+    """The hooks used in training compute exactly what the stored delta does to the weights."""
+    model = llama(tok)
+    cfg = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama"))
+    editor = new_editor(model, cfg)
+    with torch.no_grad():  # a non-identity editor
+        for transform in editor.transforms.values():
+            transform.up.weight.normal_(0, 0.5)
+    batch = text_batch(tok, [("Where is the Louvre", " Paris"), ("Rome is", " big")])
+    with frozen(model):
+        factors, _ = gradient_factors(model, edited_modules(cfg), text_batch(
+            tok, edit_texts([EIFFEL], None, False)[0]), torch.tensor([1.0]))
+        with torch.no_grad():
+            updates = editor_updates(editor, factors)
+            with edited(model, updates):
+                hooked = scored_logits(model, batch)
+    delta = apply_mend(model, tok, [EIFFEL], cfg, editor=editor)
+    state = WeightState(model)
+    state.apply(delta)
+    with torch.no_grad():
+        applied = scored_logits(model, batch)
+    state.revert()
+    assert torch.allclose(hooked, applied, atol=1e-4)
+
+
+def test_scored_logits_equal_the_full_forward(tok):
+    model = llama(tok)
+    batch = text_batch(tok, [("Where is the Eiffel Tower", " Rome"), ("Rome", " is in Italy")])
+    with torch.no_grad():
+        full = model(input_ids=batch.ids, attention_mask=batch.mask).logits
+        picked = scored_logits(model, batch)
+    assert picked.shape == (len(batch.targets), full.shape[-1])
+    assert torch.allclose(picked, full[batch.rows, batch.cols].float(), atol=1e-5)
+
+
+def test_gradient_factors_only_cover_tokens_that_carry_a_loss(tok):
+    model = llama(tok)
+    names = ["model.layers.1.mlp.down_proj"]
+    batch = text_batch(tok, [("Where is the Eiffel Tower", " Rome"), ("The Louvre is", " in")])
+    with frozen(model):
+        factors, logits = gradient_factors(model, names, batch, torch.tensor([1.0, 0.0]),
+                                           extra_logits=True)
+    u, delta = factors[names[0]]
+    first = int(batch.mask[0].sum())  # the weighted text's real tokens, all before its target
+    assert u.shape[0] == delta.shape[0] == first - 1  # the last target token predicts nothing
+    assert logits.shape[0] == len(batch.targets) and not logits.requires_grad
+    assert torch.count_nonzero(delta.norm(dim=-1)) > 0
+
+
+def test_running_moments_match_torch(tok):
+    moments = RunningMoments(5)
+    data = torch.randn(37, 5) * 3 + 1
+    for chunk in data.split(10):
+        moments.update(chunk)
+    assert torch.allclose(moments.mean, data.mean(0), atol=1e-5)
+    assert torch.allclose(moments.std(1e-8), data.std(0), atol=1e-4)
+
+
+def test_training_lowers_the_loss_and_the_trained_editor_edits(tmp_path, tok):
+    """A few dozen steps on the same two facts: the edited model's target loss falls, and
+    the saved editor (reloaded through the config, checksum checked) writes the fact."""
+    model = llama(tok)
+    cfg_path = mend_config(tmp_path, "llama", learning_rate=0.01, rate_learning_rate=0.1)
+    cfg = load_method_config("mend", "llama", model, cfg_path)
+    names = edited_modules(cfg)
+    editor = new_editor(model, cfg)
+    optimiser = torch.optim.Adam(editor.parameters(), lr=cfg.learning_rate)
+    examples = [Example(EIFFEL, (("Which city is the Eiffel Tower in", " Rome"),),
+                        (("The Louvre is in", " Paris"),)),
+                Example(LOUVRE, (("Where is the Louvre", " Madrid"),),
+                        (("Rome is the capital of", " Italy"),))]
+    losses = []
+    with frozen(model):
+        for _ in range(40):
+            editor.train()
+            loss, parts = step_loss(model, tok, editor, names, examples, cfg, None)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(parts["edit"])
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    digest = editor.save(tmp_path / "editor.safetensors", {"steps": 40})
+    cfg = load_method_config("mend", "llama", model, mend_config(
+        tmp_path, "llama", weights_sha256=digest))
+    reloaded = load_editor(model, cfg)
+    assert reloaded is not editor
+    before = weights_checksum(model)
+    delta = apply_mend(model, tok, [EIFFEL], cfg)
+    assert weights_checksum(model) == before  # the model itself is untouched
+    pieces = [("Which city is the Eiffel Tower in", " Rome")]
+    batch = text_batch(tok, pieces)
+    with torch.no_grad():
+        nll_before = F.cross_entropy(scored_logits(model, batch), batch.targets)
+        state = WeightState(model)
+        state.apply(delta)
+        nll_after = F.cross_entropy(scored_logits(model, batch), batch.targets)
+        state.revert()
+    assert nll_after < nll_before - 1.0
+    assert weights_checksum(model) == before
+
+
+def test_editor_file_checks(tmp_path, tok):
+    model = llama(tok)
+    cfg = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama"))
+    with pytest.raises(ConfigError, match="mend.train"):
+        load_editor(model, cfg)
+    digest = new_editor(model, cfg).save(tmp_path / "editor.safetensors", {})
+    wrong = load_method_config("mend", "llama", model, mend_config(
+        tmp_path, "llama", weights_sha256="0" * 64))
+    assert load_editor(model, cfg) is not None  # no checksum configured: accepted
+    with pytest.raises(ConfigError, match="checksum"):
+        load_editor(model, wrong)
+    other = load_method_config("mend", "llama", model, mend_config(
+        tmp_path, "llama", layers=[1], weights_sha256=digest))
+    with pytest.raises(ConfigError, match="other weights"):
+        load_editor(model, other)
+    (tmp_path / "editor.safetensors").write_bytes(b"garbage" * 10)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_editor(model, cfg)
+
+
+def test_mend_deltas_save_apply_and_revert_exactly(tmp_path, tok):
+    model = llama(tok)
+    cfg = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama"))
+    before = weights_checksum(model)
+    delta = apply_mend(model, tok, [EIFFEL, LOUVRE], cfg, editor=new_editor(model, cfg))
+    assert delta.method == "mend" and delta.meta["edits"] == 2
+    loaded = Delta.load(delta.save(tmp_path / "d.safetensors"))
+    state = WeightState(model)
+    state.apply(loaded, key="x")
+    assert weights_checksum(model) != before
+    state.revert("x")
+    assert weights_checksum(model) == before
+
+
+def test_mend_is_a_registered_method_and_refuses_without_an_editor(tmp_path, tiny_llm):
+    assert "mend" in WEIGHT_METHODS
+    with pytest.raises(ConfigError, match="no trained MEND editor"):
+        load_method("mend", tiny_llm, tmp_path, mend_config(tmp_path, "llama"))
+    new_editor(tiny_llm.model, load_method_config(
+        "mend", "llama", tiny_llm.model, mend_config(tmp_path, "llama"))).save(
+        tmp_path / "editor.safetensors", {})
+    editor = load_method("mend", tiny_llm, tmp_path, mend_config(tmp_path, "llama"))
+    delta = editor.edit(tiny_llm, [EIFFEL])
+    assert delta.method == "mend" and "editor_load_seconds" in editor.setup_info
+
+
+def test_config_names_modules_the_model_has(tmp_path, tok):
+    model = llama(tok)
+    with pytest.raises(ConfigError, match="no module"):
+        load_method_config("mend", "llama", model, mend_config(
+            tmp_path, "llama", module_templates=["model.layers.{}.mlp.nope"]))
+    with pytest.raises(ConfigError, match="outside"):
+        load_method_config("mend", "llama", model, mend_config(tmp_path, "llama",
+                                                               layers=[5]))
+
+
+def test_shipped_smollm2_config_names_its_checksum():
+    raw = json.loads((CONFIG_DIR / "mend" / "smollm2.json").read_text())
+    path = REPO_ROOT / raw["weights"]
+    if not path.exists():
+        pytest.skip("no MEND editor shipped yet")
+    from editing.mend.network import file_sha256
+
+    assert raw["weights_sha256"] == file_sha256(path)
+    assert path.stat().st_size < 8 * 2 ** 20
+
+
+def test_training_split_keeps_evaluation_subjects_out():
+    from editing.records import load_records
+    from tests.conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "train").exists():
+        pytest.skip("../shared/data is not beside the clone")
+    train, valid = split_records()
+    held = {r.subject.casefold() for path in [
+        SHARED_DATA / "counterfact" / "counterfact-edit-first500.json",
+        SHARED_DATA / "zsre" / "zsre_mend_train-1k-first500.json"] for r in load_records(path)}
+    train_subjects = {r.subject.casefold() for rs in train.values() for r in rs}
+    valid_subjects = {r.subject.casefold() for rs in valid.values() for r in rs}
+    assert train_subjects and valid_subjects
+    assert not train_subjects & held and not valid_subjects & held
+    assert not train_subjects & valid_subjects
+    assert set(train) == {"counterfact", "zsre"}
+
+
+def test_record_checksum_rewrites_only_that_field(tmp_path, monkeypatch):
+    import editing.mend.train as train_module
+
+    folder = tmp_path / "mend"
+    folder.mkdir()
+    original = {"_comment": "x", "rank": 4, "weights_sha256": ""}
+    (folder / "fam.json").write_text(json.dumps(original))
+    monkeypatch.setattr(train_module, "CONFIG_DIR", tmp_path)
+    record_checksum("fam", "abc")
+    assert json.loads((folder / "fam.json").read_text()) == {**original, "weights_sha256": "abc"}
