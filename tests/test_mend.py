@@ -14,8 +14,8 @@ from editing.deltas import Delta, WeightState, weights_checksum
 from editing.hparams import edited_modules, load_method_config
 from editing.mend import apply_mend, load_editor
 from editing.mend.apply import edit_texts, new_editor
-from editing.mend.core import (edited, editor_updates, frozen, gradient_factors,
-                               scored_logits, text_batch)
+from editing.mend.core import (edited, editor_updates, from_block, frozen, gradient_factors,
+                               lowest_module, scored_logits, text_batch)
 from editing.mend.network import RunningMoments
 from editing.mend.train import Example, record_checksum, split_records, step_loss
 from editing.methods import WEIGHT_METHODS, load_method
@@ -113,6 +113,33 @@ def test_edited_forward_matches_the_applied_delta(tmp_path, tok):
         applied = scored_logits(model, batch)
     state.revert()
     assert torch.allclose(hooked, applied, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_running_from_the_lowest_edited_block_matches_the_full_pass(tmp_path, tok, family):
+    """Training restarts the edited pass at the lowest edited block from hidden states
+    captured in the gradient pass; it must give the full edited forward's logits."""
+    model = llama(tok) if family == "llama" else gpt2(tok)
+    cfg = load_method_config("mend", family, model, mend_config(tmp_path, family, layers=[1]))
+    names = edited_modules(cfg)
+    editor = new_editor(model, cfg)
+    batch = text_batch(tok, [("Where is the Eiffel Tower", " Rome"), ("Rome is", " big")])
+    hidden: dict = {}
+    with frozen(model):
+        factors, base = gradient_factors(model, names, batch, torch.tensor([1.0, 0.0]),
+                                         extra_logits=True, hidden=hidden)
+        with torch.no_grad():
+            updates = editor_updates(editor, factors)
+            with edited(model, updates):
+                full = scored_logits(model, batch)
+            with edited(model, updates), from_block(model, lowest_module(names),
+                                                    hidden["hidden"]):
+                short = scored_logits(model, batch)
+            plain = scored_logits(model, batch)  # blocks restored afterwards
+    assert torch.allclose(short, full, atol=1e-5)
+    assert torch.allclose(plain, base, atol=1e-5)
+    assert not torch.allclose(full, base, atol=1e-4)
+    assert lowest_module(["a.layers.7.mlp.x", "a.layers.3.mlp.y"]) == "a.layers.3.mlp.y"
 
 
 def test_scored_logits_equal_the_full_forward(tok):

@@ -30,8 +30,8 @@ from tqdm import tqdm
 from config import CONFIG_DIR, REPO_ROOT, default_data_dir
 from editing.hparams import MendConfig, edited_modules, load_method_config
 from editing.mend.apply import edit_texts, editor_path, new_editor
-from editing.mend.core import (edited, editor_updates, frozen, gradient_factors,
-                               scored_logits, text_batch)
+from editing.mend.core import (edited, editor_updates, from_block, frozen, gradient_factors,
+                               lowest_module, scored_logits, text_batch)
 from editing.records import EditRecord, load_records
 from editing.rome.compute import ChatFormat, EditRequest
 
@@ -86,29 +86,31 @@ def split_records(seed_files: dict[str, Path] = TRAIN_FILES,
 
 def step_loss(model, tok, editor, names: list[str], examples: list[Example],
               cfg: MendConfig, chat_format: ChatFormat | None) -> tuple[torch.Tensor, dict]:
-    """The MEND training loss of one batch of edits applied together."""
-    pieces, weights = edit_texts([e.request for e in examples], chat_format, cfg.chat_prompts)
-    unrelated = [u for e in examples for u in e.unrelated]
-    grad_batch = text_batch(tok, pieces + unrelated)
-    grad_weights = torch.cat([weights, torch.zeros(len(unrelated))])
-    factors, base_logits = gradient_factors(model, names, grad_batch, grad_weights,
-                                            extra_logits=True)
-    unrelated_count = int((grad_batch.rows >= len(pieces)).sum())
-    base_unrelated = base_logits[len(base_logits) - unrelated_count:]
-    updates = editor_updates(editor, factors, track=editor.training)
+    """The MEND training loss of one batch of edits applied together.
 
-    targets = pieces + [q for e in examples for q in e.equivalents]
-    batch = text_batch(tok, targets + unrelated)
-    with edited(model, updates):
+    One batch holds the edit texts (which carry the fine-tuning loss), their paraphrases and
+    the unrelated prompts; the gradient pass over it also gives the unedited model's logits
+    (for the KL) and the input of the lowest edited block, from which the edited pass runs.
+    """
+    pieces, weights = edit_texts([e.request for e in examples], chat_format, cfg.chat_prompts)
+    equivalents = [q for e in examples for q in e.equivalents]
+    unrelated = [u for e in examples for u in e.unrelated]
+    batch = text_batch(tok, pieces + equivalents + unrelated)
+    text_weights = torch.cat([weights, torch.zeros(len(equivalents) + len(unrelated))])
+    hidden: dict[str, torch.Tensor] = {}
+    factors, base_logits = gradient_factors(model, names, batch, text_weights,
+                                            extra_logits=True, hidden=hidden)
+    updates = editor_updates(editor, factors, track=editor.training)
+    with edited(model, updates), from_block(model, lowest_module(names), hidden["hidden"]):
         logits = scored_logits(model, batch)
-    scored = batch.rows < len(targets)
+    targets = len(pieces) + len(equivalents)
+    scored = batch.rows < targets
     nll = F.cross_entropy(logits[scored], batch.targets[scored], reduction="none")
-    per_text = torch.zeros(len(targets)).index_add(0, batch.rows[scored], nll)
-    counts = torch.zeros(len(targets)).index_add(0, batch.rows[scored],
-                                                  torch.ones(int(scored.sum())))
+    per_text = torch.zeros(targets).index_add(0, batch.rows[scored], nll)
+    counts = torch.zeros(targets).index_add(0, batch.rows[scored],
+                                            torch.ones(int(scored.sum())))
     edit_loss = (per_text / counts.clamp_min(1)).mean()
-    edited_unrelated = logits[~scored]
-    kl = F.kl_div(edited_unrelated.log_softmax(-1), base_unrelated.log_softmax(-1),
+    kl = F.kl_div(logits[~scored].log_softmax(-1), base_logits[~scored].log_softmax(-1),
                   log_target=True, reduction="batchmean")
     loss = cfg.edit_loss_weight * edit_loss + cfg.locality_loss_weight * kl
     return loss, {"edit": float(edit_loss.detach()), "kl": float(kl.detach())}
