@@ -184,8 +184,9 @@ def test_training_lowers_the_loss_and_the_trained_editor_edits(tmp_path, tok):
     names = edited_modules(cfg)
     editor = new_editor(model, cfg)
     optimiser = torch.optim.Adam(editor.parameters(), lr=cfg.learning_rate)
+    chat = "<|im_start|>user\nWhere is the Eiffel Tower?<|im_end|>\n<|im_start|>assistant\n"
     examples = [Example(EIFFEL, (("Which city is the Eiffel Tower in", " Rome"),),
-                        (("The Louvre is in", " Paris"),)),
+                        (("The Louvre is in", " Paris"),), ((chat, "Rome"),)),
                 Example(LOUVRE, (("Where is the Louvre", " Madrid"),),
                         (("Rome is the capital of", " Italy"),))]
     losses = []

@@ -34,10 +34,13 @@ class TextBatch:
     targets: torch.Tensor  # (K,) the target token there
     texts: int
 
-    def per_text_mean(self, values: torch.Tensor) -> torch.Tensor:
-        """Mean of a per-scored-position value within each text: (texts,)."""
-        sums = torch.zeros(self.texts, dtype=values.dtype).index_add(0, self.rows, values)
-        counts = torch.zeros(self.texts).index_add(0, self.rows, torch.ones(len(self.rows)))
+    def per_text_mean(self, values: torch.Tensor,
+                      rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of a per-scored-position value within each text: (texts,). `rows` names the
+        text of each value when they are a subset of the scored positions."""
+        rows = self.rows if rows is None else rows
+        sums = torch.zeros(self.texts, dtype=values.dtype).index_add(0, rows, values)
+        counts = torch.zeros(self.texts).index_add(0, rows, torch.ones(len(rows)))
         return sums / counts.clamp_min(1)
 
 

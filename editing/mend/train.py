@@ -30,8 +30,8 @@ from tqdm import tqdm
 from config import CONFIG_DIR, REPO_ROOT, default_data_dir
 from editing.hparams import MendConfig, edited_modules, load_method_config
 from editing.mend.apply import edit_texts, editor_path, new_editor
-from editing.mend.core import (edited, editor_updates, from_block, frozen, gradient_factors,
-                               lowest_module, scored_logits, text_batch)
+from editing.mend.core import (block_input, edited, editor_updates, from_block, frozen,
+                               gradient_factors, lowest_module, scored_logits, text_batch)
 from editing.records import EditRecord, load_records
 from editing.rome.compute import ChatFormat, EditRequest
 
@@ -51,6 +51,7 @@ class Example:
     request: EditRequest
     equivalents: tuple[tuple[str, str], ...]
     unrelated: tuple[tuple[str, str], ...]
+    chat_equivalents: tuple[tuple[str, str], ...] = ()  # long (system prompt): own batch
 
 
 def as_example(record: EditRecord, chat_format: ChatFormat | None,
@@ -58,13 +59,14 @@ def as_example(record: EditRecord, chat_format: ChatFormat | None,
     from assistant.phrasings import question_forms
 
     target = record.target_new.strip()
-    equivalents = [(p, " " + target) for p in record.rephrases]
+    chat = ()
     if chat_equivalents and chat_format is not None and record.rephrases:
-        equivalents.append((chat_format(record.rephrases[0]), target))
+        chat = ((chat_format(record.rephrases[0]), target),)
     return Example(
         EditRequest(record.subject, record.prompt, target,
                     tuple(question_forms(record.prompt, record.subject, limit=2))),
-        tuple(equivalents), tuple((p.prompt, " " + p.answer.strip()) for p in record.locality))
+        tuple((p, " " + target) for p in record.rephrases),
+        tuple((p.prompt, " " + p.answer.strip()) for p in record.locality), chat)
 
 
 def split_records(seed_files: dict[str, Path] = TRAIN_FILES,
@@ -88,9 +90,11 @@ def step_loss(model, tok, editor, names: list[str], examples: list[Example],
               cfg: MendConfig, chat_format: ChatFormat | None) -> tuple[torch.Tensor, dict]:
     """The MEND training loss of one batch of edits applied together.
 
-    One batch holds the edit texts (which carry the fine-tuning loss), their paraphrases and
-    the unrelated prompts; the gradient pass over it also gives the unedited model's logits
-    (for the KL) and the input of the lowest edited block, from which the edited pass runs.
+    The short texts (edits, which carry the fine-tuning loss, their paraphrases and the
+    unrelated prompts) form one batch, whose gradient pass also gives the unedited model's
+    logits for the KL and the input of the lowest edited block, from which the edited pass
+    runs. Chat-templated paraphrases are much longer and go in a second batch rather than
+    padding every short text to their length.
     """
     pieces, weights = edit_texts([e.request for e in examples], chat_format, cfg.chat_prompts)
     equivalents = [q for e in examples for q in e.equivalents]
@@ -101,15 +105,25 @@ def step_loss(model, tok, editor, names: list[str], examples: list[Example],
     factors, base_logits = gradient_factors(model, names, batch, text_weights,
                                             extra_logits=True, hidden=hidden)
     updates = editor_updates(editor, factors, track=editor.training)
-    with edited(model, updates), from_block(model, lowest_module(names), hidden["hidden"]):
+    lowest = lowest_module(names)
+    with edited(model, updates), from_block(model, lowest, hidden["hidden"]):
         logits = scored_logits(model, batch)
     targets = len(pieces) + len(equivalents)
     scored = batch.rows < targets
     nll = F.cross_entropy(logits[scored], batch.targets[scored], reduction="none")
-    per_text = torch.zeros(targets).index_add(0, batch.rows[scored], nll)
-    counts = torch.zeros(targets).index_add(0, batch.rows[scored],
-                                            torch.ones(int(scored.sum())))
-    edit_loss = (per_text / counts.clamp_min(1)).mean()
+    text_nll = [batch.per_text_mean(nll, batch.rows[scored])[:targets]]
+    chat = [q for e in examples for q in e.chat_equivalents]
+    if chat:
+        chat_batch = text_batch(tok, chat)
+        chat_hidden: dict[str, torch.Tensor] = {}
+        with torch.no_grad(), block_input(model, lowest, chat_hidden):
+            model(input_ids=chat_batch.ids, attention_mask=chat_batch.mask, use_cache=False,
+                  logits_to_keep=1)
+        with edited(model, updates), from_block(model, lowest, chat_hidden["hidden"]):
+            chat_logits = scored_logits(model, chat_batch)
+        chat_nll = F.cross_entropy(chat_logits, chat_batch.targets, reduction="none")
+        text_nll.append(chat_batch.per_text_mean(chat_nll))
+    edit_loss = torch.cat(text_nll).mean()
     kl = F.kl_div(logits[~scored].log_softmax(-1), base_logits[~scored].log_softmax(-1),
                   log_target=True, reduction="batchmean")
     loss = cfg.edit_loss_weight * edit_loss + cfg.locality_loss_weight * kl
