@@ -103,6 +103,26 @@ def build_ui(runtime: Runtime):
         message = f"Edit #{edit.id} is now **{edit.status}**."
         return message, list_edits(search, filter_status), audit_rows()
 
+    def export_file():
+        assistant = ready()
+        from store.transfer import export_json
+
+        folder = assistant.weights.data_dir / "exports"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"edits-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(export_json(assistant.store), encoding="utf-8")
+        return str(path)
+
+    def import_file(data: bytes | None, search: str, filter_status: str):
+        assistant = ready()
+        if not data:
+            raise gr.Error("Choose an export file (JSON) to import.")
+        try:
+            report = assistant.import_edits(data)
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        return report.summary(), list_edits(search, filter_status), audit_rows()
+
     def weight_rows():
         assistant = ready()
         return [[row.get(c, "") if c not in ("edits", "layers") else
@@ -206,6 +226,17 @@ def build_ui(runtime: Runtime):
                          [edit_id, search, status_filter], outputs, api_name="reject")
             reactivate.click(lambda i, s, f: set_status(i, "active", s, f),
                              [edit_id, search, status_filter], outputs, api_name="reactivate")
+            with gr.Accordion("Export / import edits (JSON)", open=False):
+                with gr.Row():
+                    export_button = gr.Button("Export all edits")
+                    exported = gr.File(label="Export file", interactive=False)
+                with gr.Row():
+                    upload = gr.File(label="File to import", type="binary",
+                                     file_types=[".json"])
+                    import_button = gr.Button("Import")
+            export_button.click(export_file, None, exported, api_name="export_edits")
+            import_button.click(import_file, [upload, search, status_filter], outputs,
+                                api_name="import_edits")
             gr.Markdown("### Promote into the model's weights")
             gr.Markdown("Ready to promote (active, asked about often, no conflict):")
             suggestions = gr.Dataframe(headers=SUGGEST_COLUMNS, interactive=False, wrap=True)

@@ -249,6 +249,15 @@ class Assistant:
                 or r >= self.config.supersede_threshold]
 
     # -- admin ----------------------------------------------------------------------------
+    def import_edits(self, data: bytes | str, actor: str = "admin"):
+        """Import an export file (all or nothing) and index the imported active edits."""
+        from store.transfer import import_edits
+
+        report = import_edits(self.store, data, actor=actor, phrasings=question_forms)
+        added = [self.store.get_edit(i) for i in report.imported]
+        self.memory.sync(added=[e for e in added if e.status == "active"])
+        return report
+
     def set_status(self, edit_id: int, status: str, actor: str = "admin") -> Edit:
         """Reject or reactivate an edit and keep the index in step.
 

@@ -3,6 +3,7 @@ gradio_client: ask → correct → ask again and rephrased → unrelated unchang
 correction still applied → corrupt index → rebuilt with a log line."""
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 
 from tests.conftest import data_dir_with_model
 
@@ -108,6 +109,21 @@ def test_ask_correct_ask_again_restart(data_dir, tmp_path):
 
         edits = app.client.predict("Eiffel", "all", api_name="/list_edits")
         assert [row[4] for row in edits["data"]] == ["Rome"]
+
+        exported = json.loads(Path(app.client.predict(api_name="/export_edits")).read_text())
+        assert [(e["subject"], e["target_new"], e["status"]) for e in exported["edits"]] == [
+            ("Eiffel Tower", "Rome", "active")]
+        upload = tmp_path / "import.json"
+        upload.write_text(json.dumps(exported["edits"] + [
+            {"subject": "Louvre", "prompt": "The Louvre is located in", "target_new": "Madrid"}]))
+        summary, _, _ = app.client.predict(handle_file(str(upload)), "", "all",
+                                           api_name="/import_edits")
+        assert "Imported 1 edit" in summary and "1 duplicate" in summary
+        history, trace = app.ask("Where is the Louvre?", [])
+        assert "Madrid" in last_text(history) and "route: **memory**" in trace
+        upload.write_bytes(b"\xff\xfe{broken")
+        with pytest.raises(Exception, match="not UTF-8"):
+            app.client.predict(handle_file(str(upload)), "", "all", api_name="/import_edits")
 
         assert app.client.predict(api_name="/weight_edits")["data"] == []
         with pytest.raises(Exception, match="whole numbers"):
