@@ -29,6 +29,8 @@ EDIT_COLUMNS = ["id", "status", "subject", "prompt", "target_new", "target_old",
                 "source", "created"]
 AUDIT_COLUMNS = ["when", "actor", "action", "edit", "detail"]
 STATUS_CHOICES = ["all", "active", "superseded", "rejected", "promoted", "pending"]
+SOURCE_CHOICES = ["all", "chat", "form", "import", "admin", "eval", "bench"]
+PAGE_SIZES = [25, 50, 100, 200]
 WEIGHT_COLUMNS = ["id", "method", "status", "edits", "layers", "reliability", "locality",
                   "chat_reliability", "chat_generalization", "seconds"]
 SUGGEST_COLUMNS = ["id", "subject", "prompt", "target_new", "why"]
@@ -80,28 +82,87 @@ def build_ui(runtime: Runtime):
                                               session=session)
         return text
 
-    def list_edits(search: str, status: str):
+    def list_edits(search: str, status: str, source: str = "all", min_hits: float = 0,
+                   max_age_days: float = 0, conflicts: bool = False, page: float = 1,
+                   page_size: float = 50):
+        """The filtered page of the edits table, and a line saying where it is."""
         assistant = ready()
-        edits = assistant.store.list_edits(status=None if status in (None, "", "all") else status,
-                                           search=(search or "").strip() or None, limit=500)
-        return [[e.id, e.status, e.subject, e.prompt, e.target_new, e.target_old or "", e.hits,
+        size = int(page_size or 50)
+        edits, total = assistant.store.query_edits(
+            status=None if status in (None, "", "all") else status,
+            source=None if source in (None, "", "all") else source,
+            min_hits=int(min_hits or 0),
+            max_age_days=float(max_age_days) if max_age_days else None,
+            search=(search or "").strip() or None,
+            conflicts_only=bool(conflicts), page=int(page or 1), page_size=size)
+        pages = max(1, -(-total // size))
+        rows = [[e.id, e.status, e.subject, e.prompt, e.target_new, e.target_old or "", e.hits,
                  e.source, _when(e.created_at)] for e in edits]
+        return rows, f"{total} edit(s); page {min(int(page or 1), pages)} of {pages}"
+
+    def edit_ids(text: str, what: str = "the edits") -> list[int]:
+        try:
+            ids = [int(part) for part in (text or "").replace(",", " ").split()]
+        except ValueError:
+            raise gr.Error("Edit ids are whole numbers separated by commas or spaces, "
+                           "e.g. 3, 7, 12.") from None
+        if not ids:
+            raise gr.Error(f"Enter the ids of {what} (see the edits table).")
+        return ids
 
     def audit_rows():
         assistant = ready()
         return [[_when(r["created_at"]), r["actor"], r["action"], r["edit_id"], r["detail"]]
                 for r in assistant.store.audit_log(200)]
 
-    def set_status(edit_id: float, status: str, search: str, filter_status: str):
+    def set_status(ids_text: str, status: str, *filters):
         assistant = ready()
-        if edit_id is None or int(edit_id) <= 0:
-            raise gr.Error("Enter the id of an edit from the table.")
+        lines = assistant.bulk_status(edit_ids(ids_text), status)
+        return "  \n".join(lines), *list_edits(*filters), audit_rows()
+
+    def change_target(ids_text: str, target: str, *filters):
+        assistant = ready()
+        ids = edit_ids(ids_text, "the edit to change")
+        if len(ids) != 1:
+            raise gr.Error("Change the target of one edit at a time.")
         try:
-            edit = assistant.set_status(int(edit_id), status)
+            edit = assistant.change_target(ids[0], target or "")
         except AmendError as exc:
             raise gr.Error(str(exc)) from exc
-        message = f"Edit #{edit.id} is now **{edit.status}**."
-        return message, list_edits(search, filter_status), audit_rows()
+        message = f"Edit #{ids[0]} is replaced by #{edit.id}: {edit.statement}"
+        return message, *list_edits(*filters), audit_rows()
+
+    def merge(ids_text: str, *filters):
+        assistant = ready()
+        ids = edit_ids(ids_text, "the edits to merge (the first is kept)")
+        try:
+            kept = assistant.merge(ids[0], ids[1:])
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        message = (f"Kept #{kept.id} ({kept.statement}); "
+                   f"{', '.join(f'#{i}' for i in ids[1:])} superseded by it.")
+        return message, *list_edits(*filters), audit_rows()
+
+    def history(ids_text: str):
+        assistant = ready()
+        ids = edit_ids(ids_text, "the edit to show")
+        try:
+            info = assistant.store.edit_history(ids[0])
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        edit = info["edit"]
+        lines = [f"#### Edit #{edit.id}: {edit.statement}",
+                 f"status **{edit.status}**, source {edit.source}, asked about {edit.hits} "
+                 f"time(s), was: {edit.target_old or 'unknown'}", "", "**History**"]
+        lines += [f"- {_when(a['created_at'])} {a['actor']}: {a['action']} {a['detail']}"
+                  for a in info["audit"]]
+        lines += ["", f"**Weight edits** ({len(info['weight_edits'])})"]
+        lines += [f"- #{w['id']} {w['method']} {w['status']}: {w['scores']}"
+                  for w in info["weight_edits"]]
+        lines += ["", f"**Chat turns it answered** ({len(info['turns'])}, newest first)"]
+        lines += [f"- {_when(t['created_at'])} [{t['session'][:8]}] {t['content'][:200]}"
+                  for t in info["turns"]]
+        return "\n".join(lines)
 
     def export_file():
         assistant = ready()
@@ -113,7 +174,7 @@ def build_ui(runtime: Runtime):
         path.write_text(export_json(assistant.store), encoding="utf-8")
         return str(path)
 
-    def import_file(data: bytes | None, search: str, filter_status: str):
+    def import_file(data: bytes | None, *filters):
         assistant = ready()
         if not data:
             raise gr.Error("Choose an export file (JSON) to import.")
@@ -121,7 +182,7 @@ def build_ui(runtime: Runtime):
             report = assistant.import_edits(data)
         except AmendError as exc:
             raise gr.Error(str(exc)) from exc
-        return report.summary(), list_edits(search, filter_status), audit_rows()
+        return report.summary(), *list_edits(*filters), audit_rows()
 
     def weight_rows():
         assistant = ready()
@@ -134,19 +195,9 @@ def build_ui(runtime: Runtime):
         return [[e.id, e.subject, e.prompt, e.target_new, why]
                 for e, why in assistant.weights.suggestions()]
 
-    def parse_ids(text: str) -> list[int]:
-        try:
-            ids = [int(part) for part in (text or "").replace(",", " ").split()]
-        except ValueError:
-            raise gr.Error("Edit ids are whole numbers separated by commas or spaces, "
-                           "e.g. 3, 7, 12.") from None
-        if not ids:
-            raise gr.Error("Enter the ids of the edits to promote (see the edits table).")
-        return ids
-
     def promote(ids_text: str, method: str, progress=gr.Progress(track_tqdm=True)):
         assistant = ready()
-        ids = parse_ids(ids_text)
+        ids = edit_ids(ids_text, "the edits to promote")
         try:
             result = assistant.weights.promote(
                 ids, method or "rome", progress=lambda msg: progress(None, desc=msg))
@@ -207,25 +258,50 @@ def build_ui(runtime: Runtime):
             with gr.Row():
                 search = gr.Textbox(label="Search", scale=3)
                 status_filter = gr.Dropdown(STATUS_CHOICES, value="all", label="Status", scale=1)
+                source_filter = gr.Dropdown(SOURCE_CHOICES, value="all", label="Source",
+                                            scale=1)
+                min_hits = gr.Number(0, label="Asked at least", precision=0, scale=1)
+                max_age = gr.Number(0, label="Newer than (days, 0 = any)", scale=1)
+                conflicts = gr.Checkbox(label="Conflicts only", scale=1)
+            with gr.Row():
+                page = gr.Number(1, label="Page", precision=0, minimum=1, scale=1)
+                page_size = gr.Dropdown(PAGE_SIZES, value=50, label="Per page", scale=1)
+                page_info = gr.Markdown()
                 refresh = gr.Button("Refresh", scale=1)
             edits = gr.Dataframe(headers=EDIT_COLUMNS, interactive=False, wrap=True)
             with gr.Row():
-                edit_id = gr.Number(label="Edit id", precision=0)
-                reject = gr.Button("Reject")
-                reactivate = gr.Button("Reactivate")
+                ids_box = gr.Textbox(label="Edit ids (one, or several for bulk actions)",
+                                     placeholder="3, 7, 12", scale=3)
+                approve = gr.Button("Approve / reactivate", scale=1)
+                reject = gr.Button("Reject", scale=1)
+                show_history = gr.Button("History", scale=1)
+            with gr.Row():
+                new_target = gr.Textbox(label="New target for the edit", scale=3)
+                change_button = gr.Button("Change target", scale=1)
+                merge_button = gr.Button("Merge (keep the first id)", scale=1)
             action_result = gr.Markdown()
+            edit_history = gr.Markdown()
             gr.Markdown("### Audit log")
             audit = gr.Dataframe(headers=AUDIT_COLUMNS, interactive=False, wrap=True)
-            refresh.click(list_edits, [search, status_filter], edits, api_name="list_edits")
-            demo.load(list_edits, [search, status_filter], edits, api_name=False)
+            filters = [search, status_filter, source_filter, min_hits, max_age, conflicts, page,
+                       page_size]
+            table = [edits, page_info]
+            refresh.click(list_edits, filters, table, api_name="list_edits")
+            demo.load(list_edits, filters, table, api_name=False)
             demo.load(audit_rows, None, audit, api_name=False)
             refresh.click(audit_rows, None, audit, api_name="audit_log")
-            search.submit(list_edits, [search, status_filter], edits, api_name=False)
-            outputs = [action_result, edits, audit]
-            reject.click(lambda i, s, f: set_status(i, "rejected", s, f),
-                         [edit_id, search, status_filter], outputs, api_name="reject")
-            reactivate.click(lambda i, s, f: set_status(i, "active", s, f),
-                             [edit_id, search, status_filter], outputs, api_name="reactivate")
+            for trigger in (search.submit, status_filter.change, source_filter.change,
+                            conflicts.change, page.submit, page_size.change):
+                trigger(list_edits, filters, table, api_name=False)
+            outputs = [action_result, *table, audit]
+            approve.click(lambda i, *f: set_status(i, "active", *f), [ids_box, *filters],
+                          outputs, api_name="approve")
+            reject.click(lambda i, *f: set_status(i, "rejected", *f), [ids_box, *filters],
+                         outputs, api_name="reject")
+            change_button.click(change_target, [ids_box, new_target, *filters], outputs,
+                                api_name="change_target")
+            merge_button.click(merge, [ids_box, *filters], outputs, api_name="merge")
+            show_history.click(history, ids_box, edit_history, api_name="history")
             with gr.Accordion("Export / import edits (JSON)", open=False):
                 with gr.Row():
                     export_button = gr.Button("Export all edits")
@@ -235,7 +311,7 @@ def build_ui(runtime: Runtime):
                                      file_types=[".json"])
                     import_button = gr.Button("Import")
             export_button.click(export_file, None, exported, api_name="export_edits")
-            import_button.click(import_file, [upload, search, status_filter], outputs,
+            import_button.click(import_file, [upload, *filters], outputs,
                                 api_name="import_edits")
             gr.Markdown("### Promote into the model's weights")
             gr.Markdown("Ready to promote (active, asked about often, no conflict):")

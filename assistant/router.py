@@ -26,7 +26,7 @@ from assistant.memory import EditMemory
 from assistant.phrasings import question_forms
 from assistant.scope import ScopeDecision, make_scope, subject_overlap
 from config import RouterConfig
-from errors import EditNotFoundError, InvalidEditError
+from errors import AmendError, EditNotFoundError, InvalidEditError
 from store.db import Edit, Store
 
 EMPTY_HINT = ("Type a question, or correct my last answer in plain words "
@@ -249,6 +249,43 @@ class Assistant:
                 or r >= self.config.supersede_threshold]
 
     # -- admin ----------------------------------------------------------------------------
+    def change_target(self, edit_id: int, target: str, actor: str = "admin") -> Edit:
+        """An admin's fix of an edit's answer: a new edit that supersedes the old one (the
+        old stays in the history)."""
+        edit = self.store.get_edit(edit_id)
+        if edit.status not in ("active", "pending"):
+            raise InvalidEditError(f"edit #{edit_id} is {edit.status}; only active or pending "
+                                   "edits can get a new target")
+        new = self.store.add_edit(edit.subject, edit.prompt, target, target_old=edit.target_old,
+                                  paraphrases=edit.paraphrases, source="admin",
+                                  supersedes=[edit_id], actor=actor)
+        self.memory.sync(added=[new], removed=[edit_id])
+        return new
+
+    def merge(self, keep_id: int, other_ids: list[int], actor: str = "admin") -> Edit:
+        """Keep one edit, mark the others superseded by it (duplicates, resolved conflicts)."""
+        keep = self.store.get_edit(keep_id)
+        others = [self.store.get_edit(i) for i in other_ids if i != keep_id]
+        if not others:
+            raise InvalidEditError("name at least one other edit to merge into the kept one")
+        self.store.supersede(keep_id, [e.id for e in others], actor=actor)
+        if keep.status != "active":
+            keep = self.set_status(keep_id, "active", actor=actor)
+        self.memory.sync(removed=[e.id for e in others])
+        return keep
+
+    def bulk_status(self, edit_ids: list[int], status: str,
+                    actor: str = "admin") -> list[str]:
+        """Set many edits' status; each one succeeds or fails on its own, with a line."""
+        lines = []
+        for edit_id in dict.fromkeys(edit_ids):
+            try:
+                edit = self.set_status(edit_id, status, actor=actor)
+                lines.append(f"#{edit.id}: {edit.status}")
+            except AmendError as exc:
+                lines.append(f"#{edit_id}: {exc}")
+        return lines
+
     def import_edits(self, data: bytes | str, actor: str = "admin"):
         """Import an export file (all or nothing) and index the imported active edits."""
         from store.transfer import import_edits

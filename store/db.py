@@ -232,6 +232,85 @@ class Store:
             )
             return [_edit_from_row(r) for r in rows]
 
+    def query_edits(self, *, status: str | None = None, source: str | None = None,
+                    min_hits: int = 0, max_age_days: float | None = None,
+                    search: str | None = None, conflicts_only: bool = False, page: int = 1,
+                    page_size: int = 50) -> tuple[list[Edit], int]:
+        """One page of edits (newest first) matching every given filter, and the total count.
+
+        `search` matches subject, prompt and targets (case-insensitive); `conflicts_only`
+        keeps edits that give the same fact as another active or pending edit a different
+        answer.
+        """
+        clauses, params = [], []
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        if source:
+            clauses.append("source = ?")
+            params.append(source)
+        if min_hits:
+            clauses.append("hits >= ?")
+            params.append(int(min_hits))
+        if max_age_days is not None:
+            clauses.append("created_at >= ?")
+            params.append(time.time() - float(max_age_days) * 86400)
+        if search:
+            like = f"%{search.strip()}%"
+            clauses.append("(subject LIKE ? OR prompt LIKE ? OR target_new LIKE ? "
+                           "OR coalesce(target_old, '') LIKE ?)")
+            params += [like] * 4
+        if conflicts_only:
+            ids = sorted(self.conflict_ids()) or [-1]
+            clauses.append(f"id IN ({','.join('?' * len(ids))})")
+            params += ids
+        where = " AND ".join(clauses) or "1"
+        page_size = max(1, min(int(page_size), 500))
+        offset = (max(1, int(page)) - 1) * page_size
+        with self._lock:
+            total = self.db.execute(f"SELECT count(*) FROM edits WHERE {where}",
+                                    params).fetchone()[0]
+            rows = self.db["edits"].rows_where(where, params, order_by="id desc",
+                                               limit=page_size, offset=offset)
+            return [_edit_from_row(r) for r in rows], total
+
+    def conflict_ids(self) -> set[int]:
+        """Active or pending edits whose fact (subject and prompt, ignoring case) another
+        active or pending edit answers differently."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT a.id FROM edits a JOIN edits b ON a.id != b.id "
+                "AND casefold(a.subject) = casefold(b.subject) "
+                "AND casefold(a.prompt) = casefold(b.prompt) "
+                "AND casefold(a.target_new) != casefold(b.target_new) "
+                "WHERE a.status IN ('active', 'pending') AND b.status IN ('active', 'pending')"
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def edit_history(self, edit_id: int) -> dict[str, Any]:
+        """Everything known about one edit: the row, its audit trail (created, superseded,
+        approved, promoted, rolled back...), the chat turns it answered, its weight edits."""
+        with self._lock:
+            edit = _edit_from_row(self._require(edit_id))
+            audit = list(self.db["audit"].rows_where("edit_id = ?", [edit_id], order_by="id"))
+            mentions = list(self.db["audit"].rows_where(
+                "edit_id IS NULL AND detail LIKE ?", [f"%{edit_id}%"], order_by="id"))
+            turns = [t for t in self.db["turns"].rows_where(
+                "edit_ids LIKE ?", [f"%{edit_id}%"], order_by="id desc", limit=200)
+                if edit_id in json.loads(t["edit_ids"] or "[]")][:50]
+            weights = [w for w in self.weight_edits() if edit_id in w["edit_ids"]]
+        mentions = [m for m in mentions
+                    if edit_id in (json.loads(m["detail"] or "{}").get("edits") or [])]
+        return {"edit": edit, "audit": audit + mentions, "turns": turns,
+                "weight_edits": weights}
+
+    def supersede(self, keep_id: int, old_ids: Iterable[int], actor: str = "admin") -> None:
+        """Mark `old_ids` as replaced by `keep_id` (merging duplicates), in one transaction."""
+        old = [i for i in dict.fromkeys(old_ids) if i != keep_id]
+        with self._lock, self.db.atomic():
+            self._require(keep_id)
+            self._supersede(actor, keep_id, old)
+
     def active_edits(self) -> list[Edit]:
         with self._lock:
             rows = self.db["edits"].rows_where("status = 'active'", order_by="id")

@@ -107,8 +107,13 @@ def test_ask_correct_ask_again_restart(data_dir, tmp_path):
         history, trace = app.ask("", [])
         assert history == [] and "Type a question" in trace
 
-        edits = app.client.predict("Eiffel", "all", api_name="/list_edits")
-        assert [row[4] for row in edits["data"]] == ["Rome"]
+        edits, info = app.client.predict("Eiffel", "all", "all", 0, 0, False, 1, 50,
+                                         api_name="/list_edits")
+        assert [row[4] for row in edits["data"]] == ["Rome"] and info.startswith("1 edit")
+        edit_id = edits["data"][0][0]
+        assert "create" in app.client.predict(str(edit_id), api_name="/history")
+        with pytest.raises(Exception, match="whole numbers"):
+            app.client.predict("x", "", "all", "all", 0, 0, False, 1, 50, api_name="/reject")
 
         exported = json.loads(Path(app.client.predict(api_name="/export_edits")).read_text())
         assert [(e["subject"], e["target_new"], e["status"]) for e in exported["edits"]] == [
@@ -116,14 +121,15 @@ def test_ask_correct_ask_again_restart(data_dir, tmp_path):
         upload = tmp_path / "import.json"
         upload.write_text(json.dumps(exported["edits"] + [
             {"subject": "Louvre", "prompt": "The Louvre is located in", "target_new": "Madrid"}]))
-        summary, _, _ = app.client.predict(handle_file(str(upload)), "", "all",
-                                           api_name="/import_edits")
+        summary, *_ = app.client.predict(handle_file(str(upload)), "", "all", "all", 0, 0,
+                                         False, 1, 50, api_name="/import_edits")
         assert "Imported 1 edit" in summary and "1 duplicate" in summary
         history, trace = app.ask("Where is the Louvre?", [])
         assert "Madrid" in last_text(history) and "route: **memory**" in trace
         upload.write_bytes(b"\xff\xfe{broken")
         with pytest.raises(Exception, match="not UTF-8"):
-            app.client.predict(handle_file(str(upload)), "", "all", api_name="/import_edits")
+            app.client.predict(handle_file(str(upload)), "", "all", "all", 0, 0, False, 1, 50,
+                               api_name="/import_edits")
 
         assert app.client.predict(api_name="/weight_edits")["data"] == []
         with pytest.raises(Exception, match="whole numbers"):

@@ -4,6 +4,7 @@ import pytest
 from assistant.corrections import Correction
 from assistant.memory import EditMemory
 from assistant.router import EMPTY_HINT, Assistant
+from errors import InvalidEditError
 from config import router_config
 
 
@@ -125,3 +126,22 @@ def test_turns_logged_with_route(assistant):
     rows = assistant.store.turns("s1")
     assert [r["role"] for r in rows] == ["assistant", "user"]
     assert rows[0]["route"] == "base"
+
+
+def test_admin_change_target_merge_and_bulk(assistant):
+    edit, _ = assistant.add_edit(Correction("Eiffel Tower", "The Eiffel Tower is in", "Rome"),
+                                 source="chat")
+    new = assistant.change_target(edit.id, "Madrid")
+    assert new.supersedes == edit.id and assistant.store.get_edit(edit.id).status == "superseded"
+    assert "Madrid" in final(assistant, [], "Where is the Eiffel Tower?").text
+    with pytest.raises(InvalidEditError):
+        assistant.change_target(edit.id, "Oslo")  # superseded: not editable
+    other = assistant.store.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Oslo",
+                                     source="import")
+    assert assistant.merge(new.id, [other.id]).id == new.id
+    assert assistant.store.get_edit(other.id).status == "superseded"
+    with pytest.raises(InvalidEditError):
+        assistant.merge(new.id, [new.id])
+    lines = assistant.bulk_status([new.id, 999], "rejected")
+    assert lines[0] == f"#{new.id}: rejected" and "999" in lines[1]
+    assert assistant.memory.size == 0

@@ -138,3 +138,44 @@ def test_weight_edit_commit_and_rollback(store):
         store.add_weight_edit(method="rome", edit_ids=[999], layers=[4], delta_path="x",
                               base_fingerprint="f", scores={}, checksum="c", seconds=1.0)
     assert len(store.weight_edits()) == 1
+
+
+def test_query_edits_filters_pages_and_counts(store):
+    import time as _time
+
+    for i in range(7):
+        store.add_edit(f"City {i}", f"City {i} is in", f"Country {i}",
+                       source="import" if i % 2 else "chat")
+    store.record_hits([1, 1, 1, 2])
+    store.db["edits"].update(3, {"created_at": _time.time() - 10 * 86400})
+    page, total = store.query_edits(page=1, page_size=3)
+    assert total == 7 and [e.id for e in page] == [7, 6, 5]
+    page, total = store.query_edits(page=3, page_size=3)
+    assert [e.id for e in page] == [1]
+    assert store.query_edits(source="import")[1] == 3
+    assert [e.id for e in store.query_edits(min_hits=2)[0]] == [1]
+    assert 3 not in [e.id for e in store.query_edits(max_age_days=5)[0]]
+    assert store.query_edits(search="city 4")[1] == 1
+    assert store.query_edits(page=99, page_size=3)[0] == []
+
+
+def test_conflicts_history_and_merge(store):
+    a = store.add_edit("Louvre", "The Louvre is in", "Madrid")
+    b = store.add_edit("Louvre", "the louvre is in", "Lisbon")
+    c = store.add_edit("Louvre", "The Louvre is in", "madrid")
+    store.add_edit("Big Ben", "Big Ben is in", "Oslo")
+    assert store.conflict_ids() == {a.id, b.id, c.id}
+    assert {e.id for e in store.query_edits(conflicts_only=True)[0]} == {a.id, b.id, c.id}
+    store.supersede(a.id, [b.id, c.id, a.id], actor="admin")
+    assert store.conflict_ids() == set()
+    assert store.get_edit(b.id).status == "superseded"
+    store.log_turn("s1", "assistant", "It is in Madrid.", {"route": "memory",
+                                                           "edit_ids": [a.id]})
+    store.log_turn("s1", "assistant", "Other.", {"route": "memory", "edit_ids": [a.id + 10]})
+    info = store.edit_history(a.id)
+    assert info["edit"].id == a.id
+    assert [t["content"] for t in info["turns"]] == ["It is in Madrid."]
+    assert [r["action"] for r in store.edit_history(b.id)["audit"]] == ["create", "supersede"]
+    with pytest.raises(EditNotFoundError):
+        store.supersede(999, [a.id])
+    assert store.get_edit(a.id).status == "active"
