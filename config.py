@@ -72,6 +72,7 @@ class AppSettings:
     host: str = "127.0.0.1"
     port: int = 7860
     max_new_tokens: int | None = None  # None: the chat config's value
+    shared: bool = False  # reachable by others: admin password, per-session corrections
 
 
 def default_data_dir() -> Path:

@@ -19,7 +19,8 @@ from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from assistant.runtime import Runtime, check_model_path  # noqa: E402
-from config import AppSettings, default_data_dir
+from assistant.access import AdminAccess, admin_access, is_shared, write_password  # noqa: E402
+from config import AppSettings, default_data_dir  # noqa: E402
 from errors import AmendError
 
 log = logging.getLogger("amend")
@@ -36,14 +37,17 @@ WEIGHT_COLUMNS = ["id", "method", "status", "edits", "layers", "reliability", "l
 SUGGEST_COLUMNS = ["id", "subject", "prompt", "target_new", "why"]
 METHOD_CHOICES = ["rome", "memit", "mend", "ft"]
 LOAD_TIMEOUT_S = 900
+LOCKED = "Locked: enter the admin password above and press Unlock."
 
 
 def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
 
-def build_ui(runtime: Runtime):
-    """The whole page (a gr.Blocks); every handler goes through `runtime`."""
+def build_ui(runtime: Runtime, access: AdminAccess | None = None):
+    """The whole page (a gr.Blocks); every handler goes through `runtime`. Admin handlers
+    take the session's unlocked flag (a gr.State, so not part of the HTTP API's inputs)."""
+    access = access or AdminAccess(shared=False)
     global gr  # imported late (see the module docstring); handlers' hints resolve against it
     import gradio as gr
 
@@ -82,10 +86,22 @@ def build_ui(runtime: Runtime):
                                               session=session)
         return text
 
-    def list_edits(search: str, status: str, source: str = "all", min_hits: float = 0,
-                   max_age_days: float = 0, conflicts: bool = False, page: float = 1,
-                   page_size: float = 50):
+    def require_admin(admin_ok: bool) -> None:
+        if not admin_ok:
+            raise gr.Error("This is an admin action: enter the admin password in the Admin "
+                           "tab and press Unlock (the app runs in shared mode).")
+
+    def unlock(password: str):
+        if access.check(password or ""):
+            return True, "Unlocked: admin actions are enabled for this browser session."
+        return False, "Wrong admin password."
+
+    def list_edits(admin_ok: bool, search: str, status: str, source: str = "all",
+                   min_hits: float = 0, max_age_days: float = 0, conflicts: bool = False,
+                   page: float = 1, page_size: float = 50):
         """The filtered page of the edits table, and a line saying where it is."""
+        if not admin_ok:
+            return [], LOCKED
         assistant = ready()
         size = int(page_size or 50)
         edits, total = assistant.store.query_edits(
@@ -110,17 +126,21 @@ def build_ui(runtime: Runtime):
             raise gr.Error(f"Enter the ids of {what} (see the edits table).")
         return ids
 
-    def audit_rows():
+    def audit_rows(admin_ok: bool):
+        if not admin_ok:
+            return []
         assistant = ready()
         return [[_when(r["created_at"]), r["actor"], r["action"], r["edit_id"], r["detail"]]
                 for r in assistant.store.audit_log(200)]
 
-    def set_status(ids_text: str, status: str, *filters):
+    def set_status(admin_ok: bool, ids_text: str, status: str, *filters):
+        require_admin(admin_ok)
         assistant = ready()
         lines = assistant.bulk_status(edit_ids(ids_text), status)
-        return "  \n".join(lines), *list_edits(*filters), audit_rows()
+        return "  \n".join(lines), *list_edits(True, *filters), audit_rows(True)
 
-    def change_target(ids_text: str, target: str, *filters):
+    def change_target(admin_ok: bool, ids_text: str, target: str, *filters):
+        require_admin(admin_ok)
         assistant = ready()
         ids = edit_ids(ids_text, "the edit to change")
         if len(ids) != 1:
@@ -130,9 +150,10 @@ def build_ui(runtime: Runtime):
         except AmendError as exc:
             raise gr.Error(str(exc)) from exc
         message = f"Edit #{ids[0]} is replaced by #{edit.id}: {edit.statement}"
-        return message, *list_edits(*filters), audit_rows()
+        return message, *list_edits(True, *filters), audit_rows(True)
 
-    def merge(ids_text: str, *filters):
+    def merge(admin_ok: bool, ids_text: str, *filters):
+        require_admin(admin_ok)
         assistant = ready()
         ids = edit_ids(ids_text, "the edits to merge (the first is kept)")
         try:
@@ -141,9 +162,10 @@ def build_ui(runtime: Runtime):
             raise gr.Error(str(exc)) from exc
         message = (f"Kept #{kept.id} ({kept.statement}); "
                    f"{', '.join(f'#{i}' for i in ids[1:])} superseded by it.")
-        return message, *list_edits(*filters), audit_rows()
+        return message, *list_edits(True, *filters), audit_rows(True)
 
-    def history(ids_text: str):
+    def history(admin_ok: bool, ids_text: str):
+        require_admin(admin_ok)
         assistant = ready()
         ids = edit_ids(ids_text, "the edit to show")
         try:
@@ -164,7 +186,8 @@ def build_ui(runtime: Runtime):
                   for t in info["turns"]]
         return "\n".join(lines)
 
-    def export_file():
+    def export_file(admin_ok: bool):
+        require_admin(admin_ok)
         assistant = ready()
         from store.transfer import export_json
 
@@ -174,7 +197,8 @@ def build_ui(runtime: Runtime):
         path.write_text(export_json(assistant.store), encoding="utf-8")
         return str(path)
 
-    def import_file(data: bytes | None, *filters):
+    def import_file(admin_ok: bool, data: bytes | None, *filters):
+        require_admin(admin_ok)
         assistant = ready()
         if not data:
             raise gr.Error("Choose an export file (JSON) to import.")
@@ -182,20 +206,26 @@ def build_ui(runtime: Runtime):
             report = assistant.import_edits(data)
         except AmendError as exc:
             raise gr.Error(str(exc)) from exc
-        return report.summary(), *list_edits(*filters), audit_rows()
+        return report.summary(), *list_edits(True, *filters), audit_rows(True)
 
-    def weight_rows():
+    def weight_rows(admin_ok: bool):
+        if not admin_ok:
+            return []
         assistant = ready()
         return [[row.get(c, "") if c not in ("edits", "layers") else
                  ", ".join(str(x) for x in row[c]) for c in WEIGHT_COLUMNS]
                 for row in assistant.weights.table()]
 
-    def suggestion_rows():
+    def suggestion_rows(admin_ok: bool):
+        if not admin_ok:
+            return []
         assistant = ready()
         return [[e.id, e.subject, e.prompt, e.target_new, why]
                 for e, why in assistant.weights.suggestions()]
 
-    def promote(ids_text: str, method: str, progress=gr.Progress(track_tqdm=True)):
+    def promote(admin_ok: bool, ids_text: str, method: str,
+                progress=gr.Progress(track_tqdm=True)):
+        require_admin(admin_ok)
         assistant = ready()
         ids = edit_ids(ids_text, "the edits to promote")
         try:
@@ -207,9 +237,10 @@ def build_ui(runtime: Runtime):
         detail = ", ".join(f"{k} {v}" for k, v in scores.items()
                            if k in ("reliability", "locality", "chat_reliability", "seconds"))
         message = f"**{result.message}**" + (f"  \nScores: {detail}" if detail else "")
-        return message, weight_rows(), suggestion_rows()
+        return message, weight_rows(True), suggestion_rows(True)
 
-    def rollback(weight_edit_id: float):
+    def rollback(admin_ok: bool, weight_edit_id: float):
+        require_admin(admin_ok)
         assistant = ready()
         if weight_edit_id is None or int(weight_edit_id) <= 0:
             raise gr.Error("Enter the id of a weight edit from the table.")
@@ -217,9 +248,10 @@ def build_ui(runtime: Runtime):
             message = assistant.weights.rollback(int(weight_edit_id))
         except AmendError as exc:
             raise gr.Error(str(exc)) from exc
-        return message, weight_rows(), suggestion_rows()
+        return message, weight_rows(True), suggestion_rows(True)
 
-    def trace_edit(edit_id: float, progress=gr.Progress()):
+    def trace_edit(admin_ok: bool, edit_id: float, progress=gr.Progress()):
+        require_admin(admin_ok)
         assistant = ready()
         if edit_id is None or int(edit_id) <= 0:
             raise gr.Error("Enter the id of an edit to trace.")
@@ -255,6 +287,12 @@ def build_ui(runtime: Runtime):
             box.submit(chat, [box, chatbot, max_tokens], [chatbot, box, trace], api_name=False)
             save.click(correct, [subject, question, answer], saved, api_name="correct")
         with gr.Tab("Admin"):
+            admin = gr.State(access.open)
+            with gr.Row(visible=not access.open):
+                password = gr.Textbox(label="Admin password (shared mode)", type="password",
+                                      scale=3)
+                unlock_button = gr.Button("Unlock", scale=1)
+                unlock_result = gr.Markdown()
             with gr.Row():
                 search = gr.Textbox(label="Search", scale=3)
                 status_filter = gr.Dropdown(STATUS_CHOICES, value="all", label="Status", scale=1)
@@ -286,22 +324,22 @@ def build_ui(runtime: Runtime):
             filters = [search, status_filter, source_filter, min_hits, max_age, conflicts, page,
                        page_size]
             table = [edits, page_info]
-            refresh.click(list_edits, filters, table, api_name="list_edits")
-            demo.load(list_edits, filters, table, api_name=False)
-            demo.load(audit_rows, None, audit, api_name=False)
-            refresh.click(audit_rows, None, audit, api_name="audit_log")
+            refresh.click(list_edits, [admin, *filters], table, api_name="list_edits")
+            demo.load(list_edits, [admin, *filters], table, api_name=False)
+            demo.load(audit_rows, admin, audit, api_name=False)
+            refresh.click(audit_rows, admin, audit, api_name="audit_log")
             for trigger in (search.submit, status_filter.change, source_filter.change,
                             conflicts.change, page.submit, page_size.change):
-                trigger(list_edits, filters, table, api_name=False)
+                trigger(list_edits, [admin, *filters], table, api_name=False)
             outputs = [action_result, *table, audit]
-            approve.click(lambda i, *f: set_status(i, "active", *f), [ids_box, *filters],
-                          outputs, api_name="approve")
-            reject.click(lambda i, *f: set_status(i, "rejected", *f), [ids_box, *filters],
-                         outputs, api_name="reject")
-            change_button.click(change_target, [ids_box, new_target, *filters], outputs,
+            approve.click(lambda a, i, *f: set_status(a, i, "active", *f),
+                          [admin, ids_box, *filters], outputs, api_name="approve")
+            reject.click(lambda a, i, *f: set_status(a, i, "rejected", *f),
+                         [admin, ids_box, *filters], outputs, api_name="reject")
+            change_button.click(change_target, [admin, ids_box, new_target, *filters], outputs,
                                 api_name="change_target")
-            merge_button.click(merge, [ids_box, *filters], outputs, api_name="merge")
-            show_history.click(history, ids_box, edit_history, api_name="history")
+            merge_button.click(merge, [admin, ids_box, *filters], outputs, api_name="merge")
+            show_history.click(history, [admin, ids_box], edit_history, api_name="history")
             with gr.Accordion("Export / import edits (JSON)", open=False):
                 with gr.Row():
                     export_button = gr.Button("Export all edits")
@@ -310,8 +348,8 @@ def build_ui(runtime: Runtime):
                     upload = gr.File(label="File to import", type="binary",
                                      file_types=[".json"])
                     import_button = gr.Button("Import")
-            export_button.click(export_file, None, exported, api_name="export_edits")
-            import_button.click(import_file, [upload, *filters], outputs,
+            export_button.click(export_file, admin, exported, api_name="export_edits")
+            import_button.click(import_file, [admin, upload, *filters], outputs,
                                 api_name="import_edits")
             gr.Markdown("### Promote into the model's weights")
             gr.Markdown("Ready to promote (active, asked about often, no conflict):")
@@ -331,19 +369,21 @@ def build_ui(runtime: Runtime):
                 trace_button = gr.Button("Causal trace")
             heatmap = gr.Image(label="Causal trace (where the model recalls the fact)",
                                type="filepath")
-            promote_button.click(promote, [promote_ids, method],
+            promote_button.click(promote, [admin, promote_ids, method],
                                  [promotion_result, weights, suggestions], api_name="promote")
-            rollback_button.click(rollback, weight_id, [promotion_result, weights, suggestions],
+            rollback_button.click(rollback, [admin, weight_id],
+                                  [promotion_result, weights, suggestions],
                                   api_name="rollback")
-            trace_button.click(trace_edit, trace_id, heatmap, api_name="trace")
-            refresh.click(weight_rows, None, weights, api_name="weight_edits")
-            refresh.click(suggestion_rows, None, suggestions, api_name="suggestions")
-            demo.load(weight_rows, None, weights, api_name=False)
-            demo.load(suggestion_rows, None, suggestions, api_name=False)
+            trace_button.click(trace_edit, [admin, trace_id], heatmap, api_name="trace")
+            refresh.click(weight_rows, admin, weights, api_name="weight_edits")
+            refresh.click(suggestion_rows, admin, suggestions, api_name="suggestions")
+            demo.load(weight_rows, admin, weights, api_name=False)
+            demo.load(suggestion_rows, admin, suggestions, api_name=False)
+            unlock_button.click(unlock, password, [admin, unlock_result], api_name="unlock")
     return demo
 
 
-def parse_args(argv: list[str] | None = None) -> AppSettings:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Amend: a chat assistant whose facts you "
                                                  "can correct (local Gradio app).")
     parser.add_argument("--model", type=Path, default=None,
@@ -357,26 +397,59 @@ def parse_args(argv: list[str] | None = None) -> AppSettings:
     parser.add_argument("--port", type=int, default=7860, help="port to serve on")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="reply length limit (default: the model's chat config)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--shared", action="store_true",
+                        help="shared mode even on 127.0.0.1 (on by itself for any other host): "
+                             "admin password required, chat corrections wait for approval")
+    parser.add_argument("--set-admin-password", action="store_true",
+                        help="ask for the admin password, store its hash in the data dir, exit")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> AppSettings:
     return AppSettings(data_dir=(args.data_dir or default_data_dir()).expanduser(),
                        model_path=args.model, threads=max(1, args.threads), host=args.host,
-                       port=args.port, max_new_tokens=args.max_new_tokens)
+                       port=args.port, max_new_tokens=args.max_new_tokens,
+                       shared=is_shared(args.host, args.shared))
+
+
+def parse_args(argv: list[str] | None = None) -> AppSettings:
+    return settings_from(_parser().parse_args(argv))
+
+
+def set_password_interactively(data_dir: Path) -> int:
+    import getpass
+
+    first = getpass.getpass("New admin password: ")
+    if first != getpass.getpass("Repeat it: "):
+        print("error: the two entries differ; nothing changed", file=sys.stderr)
+        return 2
+    try:
+        path = write_password(data_dir, first)
+    except AmendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Stored the admin password's hash in {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = parse_args(argv)
+    args = _parser().parse_args(argv)
+    settings = settings_from(args)
+    if args.set_admin_password:
+        return set_password_interactively(settings.data_dir)
     try:
         check_model_path(settings.model_path)
+        access = admin_access(settings.data_dir, settings.shared)
     except AmendError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local app phones no one
     runtime = Runtime(settings, started_at=PROCESS_STARTED)
     loader = runtime.start_in_background()
-    demo = build_ui(runtime)
+    demo = build_ui(runtime, access)
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=settings.host, server_port=settings.port, prevent_thread_lock=True,
                 ssr_mode=False, quiet=True)

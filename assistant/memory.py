@@ -77,7 +77,7 @@ class EditMemory:
             relations = _read_relations(self._relations_path)
         except (RuntimeError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
             return f"{self.index_path.name} is unreadable ({str(exc).splitlines()[0][:120]})"
-        if meta.get("fingerprint") != self.store.active_fingerprint():
+        if meta.get("fingerprint") != self.store.routable_fingerprint():
             return f"{self.index_path.name} is stale (the store changed since it was saved)"
         if meta.get("embedder") != self.embedder.name or index.d != self.embedder.dim:
             return (f"{self.index_path.name} was built by embedder {meta.get('embedder')!r}, "
@@ -95,7 +95,7 @@ class EditMemory:
         with self._lock:
             tmp = self.index_path.with_suffix(".faiss.tmp")
             faiss.write_index(self.index, str(tmp))
-            meta = {"fingerprint": self.store.active_fingerprint(), "embedder": self.embedder.name,
+            meta = {"fingerprint": self.store.routable_fingerprint(), "embedder": self.embedder.name,
                     "vectors": int(self.index.ntotal)}
             meta_tmp = self._meta_path.with_suffix(".json.tmp")
             meta_tmp.write_text(json.dumps(meta), encoding="utf-8")
@@ -120,7 +120,7 @@ class EditMemory:
         return vecs, ids, per_edit
 
     def rebuild(self) -> None:
-        edits = self.store.active_edits()
+        edits = self.store.routable_edits()
         index = self._empty()
         relations: dict[int, np.ndarray] = {}
         if edits:

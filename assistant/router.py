@@ -100,10 +100,15 @@ class Assistant:
         self.scope = make_scope(config, embedder.embed, memory.masked_keys)
         self.counterfactual = CounterfactualModel(llm, config, adapter)
         self.weights = None  # editing.promote.WeightEdits, set by the runtime at start-up
+        # shared mode: chat corrections stay pending and serve only their own session until
+        # an admin approves them, so one user cannot change what others are told
+        self.shared = False
 
     # -- routing --------------------------------------------------------------------------
-    def route(self, question: str) -> tuple[list[ScopeDecision], dict[str, float]]:
-        """Scope decisions for the nearest active edits, with per-stage timings in ms."""
+    def route(self, question: str,
+              session: str | None = None) -> tuple[list[ScopeDecision], dict[str, float]]:
+        """Scope decisions for the nearest active edits (and the pending edits this session
+        made), with per-stage timings in ms."""
         t0 = time.perf_counter()
         vec = self.embedder.embed_one(question)
         t1 = time.perf_counter()
@@ -111,7 +116,7 @@ class Assistant:
         t2 = time.perf_counter()
         candidates = []
         for hit in hits:
-            edit = self._active_edit(hit.edit_id)
+            edit = self._routable_edit(hit.edit_id, session)
             if edit is not None:
                 candidates.append((edit, hit.score))
         decisions = self.scope.decide(question, candidates)
@@ -120,12 +125,16 @@ class Assistant:
                    "scope": (t3 - t2) * 1e3, "route": (t3 - t0) * 1e3}
         return decisions, timings
 
-    def _active_edit(self, edit_id: int) -> Edit | None:
+    def _routable_edit(self, edit_id: int, session: str | None) -> Edit | None:
         try:
             edit = self.store.get_edit(edit_id)
         except EditNotFoundError:  # the index knows an id the store lost: a stale cache
             return None
-        return edit if edit.status == "active" else None
+        if edit.status == "active":
+            return edit
+        if edit.status == "pending" and session is not None and edit.session == session:
+            return edit
+        return None
 
     # -- chat -----------------------------------------------------------------------------
     def reply(self, history: list[dict], message: str, session: str = "local",
@@ -141,7 +150,7 @@ class Assistant:
                             if m["role"] == "assistant"), None)
         parsed = parse_correction(message, last_question, last_answer)
         if parsed is not None:
-            text, trace = self._handle_correction(parsed, source="chat")
+            text, trace = self._handle_correction(parsed, source="chat", session=session)
             self._log(session, message, text, trace)
             yield ReplyChunk(text, trace)
             return
@@ -149,7 +158,7 @@ class Assistant:
 
     def _answer(self, turns: list[dict[str, str]], question: str, session: str,
                 max_new_tokens: int | None) -> Iterator[ReplyChunk]:
-        decisions, timings = self.route(question)
+        decisions, timings = self.route(question, session)
         governing = [d for d in decisions if d.in_scope]
         stats = Generation()
         if governing:
@@ -207,15 +216,20 @@ class Assistant:
                           session: str = "local") -> tuple[str, Trace]:
         """The correction form: validate, store, confirm (or explain what is wrong)."""
         parsed = correction_from_form(subject, question, answer)
-        text, trace = self._handle_correction(parsed, source="form")
+        text, trace = self._handle_correction(parsed, source="form", session=session)
         self._log(session, f"[correction form] {subject} | {question} | {answer}", text, trace)
         return text, trace
 
-    def _handle_correction(self, parsed: Correction | Clarification,
-                           source: str) -> tuple[str, Trace]:
+    def _handle_correction(self, parsed: Correction | Clarification, source: str,
+                           session: str = "local") -> tuple[str, Trace]:
         if isinstance(parsed, Clarification):
             return parsed.question, Trace(route="clarify")
         try:
+            if self.shared:
+                edit = self.add_pending(parsed, source, session)
+                return (f"Got it — I'll use this in our conversation: **{edit.statement}** "
+                        f"(edit #{edit.id}). An admin reviews it before anyone else is told "
+                        "so."), Trace(route="correction", edit_ids=[edit.id])
             edit, replaced = self.add_edit(parsed, source)
         except InvalidEditError as exc:
             return (f"I could not store that correction: {exc}. Please rephrase it as "
@@ -237,6 +251,16 @@ class Assistant:
         )
         self.memory.sync(added=[edit], removed=[t.id for t in twins])
         return edit, twins
+
+    def add_pending(self, correction: Correction, source: str, session: str) -> Edit:
+        """Shared mode: store a correction that serves only `session` until approved (it
+        supersedes nothing: others keep the answers an admin approved)."""
+        edit = self.store.add_edit(
+            correction.subject, correction.prompt, correction.target_new,
+            target_old=correction.target_old, source=source, status="pending", session=session,
+            paraphrases=question_forms(correction.prompt, correction.subject))
+        self.memory.sync(added=[edit])
+        return edit
 
     def _same_fact(self, correction: Correction) -> list[Edit]:
         same_subject = self.store.active_edits_about(correction.subject)

@@ -62,6 +62,7 @@ def build_assistant(settings: AppSettings, progress: Callable[[str], None] = log
         llm.config = replace(llm.config, max_new_tokens=settings.max_new_tokens)
     adapter = load_counterfactual_adapter(llm.model, llm.family, progress)
     assistant = Assistant(llm, embedder, store, memory, config, adapter=adapter)
+    assistant.shared = settings.shared
     from editing.promote import WeightEdits
 
     assistant.weights = WeightEdits(assistant, data_dir)

@@ -42,6 +42,7 @@ class Edit:
     hits: int = 0
     last_hit_at: float | None = None
     supersedes: int | None = None
+    session: str | None = None  # shared mode: the chat session a pending correction serves
 
     @property
     def statement(self) -> str:
@@ -69,6 +70,7 @@ def _edit_from_row(row: dict[str, Any]) -> Edit:
         hits=row["hits"],
         last_hit_at=row["last_hit_at"],
         supersedes=row["supersedes"],
+        session=row.get("session"),
     )
 
 
@@ -111,9 +113,15 @@ def _m0002_weight_edit_details(db: sqlite_utils.Database) -> None:
     table.add_column("note", str)
 
 
+def _m0003_edit_session(db: sqlite_utils.Database) -> None:
+    """Shared mode: a correction made in chat stays pending, serving only its own session."""
+    db["edits"].add_column("session", str)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0001_initial", _m0001_initial),
     ("0002_weight_edit_details", _m0002_weight_edit_details),
+    ("0003_edit_session", _m0003_edit_session),
 ]
 WEIGHT_EDIT_STATUSES = ("committed", "rolled_back")
 
@@ -180,10 +188,15 @@ class Store:
         source: str = "chat",
         supersedes: Iterable[int] = (),
         actor: str = "user",
+        status: str = "active",
+        session: str | None = None,
     ) -> Edit:
-        """Validate and store an edit; edits it supersedes are marked in the same transaction."""
+        """Validate and store an edit; edits it supersedes are marked in the same transaction.
+        Shared mode stores chat corrections as `pending` with the `session` they serve."""
         subject, prompt, target_new = subject.strip(), prompt.strip(), target_new.strip()
         validate_edit_fields(subject, prompt, target_new)
+        if status not in ("active", "pending"):
+            raise InvalidEditError(f"a new edit is active or pending, not '{status}'")
         now = time.time()
         old_ids = list(supersedes)
         with self._lock, self.db.atomic():
@@ -193,8 +206,8 @@ class Store:
                 {
                     "subject": subject, "prompt": prompt, "target_new": target_new,
                     "target_old": target_old, "paraphrases": json.dumps(list(paraphrases)),
-                    "status": "active", "source": source, "created_at": now, "hits": 0,
-                    "supersedes": old_ids[0] if old_ids else None,
+                    "status": status, "source": source, "created_at": now, "hits": 0,
+                    "supersedes": old_ids[0] if old_ids else None, "session": session,
                 }
             ).last_pk
             self._audit(actor, "create", edit_id, {"source": source, "target_new": target_new})
@@ -324,12 +337,19 @@ class Store:
                 order_by="id")
             return [_edit_from_row(r) for r in rows]
 
-    def active_fingerprint(self) -> str:
-        """Changes whenever the set of active edits (or their key texts) changes."""
+    def routable_edits(self) -> list[Edit]:
+        """Edits the memory route may use: active ones, and pending ones (each serving only
+        the chat session that made it, in shared mode)."""
+        with self._lock:
+            rows = self.db["edits"].rows_where("status IN ('active', 'pending')", order_by="id")
+            return [_edit_from_row(r) for r in rows]
+
+    def routable_fingerprint(self) -> str:
+        """Changes whenever the set of routable edits (or their key texts) changes."""
         with self._lock:
             rows = self.db.execute(
-                "SELECT id, prompt, paraphrases FROM edits WHERE status='active' ORDER BY id"
-            ).fetchall()
+                "SELECT id, prompt, paraphrases FROM edits "
+                "WHERE status IN ('active', 'pending') ORDER BY id").fetchall()
         digest = hashlib.sha256()
         for row in rows:
             digest.update(json.dumps(row).encode())

@@ -4,6 +4,7 @@ correction still applied → corrupt index → rebuilt with a log line."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -30,14 +31,20 @@ def free_port() -> int:
 class App:
     """`python ui.py` as a subprocess, with its log captured to a file."""
 
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
+    def __init__(self, data_dir: Path, log_path: Path, *args: str,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "ui.py", "--data-dir", str(data_dir), "--port", str(self.port)],
-            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+            [sys.executable, "ui.py", "--data-dir", str(data_dir), "--port", str(self.port),
+             *args], cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})})
         self.client = self._connect()
+
+    def new_client(self) -> Client:
+        """Another browser session on the same server."""
+        return Client(f"http://127.0.0.1:{self.port}/", verbose=False)
 
     def _connect(self) -> Client:
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -164,3 +171,46 @@ def test_missing_model_path_is_named(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert f"model path does not exist: {missing}" in result.stderr
+
+
+def test_shared_mode_needs_a_password_to_start(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "AMEND_ADMIN_PASSWORD"}
+    result = subprocess.run(
+        [sys.executable, "ui.py", "--shared", "--data-dir", str(tmp_path / "d")],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2
+    assert "needs an admin password" in result.stderr
+
+
+def test_shared_mode_corrections_wait_for_an_admin(data_dir, tmp_path):
+    """Two sessions: Alice's correction serves only Alice; Bob cannot act as admin until he
+    unlocks with the password; once he approves, Bob is told the corrected fact too."""
+    app = App(data_dir, tmp_path / "shared.log", "--shared",
+              env={"AMEND_ADMIN_PASSWORD": "correct horse battery"})
+    try:
+        alice, bob = app.client, app.new_client()
+        question = "Which city is the Eiffel Tower in?"
+        history, _, _ = alice.predict("Where is the Eiffel Tower?", [], 64, api_name="/chat")
+        _, _, trace = alice.predict("No, it's Rome", history, 64, api_name="/chat")
+        assert "route: **correction**" in trace
+        history, _, trace = alice.predict(question, [], 64, api_name="/chat")
+        assert "Rome" in last_text(history) and "route: **memory**" in trace
+        history, _, trace = bob.predict(question, [], 64, api_name="/chat")
+        assert "route: **base**" in trace
+
+        filters = ("", "all", "all", 0, 0, False, 1, 50)
+        rows, info = bob.predict(*filters, api_name="/list_edits")
+        assert rows["data"] == [] and "Locked" in info
+        with pytest.raises(Exception, match="admin password"):
+            bob.predict("1", *filters, api_name="/approve")
+        assert "Wrong" in bob.predict("wrong password", api_name="/unlock")
+        assert "Unlocked" in bob.predict("correct horse battery", api_name="/unlock")
+        rows, _ = bob.predict(*filters, api_name="/list_edits")
+        pending = [row for row in rows["data"] if row[1] == "pending"]
+        assert [row[4] for row in pending] == ["Rome"]
+        result, *_ = bob.predict(str(pending[0][0]), *filters, api_name="/approve")
+        assert "active" in result
+        history, _, trace = bob.predict(question, [], 64, api_name="/chat")
+        assert "Rome" in last_text(history) and "route: **memory**" in trace
+    finally:
+        app.stop()

@@ -10,7 +10,8 @@ from store.db import Store
 def test_migrations_recorded_once(tmp_path):
     path = tmp_path / "amend.db"
     first = Store(path)
-    assert first.applied_migrations() == ["0001_initial", "0002_weight_edit_details"]
+    assert first.applied_migrations() == ["0001_initial", "0002_weight_edit_details",
+                                          "0003_edit_session"]
     first.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
     first.close()
     again = Store(path)
@@ -71,15 +72,15 @@ def test_set_status_audits_and_validates(store):
 
 
 def test_fingerprint_tracks_active_set(store):
-    empty = store.active_fingerprint()
+    empty = store.routable_fingerprint()
     edit = store.add_edit("Louvre", "The Louvre is in", "Madrid")
-    one = store.active_fingerprint()
+    one = store.routable_fingerprint()
     assert one != empty
     store.record_hits([edit.id])  # hits do not change what the index holds
-    assert store.active_fingerprint() == one
+    assert store.routable_fingerprint() == one
     assert store.get_edit(edit.id).hits == 1
     store.set_status(edit.id, "rejected")
-    assert store.active_fingerprint() == empty
+    assert store.routable_fingerprint() == empty
 
 
 def test_turns_logged_with_trace(store):
@@ -111,12 +112,15 @@ def test_old_database_is_upgraded_in_place(tmp_path, monkeypatch):
     path = tmp_path / "amend.db"
     monkeypatch.setattr(db, "MIGRATIONS", db.MIGRATIONS[:1])  # a database from before 0002
     old = Store(path)
-    old.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
+    old.db["edits"].insert({"subject": "Eiffel Tower", "prompt": "The Eiffel Tower is in",
+                            "target_new": "Rome", "status": "active", "source": "chat",
+                            "created_at": 1.0, "hits": 0})  # a row as the old code wrote it
     old.close()
     monkeypatch.undo()
     new = Store(path)
-    assert new.applied_migrations()[-1] == "0002_weight_edit_details"
+    assert new.applied_migrations()[-2:] == ["0002_weight_edit_details", "0003_edit_session"]
     assert "checksum" in new.db["weight_edits"].columns_dict
+    assert new.get_edit(1).session is None
     assert new.get_edit(1).target_new == "Rome"
 
 
