@@ -216,6 +216,11 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
                  ", ".join(str(x) for x in row[c]) for c in WEIGHT_COLUMNS]
                 for row in assistant.weights.table()]
 
+    def weights_state(admin_ok: bool):
+        if not admin_ok:
+            return LOCKED
+        return ready().weights.live_state()
+
     def suggestion_rows(admin_ok: bool):
         if not admin_ok:
             return []
@@ -362,6 +367,7 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
             promotion_result = gr.Markdown()
             gr.Markdown("#### Weight edits (applied in order at every start)")
             weights = gr.Dataframe(headers=WEIGHT_COLUMNS, interactive=False, wrap=True)
+            live_weights = gr.Markdown()
             with gr.Row():
                 weight_id = gr.Number(label="Weight edit id", precision=0)
                 rollback_button = gr.Button("Roll back")
@@ -378,6 +384,7 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
             refresh.click(weight_rows, admin, weights, api_name="weight_edits")
             refresh.click(suggestion_rows, admin, suggestions, api_name="suggestions")
             demo.load(weight_rows, admin, weights, api_name=False)
+            refresh.click(weights_state, admin, live_weights, api_name="weights_state")
             demo.load(suggestion_rows, admin, suggestions, api_name=False)
             unlock_button.click(unlock, password, [admin, unlock_result], api_name="unlock")
     return demo

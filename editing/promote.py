@@ -168,8 +168,13 @@ class WeightEdits:
             raise InvalidEditError(f"only active edits can be promoted: {', '.join(not_active)}")
         if not self._busy.acquire(blocking=False):
             raise AmendError("another promotion or rollback is running; try again when it ends")
+        def report(message: str) -> None:  # the UI's bar, and the command line's log
+            if progress is not log.info:
+                log.info("promotion (%s): %s", method, message)
+            progress(message)
+
         try:
-            return self._promote(edits, method, actor, progress)
+            return self._promote(edits, method, actor, report)
         finally:
             self._busy.release()
 
@@ -282,6 +287,15 @@ class WeightEdits:
                                  kind=kind))
         path.parent.mkdir(parents=True, exist_ok=True)
         return render_heatmaps(results, path)
+
+    def live_state(self) -> str:
+        """One line an admin can compare across restarts: which weight edits are applied,
+        and the exact checksum of the weights chat is using now."""
+        with self.llm.weights_lock.read():
+            checksum = weights_checksum(self.llm.model)
+            applied = [key for key, _ in self.state.applied]
+        listed = ", ".join(f"#{k}" for k in applied) or "none"
+        return f"Live weights: checksum {checksum}; weight edits applied: {listed}."
 
     def table(self) -> list[dict]:
         rows = []
