@@ -274,12 +274,13 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
         timer.tick(status_text, None, status, api_name=False, show_progress="hidden")
         gr.Button("status", visible=False).click(status_text, None, status, api_name="status")
         with gr.Tab("Chat"):
-            chatbot = gr.Chatbot(label="Chat", height=420)
-            trace = gr.Markdown()
+            chatbot = gr.Chatbot(label="Chat", height=420, elem_id="chatbot")
+            trace = gr.Markdown(elem_id="chat-trace")
             with gr.Row():
                 box = gr.Textbox(placeholder="Ask something, or correct me: \"No, it's Rome\"",
-                                 show_label=False, scale=5, max_lines=8)
-                send = gr.Button("Send", variant="primary", scale=1)
+                                 show_label=False, scale=5, max_lines=8,
+                                 elem_id="chat-input")
+                send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
             max_tokens = gr.Slider(16, 512, value=200, step=8, label="Max new tokens")
             with gr.Accordion("Correct a fact", open=False):
                 subject = gr.Textbox(label="Subject", placeholder="Eiffel Tower")
@@ -310,19 +311,20 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
                 page = gr.Number(1, label="Page", precision=0, minimum=1, scale=1)
                 page_size = gr.Dropdown(PAGE_SIZES, value=50, label="Per page", scale=1)
                 page_info = gr.Markdown()
-                refresh = gr.Button("Refresh", scale=1)
-            edits = gr.Dataframe(headers=EDIT_COLUMNS, interactive=False, wrap=True)
+                refresh = gr.Button("Refresh", scale=1, elem_id="admin-refresh")
+            edits = gr.Dataframe(headers=EDIT_COLUMNS, interactive=False, wrap=True,
+                                 elem_id="edits-table")
             with gr.Row():
                 ids_box = gr.Textbox(label="Edit ids (one, or several for bulk actions)",
-                                     placeholder="3, 7, 12", scale=3)
-                approve = gr.Button("Approve / reactivate", scale=1)
+                                     placeholder="3, 7, 12", scale=3, elem_id="edit-ids")
+                approve = gr.Button("Approve / reactivate", scale=1, elem_id="approve")
                 reject = gr.Button("Reject", scale=1)
                 show_history = gr.Button("History", scale=1)
             with gr.Row():
                 new_target = gr.Textbox(label="New target for the edit", scale=3)
                 change_button = gr.Button("Change target", scale=1)
                 merge_button = gr.Button("Merge (keep the first id)", scale=1)
-            action_result = gr.Markdown()
+            action_result = gr.Markdown(elem_id="action-result")
             edit_history = gr.Markdown()
             gr.Markdown("### Audit log")
             audit = gr.Dataframe(headers=AUDIT_COLUMNS, interactive=False, wrap=True)
@@ -361,16 +363,19 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
             suggestions = gr.Dataframe(headers=SUGGEST_COLUMNS, interactive=False, wrap=True)
             with gr.Row():
                 promote_ids = gr.Textbox(label="Edit ids to promote", placeholder="3, 7",
-                                         scale=3)
-                method = gr.Dropdown(METHOD_CHOICES, value="rome", label="Method", scale=1)
-                promote_button = gr.Button("Promote", variant="primary", scale=1)
-            promotion_result = gr.Markdown()
+                                         scale=3, elem_id="promote-ids")
+                method = gr.Dropdown(METHOD_CHOICES, value="rome", label="Method", scale=1,
+                                     elem_id="promote-method")
+                promote_button = gr.Button("Promote", variant="primary", scale=1,
+                                           elem_id="promote")
+            promotion_result = gr.Markdown(elem_id="promotion-result")
             gr.Markdown("#### Weight edits (applied in order at every start)")
-            weights = gr.Dataframe(headers=WEIGHT_COLUMNS, interactive=False, wrap=True)
+            weights = gr.Dataframe(headers=WEIGHT_COLUMNS, interactive=False, wrap=True,
+                                   elem_id="weights-table")
             live_weights = gr.Markdown()
             with gr.Row():
-                weight_id = gr.Number(label="Weight edit id", precision=0)
-                rollback_button = gr.Button("Roll back")
+                weight_id = gr.Number(label="Weight edit id", precision=0, elem_id="weight-id")
+                rollback_button = gr.Button("Roll back", elem_id="rollback")
                 trace_id = gr.Number(label="Edit id to trace", precision=0)
                 trace_button = gr.Button("Causal trace")
             heatmap = gr.Image(label="Causal trace (where the model recalls the fact)",

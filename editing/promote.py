@@ -73,6 +73,10 @@ def probe_locality(before: list[list[int]], after: list[list[int]]) -> float:
     return sum(unchanged_share(b, a) for b, a in zip(before, after)) / max(len(before), 1)
 
 
+def is_question(prompt: str) -> bool:
+    return prompt.rstrip().endswith("?")
+
+
 def edit_request(edit) -> EditRequest:
     return EditRequest(edit.subject, edit.prompt, edit.target_new,
                        tuple(edit.paraphrases[:2]))
@@ -207,11 +211,17 @@ class WeightEdits:
 
     def _score(self, work, edits, probes, before) -> dict:
         model, tok = work.model, work.tokenizer
-        reliability = [token_accuracy(model, tok, e.prompt, e.target_new) for e in edits]
         locality = probe_locality(before, probe_predictions(model, tok, probes))
         chat = [float(contains_answer(work.chat([{"role": "user", "content": e.prompt}],
                                                 max_new_tokens=self.guard.chat_tokens),
                                       e.target_new)) for e in edits]
+        # A completion prompt ("The Eiffel Tower is in") is scored as EasyEdit does, by the
+        # target's token accuracy right after it; a question made in chat ("Where is the
+        # Eiffel Tower?") by whether the chat answer to it states the target, since no raw
+        # continuation of a question starts with its answer.
+        reliability = [said if is_question(e.prompt) else
+                       token_accuracy(model, tok, e.prompt, e.target_new)
+                       for e, said in zip(edits, chat)]
         questions = [(q, e) for e in edits for q in e.paraphrases[:1]]
         chat_gen = [float(contains_answer(work.chat([{"role": "user", "content": q}],
                                                     max_new_tokens=self.guard.chat_tokens),

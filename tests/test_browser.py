@@ -1,0 +1,146 @@
+"""The whole loop in a real headless Chromium: ask → correct → admin approves → promotes into
+the weights → the chat answers from the weights (base route) → roll back → the memory route
+answers again. Screenshots of each step go to artifacts/screenshots/.
+
+Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); skips with the
+reason when they are absent. Installs nothing itself.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_e2e import REPO, App, data_dir  # noqa: F401  (data_dir: fixture)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.realmodel]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+SHOTS = REPO / "artifacts" / "screenshots"
+PROMOTE_METHOD = "mend"
+WAIT_S = 240
+
+
+@pytest.fixture
+def browser():
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("headless Chromium is not installed (Debian packages chromium and "
+                    "chromium-driver; .ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                 "--window-size=1400,2400", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+class Page:
+    """Just enough of the Amend page to click through it."""
+
+    def __init__(self, driver, url: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.driver, self.by = driver, By
+        driver.get(url)
+        self.wait_for(lambda: "Ready" in self.text("body"), "the model to load")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+
+    def wait_for(self, condition, what: str, timeout: float = WAIT_S):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                value = condition()
+                if value:
+                    return value
+            except Exception:  # the element is being re-rendered
+                pass
+            time.sleep(0.3)
+        self.shot("timeout")
+        raise TimeoutError(f"waited {timeout} s for {what}")
+
+    def el(self, css: str):
+        return self.driver.find_element(self.by.CSS_SELECTOR, css)
+
+    def text(self, css: str) -> str:
+        return self.el(css).text
+
+    def type(self, elem_id: str, text: str) -> None:
+        box = self.el(f"#{elem_id} textarea, #{elem_id} input")
+        box.clear()
+        box.send_keys(text)
+
+    def click(self, elem_id: str) -> None:
+        self.el(f"#{elem_id}").click()
+
+    def tab(self, name: str) -> None:
+        for button in self.driver.find_elements(self.by.CSS_SELECTOR, "button[role='tab']"):
+            if button.text.strip() == name:
+                button.click()
+                return
+        raise AssertionError(f"no tab {name}")
+
+    def shot(self, name: str) -> None:
+        self.driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+    def ask(self, message: str, expect_in_trace: str) -> str:
+        before = self.text("#chatbot")
+        self.type("chat-input", message)
+        self.click("chat-send")
+        self.wait_for(lambda: self.text("#chatbot") != before
+                      and expect_in_trace in self.text("#chat-trace"),
+                      f"the reply to '{message}'")
+        time.sleep(0.5)
+        return self.text("#chatbot")
+
+
+def test_ask_correct_approve_promote_answer_from_weights_rollback(browser, data_dir,  # noqa: F811
+                                                                  tmp_path):
+    app = App(data_dir, tmp_path / "browser.log")
+    try:
+        page = Page(browser, f"http://127.0.0.1:{app.port}/")
+        page.ask("Where is the Eiffel Tower?", "route: base")
+        page.shot("1-ask")
+        reply = page.ask("No, it's Rome", "route: correction")
+        assert "Rome" in reply
+        page.shot("2-correct")
+
+        page.tab("Admin")
+        page.click("admin-refresh")
+        page.wait_for(lambda: "Rome" in page.text("#edits-table"), "the edit in the table")
+        page.type("edit-ids", "1")
+        page.click("approve")
+        page.wait_for(lambda: "#1: active" in page.text("#action-result"), "the approval")
+        page.shot("3-approve")
+
+        page.type("promote-ids", "1")
+        page.type("promote-method", PROMOTE_METHOD)
+        page.el("#promote-method input").send_keys("\n")
+        page.click("promote")
+        result = page.wait_for(lambda: "Promoted" in page.text("#promotion-result")
+                               and page.text("#promotion-result"), "the promotion")
+        assert PROMOTE_METHOD in result
+        page.shot("4-promote")
+
+        page.tab("Chat")
+        reply = page.ask("Which city is the Eiffel Tower in?", "route: base")
+        assert "Rome" in reply.split("Which city is the Eiffel Tower in?")[-1]
+        page.shot("5-answer-from-weights")
+
+        page.tab("Admin")
+        page.type("weight-id", "1")
+        page.click("rollback")
+        page.wait_for(lambda: "Rolled back" in page.text("#promotion-result"), "the rollback")
+        page.shot("6-rollback")
+        page.tab("Chat")
+        page.ask("Where is the Eiffel Tower located?", "route: memory")
+        page.shot("7-memory-again")
+    finally:
+        app.stop()
