@@ -24,3 +24,7 @@ class InvalidEditError(AmendError):
 
 class ConfigError(AmendError):
     """A hyperparameter or settings file is missing a field or has a wrong value."""
+
+
+class StoreError(AmendError):
+    """The database file cannot be used (damaged, not a database); it is left untouched."""

@@ -13,8 +13,10 @@ answer and the store logs with the turn.
 """
 from __future__ import annotations
 
+import functools
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from assistant.adapter import Adapter
@@ -87,6 +89,17 @@ def plain_history(history: list[dict]) -> list[dict[str, str]]:
             for m in history or [] if m.get("role") in ("user", "assistant")]
 
 
+def serialised(method: Callable) -> Callable:
+    """Run under the Assistant's `edits_lock`: a store change and the matching index update
+    happen as one step, so two admins acting at once cannot leave the index disagreeing
+    with the store (e.g. an approved edit missing from the index)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.edits_lock:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class Assistant:
     """Chat, corrections and routing over one base model and one edit store."""
 
@@ -103,6 +116,7 @@ class Assistant:
         # shared mode: chat corrections stay pending and serve only their own session until
         # an admin approves them, so one user cannot change what others are told
         self.shared = False
+        self.edits_lock = threading.RLock()
 
     # -- routing --------------------------------------------------------------------------
     def route(self, question: str,
@@ -240,6 +254,7 @@ class Assistant:
             text += f" ({replaced[0].target_new})"
         return text + ".", Trace(route="correction", edit_ids=[edit.id])
 
+    @serialised
     def add_edit(self, correction: Correction, source: str) -> tuple[Edit, list[Edit]]:
         """Store a correction, superseding active edits on the same subject and question."""
         twins = self._same_fact(correction)
@@ -252,6 +267,7 @@ class Assistant:
         self.memory.sync(added=[edit], removed=[t.id for t in twins])
         return edit, twins
 
+    @serialised
     def add_pending(self, correction: Correction, source: str, session: str) -> Edit:
         """Shared mode: store a correction that serves only `session` until approved (it
         supersedes nothing: others keep the answers an admin approved)."""
@@ -273,6 +289,7 @@ class Assistant:
                 or r >= self.config.supersede_threshold]
 
     # -- admin ----------------------------------------------------------------------------
+    @serialised
     def change_target(self, edit_id: int, target: str, actor: str = "admin") -> Edit:
         """An admin's fix of an edit's answer: a new edit that supersedes the old one (the
         old stays in the history)."""
@@ -286,6 +303,7 @@ class Assistant:
         self.memory.sync(added=[new], removed=[edit_id])
         return new
 
+    @serialised
     def merge(self, keep_id: int, other_ids: list[int], actor: str = "admin") -> Edit:
         """Keep one edit, mark the others superseded by it (duplicates, resolved conflicts)."""
         keep = self.store.get_edit(keep_id)
@@ -310,6 +328,7 @@ class Assistant:
                 lines.append(f"#{edit_id}: {exc}")
         return lines
 
+    @serialised
     def import_edits(self, data: bytes | str, actor: str = "admin"):
         """Import an export file (all or nothing) and index the imported active edits."""
         from store.transfer import import_edits
@@ -319,6 +338,7 @@ class Assistant:
         self.memory.sync(added=[e for e in added if e.status == "active"])
         return report
 
+    @serialised
     def set_status(self, edit_id: int, status: str, actor: str = "admin") -> Edit:
         """Reject or reactivate an edit and keep the index in step.
 

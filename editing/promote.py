@@ -243,7 +243,7 @@ class WeightEdits:
         name = f"{int(time.time() * 1000)}-{method}.safetensors"
         relative = f"{DELTA_DIR}/{name}"
         delta.save(self.data_dir / relative)
-        with self.llm.weights_lock.write():
+        with self.assistant.edits_lock, self.llm.weights_lock.write():
             self.state.apply(delta, key=None)
             try:
                 checksum = weights_checksum(self.llm.model, delta.names)
@@ -257,7 +257,7 @@ class WeightEdits:
                 (self.data_dir / relative).unlink(missing_ok=True)
                 raise
             self.state.applied[-1] = (row_id, delta)
-        self.assistant.memory.sync(removed=[e.id for e in edits])  # retired from the memory
+            self.assistant.memory.sync(removed=[e.id for e in edits])  # retired from memory
         return PromotionResult(True, f"Promoted {len(edits)} edit(s) with {method} as weight "
                                f"edit #{row_id}.", row_id, scores)
 
@@ -267,13 +267,14 @@ class WeightEdits:
         if not self._busy.acquire(blocking=False):
             raise AmendError("a promotion or rollback is running; try again when it ends")
         try:
-            restored = self.store.rollback_weight_edit(weight_edit_id, actor)
-            with self.llm.weights_lock.write():
-                try:
-                    self.state.revert(key=weight_edit_id)
-                except DeltaError:
-                    pass  # it was never applied here (refused at start-up): nothing to undo
-            self.assistant.memory.sync(added=[self.store.get_edit(i) for i in restored])
+            with self.assistant.edits_lock:
+                restored = self.store.rollback_weight_edit(weight_edit_id, actor)
+                with self.llm.weights_lock.write():
+                    try:
+                        self.state.revert(key=weight_edit_id)
+                    except DeltaError:
+                        pass  # never applied here (refused at start-up): nothing to undo
+                self.assistant.memory.sync(added=[self.store.get_edit(i) for i in restored])
             return (f"Rolled back weight edit #{weight_edit_id}; "
                     f"{len(restored)} edit(s) are back in the memory route.")
         finally:

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlite_utils
 
-from errors import EditNotFoundError, InvalidEditError
+from errors import EditNotFoundError, InvalidEditError, StoreError
 
 EDIT_STATUSES = ("active", "pending", "promoted", "superseded", "rejected")
 MAX_SUBJECT_CHARS = 200
@@ -143,10 +143,19 @@ class Store:
         conn.create_function("casefold", 1, lambda t: t.casefold() if t else t,
                              deterministic=True)
         self.db = sqlite_utils.Database(conn)
-        if str(self.path) != ":memory:":
-            self.db.enable_wal()
-        self.db.execute("PRAGMA foreign_keys=on")
-        self.migrate()
+        try:
+            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(check)
+            if str(self.path) != ":memory:":
+                self.db.enable_wal()
+            self.db.execute("PRAGMA foreign_keys=on")
+            self.migrate()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(
+                f"the database {self.path} is damaged ({exc}); it was left as it is: restore "
+                "a backup, or move it aside to start with an empty store") from exc
 
     # -- schema -------------------------------------------------------------------------
     def migrate(self) -> list[str]:
