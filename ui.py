@@ -33,7 +33,7 @@ STATUS_CHOICES = ["all", "active", "superseded", "rejected", "promoted", "pendin
 SOURCE_CHOICES = ["all", "chat", "form", "import", "admin", "eval", "bench"]
 PAGE_SIZES = [25, 50, 100, 200]
 WEIGHT_COLUMNS = ["id", "method", "status", "edits", "layers", "reliability", "locality",
-                  "chat_reliability", "chat_generalization", "seconds"]
+                  "chat_reliability", "chat_generalization", "seconds", "peak_rss_mb"]
 SUGGEST_COLUMNS = ["id", "subject", "prompt", "target_new", "why"]
 METHOD_CHOICES = ["rome", "memit", "mend", "ft"]
 LOAD_TIMEOUT_S = 900
@@ -216,6 +216,16 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
                  ", ".join(str(x) for x in row[c]) for c in WEIGHT_COLUMNS]
                 for row in assistant.weights.table()]
 
+    def promotion_chart(admin_ok: bool):
+        """Reliability and locality of each promotion, in order (long format for LinePlot)."""
+        import pandas as pd
+
+        rows = ready().weights.table() if admin_ok else []
+        points = [{"promotion": row["id"], "metric": metric, "value": row[metric]}
+                  for row in rows for metric in ("reliability", "locality")
+                  if row.get(metric) is not None]
+        return pd.DataFrame(points, columns=["promotion", "metric", "value"])
+
     def weights_state(admin_ok: bool):
         if not admin_ok:
             return LOCKED
@@ -373,6 +383,9 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
             weights = gr.Dataframe(headers=WEIGHT_COLUMNS, interactive=False, wrap=True,
                                    elem_id="weights-table")
             live_weights = gr.Markdown()
+            chart = gr.LinePlot(x="promotion", y="value", color="metric", y_lim=[0, 1.05],
+                                label="Reliability and locality across promotions",
+                                height=260)
             with gr.Row():
                 weight_id = gr.Number(label="Weight edit id", precision=0, elem_id="weight-id")
                 rollback_button = gr.Button("Roll back", elem_id="rollback")
@@ -381,7 +394,8 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
             heatmap = gr.Image(label="Causal trace (where the model recalls the fact)",
                                type="filepath")
             promote_button.click(promote, [admin, promote_ids, method],
-                                 [promotion_result, weights, suggestions], api_name="promote")
+                                 [promotion_result, weights, suggestions], api_name="promote"
+                                 ).then(promotion_chart, admin, chart, api_name=False)
             rollback_button.click(rollback, [admin, weight_id],
                                   [promotion_result, weights, suggestions],
                                   api_name="rollback")
@@ -389,6 +403,8 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
             refresh.click(weight_rows, admin, weights, api_name="weight_edits")
             refresh.click(suggestion_rows, admin, suggestions, api_name="suggestions")
             demo.load(weight_rows, admin, weights, api_name=False)
+            demo.load(promotion_chart, admin, chart, api_name=False)
+            refresh.click(promotion_chart, admin, chart, api_name=False)
             refresh.click(weights_state, admin, live_weights, api_name="weights_state")
             demo.load(suggestion_rows, admin, suggestions, api_name=False)
             unlock_button.click(unlock, password, [admin, unlock_result], api_name="unlock")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
@@ -24,8 +23,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from editing.metrics import (contains_answer, predicted_target_tokens, token_accuracy,
-                             unchanged_share)
+from editing.metrics import (contains_answer, peak_rss_mb, predicted_target_tokens,
+                             token_accuracy, unchanged_share)
 from editing.records import EditRecord, load_records
 from editing.systems import METHODS, EditedSystem
 
@@ -110,10 +109,6 @@ def collision_free_locality(records: list[EditRecord], rows: list[dict]) -> dict
         if mean is not None:
             out[f"{metric}_collision_free"] = mean
     return out
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def evaluate(system: EditedSystem, records: list[EditRecord], sequential: bool = False,

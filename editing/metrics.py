@@ -53,3 +53,10 @@ def unchanged_share(before: list[int], after: list[int]) -> float:
 def contains_answer(reply: str, answer: str) -> bool:
     """Chat metrics: does the reply state the answer (case-insensitive)?"""
     return answer.strip().lower() in reply.lower()
+
+
+def peak_rss_mb() -> float:
+    """Efficiency: peak resident memory of this process so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

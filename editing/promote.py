@@ -21,8 +21,8 @@ from pathlib import Path
 
 from config import CONFIG_DIR, REPO_ROOT, load_config
 from editing.deltas import Delta, DeltaError, WeightState, weights_checksum
-from editing.metrics import (contains_answer, predicted_target_tokens, token_accuracy,
-                             unchanged_share)
+from editing.metrics import (contains_answer, peak_rss_mb, predicted_target_tokens,
+                             token_accuracy, unchanged_share)
 from editing.methods import WEIGHT_METHODS, Editor, load_method
 from editing.rome.compute import EditRequest
 from errors import AmendError, InvalidEditError
@@ -198,7 +198,8 @@ class WeightEdits:
         WeightState(work.model, fingerprint=self.state.fingerprint).apply(delta)
         progress("Checking the edited model")
         scores = self._score(work, edits, probes, before)
-        scores.update(seconds=round(edit_seconds, 2), delta_norm=round(delta.norm(), 4))
+        scores.update(seconds=round(edit_seconds, 2), delta_norm=round(delta.norm(), 4),
+                      peak_rss_mb=round(peak_rss_mb()))
         failed = []
         if scores["reliability"] < self.guard.min_reliability:
             failed.append(f"reliability {scores['reliability']:.2f} < "
@@ -315,6 +316,6 @@ class WeightEdits:
                          "edits": row["edit_ids"], "layers": row["layers"],
                          **{k: v for k, v in row["scores"].items()
                             if k in ("reliability", "locality", "chat_reliability",
-                                     "chat_generalization", "seconds")}})
+                                     "chat_generalization", "seconds", "peak_rss_mb")}})
         return rows
 
