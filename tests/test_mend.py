@@ -244,7 +244,7 @@ def test_mend_deltas_save_apply_and_revert_exactly(tmp_path, tok):
     cfg = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama"))
     before = weights_checksum(model)
     delta = apply_mend(model, tok, [EIFFEL, LOUVRE], cfg, editor=new_editor(model, cfg))
-    assert delta.method == "mend" and delta.meta["edits"] == 2
+    assert delta.method == "mend" and delta.meta["edits"] == 2 and delta.meta["passes"] == 1
     loaded = Delta.load(delta.save(tmp_path / "d.safetensors"))
     state = WeightState(model)
     state.apply(loaded, key="x")
@@ -314,3 +314,22 @@ def test_record_checksum_rewrites_only_that_field(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "CONFIG_DIR", tmp_path)
     record_checksum("fam", "abc")
     assert json.loads((folder / "fam.json").read_text()) == {**original, "weights_sha256": "abc"}
+
+
+def test_several_editor_passes_stack_their_updates(tmp_path, tok):
+    """edit_steps=2: the second pass reads the gradient of the once-edited model, and the
+    delta holds both passes' factors (its first pass is exactly the one-pass delta)."""
+    model = llama(tok)
+    one = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama"))
+    two = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama",
+                                                                  edit_steps=2))
+    editor = new_editor(model, one)
+    single = apply_mend(model, tok, [EIFFEL], one, editor=editor)
+    double = apply_mend(model, tok, [EIFFEL], two, editor=editor)
+    assert double.meta["passes"] == 2 and double.meta["rank"] == 2 * single.meta["rank"]
+    for name, (left, right) in single.low_rank.items():
+        rank = left.shape[1]
+        assert torch.allclose(double.low_rank[name][0][:, :rank], left)
+        assert torch.allclose(double.low_rank[name][1][:rank], right)
+        second = double.low_rank[name][0][:, rank:] @ double.low_rank[name][1][rank:]
+        assert second.abs().max() > 0

@@ -15,7 +15,7 @@ from config import REPO_ROOT
 from editing.deltas import Delta, model_fingerprint
 from editing.hparams import MendConfig, edited_modules
 from editing.locate import as_param_layout, get_module, weight_out_in
-from editing.mend.core import editor_updates, frozen, gradient_factors, text_batch
+from editing.mend.core import edited, editor_updates, frozen, gradient_factors, text_batch
 from editing.mend.network import MendEditor, file_sha256
 from editing.rome.compute import ChatFormat, EditRequest, rewriting_pieces
 from errors import ConfigError
@@ -73,6 +73,23 @@ def edit_texts(requests: list[EditRequest], chat_format: ChatFormat | None,
     return pieces, torch.tensor(weights)
 
 
+def mend_updates(model: torch.nn.Module, editor: MendEditor, names: list[str], batch,
+                 weights: torch.Tensor,
+                 passes: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The edit as (left, right) factors per weight, (out, in) layout. Each pass reads the
+    gradient of the model as edited so far and adds the editor's update to the edit."""
+    updates: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for _ in range(passes):
+        with frozen(model), edited(model, updates):
+            factors, _ = gradient_factors(model, names, batch, weights)
+        with torch.no_grad():
+            step = editor_updates(editor, factors)
+        updates = {name: (torch.cat([updates[name][0], left], 1),
+                          torch.cat([updates[name][1], right], 0)) if name in updates
+                   else (left, right) for name, (left, right) in step.items()}
+    return updates
+
+
 def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MendConfig, *,
                chat_format: ChatFormat | None = None, base_fingerprint: str | None = None,
                progress: Callable[[str], None] = log.info, editor: MendEditor | None = None,
@@ -82,11 +99,9 @@ def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Me
     editor = editor or load_editor(model, cfg)
     names = edited_modules(cfg)
     pieces, weights = edit_texts(requests, chat_format, cfg.chat_prompts)
-    progress(f"MEND: {len(requests)} edit(s), {len(pieces)} texts, one gradient pass")
-    with frozen(model):
-        factors, _ = gradient_factors(model, names, text_batch(tok, pieces), weights)
-    with torch.no_grad():
-        updates = editor_updates(editor, factors)
+    progress(f"MEND: {len(requests)} edit(s), {len(pieces)} texts, {cfg.edit_steps} pass(es)")
+    updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights,
+                           cfg.edit_steps)
     low_rank = {}
     for name, (left, right) in updates.items():
         module = get_module(model, name)
@@ -95,4 +110,5 @@ def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Me
                                                      right.to(dtype).contiguous())
     return Delta("mend", fingerprint, low_rank=low_rank,
                  meta={"layers": list(cfg.layers), "edits": len(requests),
-                       "tokens": int(next(iter(factors.values()))[0].shape[0])})
+                       "passes": cfg.edit_steps,
+                       "rank": int(next(iter(updates.values()))[1].shape[0])})

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from config import CONFIG_DIR, REPO_ROOT, default_data_dir
 from editing.hparams import MendConfig, edited_modules, load_method_config
-from editing.mend.apply import edit_texts, editor_path, new_editor
+from editing.mend.apply import edit_texts, editor_path, mend_updates, new_editor
 from editing.mend.core import (block_input, edited, editor_updates, from_block, frozen,
                                gradient_factors, lowest_module, scored_logits, text_batch)
 from editing.records import EditRecord, load_records
@@ -143,9 +143,9 @@ def validate(model, tok, editor, names: list[str], examples: list[Example],
     scores = {"reliability": [], "generalization": [], "locality": []}
     for example in examples:
         pieces, weights = edit_texts([example.request], chat_format, cfg.chat_prompts)
-        factors, _ = gradient_factors(model, names, text_batch(tok, pieces), weights)
+        updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights,
+                               cfg.edit_steps)
         with torch.no_grad():
-            updates = editor_updates(editor, factors)
             probes = [(example.request.prompt, " " + example.request.target_new)]
             probes += [q for q in example.equivalents[:1]]
             probes += list(example.unrelated[:1])
