@@ -395,10 +395,15 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
                                type="filepath")
             promote_button.click(promote, [admin, promote_ids, method],
                                  [promotion_result, weights, suggestions], api_name="promote"
-                                 ).then(promotion_chart, admin, chart, api_name=False)
+                                 ).then(promotion_chart, admin, chart, api_name=False
+                                        ).then(weights_state, admin, live_weights,
+                                               api_name=False)
             rollback_button.click(rollback, [admin, weight_id],
                                   [promotion_result, weights, suggestions],
-                                  api_name="rollback")
+                                  api_name="rollback"
+                                  ).then(promotion_chart, admin, chart, api_name=False
+                                         ).then(weights_state, admin, live_weights,
+                                                api_name=False)
             trace_button.click(trace_edit, [admin, trace_id], heatmap, api_name="trace")
             refresh.click(weight_rows, admin, weights, api_name="weight_edits")
             refresh.click(suggestion_rows, admin, suggestions, api_name="suggestions")
