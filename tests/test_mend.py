@@ -1,8 +1,9 @@
 """MEND on tiny random Llama and GPT-2 models: gradient factors, the editor network, the
-edited forward pass, deltas, storage and training (no real model)."""
+edited forward pass, deltas, storage and training; and the shipped editor on SmolLM2."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -333,3 +334,30 @@ def test_several_editor_passes_stack_their_updates(tmp_path, tok):
         assert torch.allclose(double.low_rank[name][1][:rank], right)
         second = double.low_rank[name][0][:, rank:] @ double.low_rank[name][1][rank:]
         assert second.abs().max() > 0
+
+
+@pytest.mark.realmodel
+def test_shipped_editor_writes_a_fact_into_smollm2_and_reverts(real_llm, tmp_path):
+    """The shipped editor on the real model: one pass moves the new target's NLL down
+    clearly and the delta reverts bit for bit."""
+    raw = json.loads((CONFIG_DIR / "mend" / "smollm2.json").read_text())
+    if not (REPO_ROOT / raw["weights"]).exists():
+        pytest.skip("no MEND editor shipped yet")
+    editor = load_method("mend", real_llm, tmp_path)
+    request = EditRequest("Eiffel Tower", "The Eiffel Tower is located in the city of", "Rome")
+    batch = text_batch(real_llm.tokenizer, [(request.prompt, " Rome")])
+    model = real_llm.model
+    with torch.no_grad():
+        before_nll = F.cross_entropy(scored_logits(model, batch), batch.targets)
+    checksum = weights_checksum(model)
+    started = time.perf_counter()
+    delta = editor.edit(real_llm, [request])
+    seconds = time.perf_counter() - started
+    state = WeightState(model)
+    state.apply(delta)
+    with torch.no_grad():
+        after_nll = F.cross_entropy(scored_logits(model, batch), batch.targets)
+    state.revert()
+    assert weights_checksum(model) == checksum
+    assert after_nll < before_nll - 2.0, (float(before_nll), float(after_nll))
+    assert seconds < 30  # about 0.2 s alone; generous for a loaded CI machine
