@@ -6,12 +6,13 @@ leaves either the whole change or none of it. Migrations are named and recorded 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,12 @@ class Store:
             raise StoreError(
                 f"the database {self.path} is damaged ({exc}); it was left as it is: restore "
                 "a backup, or move it aside to start with an empty store") from exc
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several store calls as one transaction (they nest as savepoints): all or nothing."""
+        with self._lock, self.db.atomic():
+            yield
 
     # -- schema -------------------------------------------------------------------------
     def migrate(self) -> list[str]:

@@ -149,7 +149,7 @@ def import_edits(store: Store, data: bytes | str, actor: str = "admin",
     candidates = parse_import(data)
     report = ImportReport()
     key = lambda s, p: (s.casefold(), p.casefold())  # noqa: E731
-    with store._lock, store.db.atomic():
+    with store.transaction():
         stored = store.db.execute("SELECT id, subject, prompt, target_new, status "
                                   "FROM edits").fetchall()
         known = {(*key(s, p), t.casefold()) for _, s, p, t, _ in stored}
@@ -173,7 +173,7 @@ def import_edits(store: Store, data: bytes | str, actor: str = "admin",
             known.add((*fact, c.target_new.casefold()))
             if c.status == "active":
                 active[fact] = (edit.id, c.target_new)
-        store._audit(actor, "import", None, {"imported": len(report.imported),
-                                             "duplicates": len(report.duplicates),
-                                             "conflicts": len(report.conflicts)})
+        store.audit(actor, "import", {"imported": len(report.imported),
+                                      "duplicates": len(report.duplicates),
+                                      "conflicts": len(report.conflicts)})
     return report
