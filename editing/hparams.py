@@ -91,6 +91,7 @@ class MendConfig:
     weights: str  # repo-relative safetensors file of the trained editor
     weights_sha256: str  # its checksum, checked on load ("" until one is trained)
     edit_steps: int  # editing: apply the editor this many times, each on the edited model
+    edit_scale: float  # editing: each pass's update times this (chosen on held-out subjects)
     steps: int  # training steps
     batch_edits: int  # edits per training step (applied together, as a batch edit)
     learning_rate: float  # editor network (Adam)

@@ -361,3 +361,15 @@ def test_shipped_editor_writes_a_fact_into_smollm2_and_reverts(real_llm, tmp_pat
     assert weights_checksum(model) == checksum
     assert after_nll < before_nll - 2.0, (float(before_nll), float(after_nll))
     assert seconds < 30  # about 0.2 s alone; generous for a loaded CI machine
+
+
+def test_edit_scale_scales_the_update(tmp_path, tok):
+    model = llama(tok)
+    full = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama"))
+    half = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama",
+                                                                   edit_scale=0.5))
+    editor = new_editor(model, full)
+    a = apply_mend(model, tok, [EIFFEL], full, editor=editor)
+    b = apply_mend(model, tok, [EIFFEL], half, editor=editor)
+    for name in a.names:
+        assert torch.allclose(b.update(name), 0.5 * a.update(name), atol=1e-8)

@@ -74,16 +74,17 @@ def edit_texts(requests: list[EditRequest], chat_format: ChatFormat | None,
 
 
 def mend_updates(model: torch.nn.Module, editor: MendEditor, names: list[str], batch,
-                 weights: torch.Tensor,
-                 passes: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                 weights: torch.Tensor, passes: int,
+                 scale: float = 1.0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The edit as (left, right) factors per weight, (out, in) layout. Each pass reads the
-    gradient of the model as edited so far and adds the editor's update to the edit."""
+    gradient of the model as edited so far and adds `scale` times the editor's update."""
     updates: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for _ in range(passes):
         with frozen(model), edited(model, updates):
             factors, _ = gradient_factors(model, names, batch, weights)
         with torch.no_grad():
             step = editor_updates(editor, factors)
+        step = {name: (left * scale, right) for name, (left, right) in step.items()}
         updates = {name: (torch.cat([updates[name][0], left], 1),
                           torch.cat([updates[name][1], right], 0)) if name in updates
                    else (left, right) for name, (left, right) in step.items()}
@@ -101,7 +102,7 @@ def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Me
     pieces, weights = edit_texts(requests, chat_format, cfg.chat_prompts)
     progress(f"MEND: {len(requests)} edit(s), {len(pieces)} texts, {cfg.edit_steps} pass(es)")
     updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights,
-                           cfg.edit_steps)
+                           cfg.edit_steps, cfg.edit_scale)
     low_rank = {}
     for name, (left, right) in updates.items():
         module = get_module(model, name)
@@ -110,5 +111,5 @@ def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Me
                                                      right.to(dtype).contiguous())
     return Delta("mend", fingerprint, low_rank=low_rank,
                  meta={"layers": list(cfg.layers), "edits": len(requests),
-                       "passes": cfg.edit_steps,
+                       "passes": cfg.edit_steps, "scale": cfg.edit_scale,
                        "rank": int(next(iter(updates.values()))[1].shape[0])})

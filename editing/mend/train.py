@@ -144,7 +144,7 @@ def validate(model, tok, editor, names: list[str], examples: list[Example],
     for example in examples:
         pieces, weights = edit_texts([example.request], chat_format, cfg.chat_prompts)
         updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights,
-                               cfg.edit_steps)
+                               cfg.edit_steps, cfg.edit_scale)
         with torch.no_grad():
             probes = [(example.request.prompt, " " + example.request.target_new)]
             probes += [q for q in example.equivalents[:1]]
