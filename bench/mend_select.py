@@ -1,0 +1,67 @@
+"""Choose MEND's edit-time settings (passes, scale) on held-out *training* subjects.
+
+The editor is trained for one pass at full scale; at edit time more passes raise reliability
+and a smaller scale protects locality. This sweeps both on validation subjects of the train
+split (`editing.mend.train.split_records`; the evaluation sets are never read) and prints
+reliability / generalization / locality per setting, as the training validation scores them.
+
+    python -m bench.mend_select --checkpoint <data>/checkpoints/mend-smollm2.pt \
+        --json artifacts/mend-select.json
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import time
+from pathlib import Path
+
+from bench.common import markdown_table, run_cli, set_threads, write_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.mend_select", description=__doc__)
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="training checkpoint (default: the shipped editor)")
+    parser.add_argument("--records", type=int, default=60, help="per source (CF, zsRE)")
+    parser.add_argument("--passes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.7, 0.5])
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    set_threads(1)
+    import torch
+
+    from assistant.llm import ChatLLM
+    from config import default_data_dir
+    from editing.hparams import edited_modules, load_method_config
+    from editing.mend.apply import load_editor, new_editor
+    from editing.mend.train import as_example, split_records, validate
+
+    llm = ChatLLM.load(None, args.data_dir or default_data_dir())
+    cfg = load_method_config("mend", llm.family, llm.model)
+    if args.checkpoint:
+        editor = new_editor(llm.model, cfg)
+        editor.load_state_dict(torch.load(args.checkpoint)["editor"])
+        editor.eval()
+    else:
+        editor = load_editor(llm.model, cfg)
+    _, valid = split_records()
+    held = [as_example(r, llm.chat_text) for source in sorted(valid)
+            for r in valid[source][:args.records]]
+    rows = []
+    for passes, scale in itertools.product(args.passes, args.scales):
+        setting = dataclasses.replace(cfg, edit_steps=passes, edit_scale=scale)
+        started = time.perf_counter()
+        scores = validate(llm.model, llm.tokenizer, editor, edited_modules(cfg), held,
+                          setting, llm.chat_text)
+        rows.append({"passes": passes, "scale": scale, **scores,
+                     "seconds": round(time.perf_counter() - started, 1)})
+        print(rows[-1], flush=True)
+    print(markdown_table(list(rows[0]), [list(r.values()) for r in rows]))
+    write_json(args.json, {"benchmark": "mend_select", "records": len(held), "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
