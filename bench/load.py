@@ -1,9 +1,10 @@
 """Load: concurrent chat clients on the real app while an admin promotes an edit.
 
 Starts `python ui.py` on a free loopback port, stores one correction, records every question's
-greedy reply before the promotion, then runs `--clients` gradio_client sessions (each asking
-the questions in turn, `--rounds` times) while one more session promotes the edit with
-`--method`. Afterwards it records the replies again. A reply counts as *consistent* when it
+greedy reply before the promotion, then runs `--clients` gradio_client sessions, each asking
+the questions in turn until the promotion (made by one more session with `--method`) has
+ended, then `--rounds` more rounds, so replies come before, during and after the commit.
+Afterwards it records the replies again. A reply counts as *consistent* when it
 equals the reply of the weights before or after the promotion exactly (greedy decoding is
 deterministic): a reply produced from half-written weights would match neither. Reports
 errors, consistency and latency percentiles.
@@ -62,7 +63,8 @@ def ask(client, question: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=2, help="question rounds per client")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="question rounds per client after the promotion has ended")
     parser.add_argument("--method", default="ft", choices=["rome", "memit", "mend", "ft"])
     add_common_args(parser)
     args = parser.parse_args(argv)
@@ -84,9 +86,14 @@ def main(argv: list[str] | None = None) -> int:
                 results: list[dict] = []
                 lock = threading.Lock()
 
+                promoted = threading.Event()
+
                 def client_loop(index: int) -> None:
                     client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                    for round_ in range(args.rounds):
+                    round_, after_rounds = 0, 0
+                    while after_rounds < args.rounds:
+                        after_rounds += promoted.is_set()
+                        round_ += 1
                         for q in QUESTIONS[index % 2:] + QUESTIONS[:index % 2]:
                             started = time.perf_counter()
                             try:
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 promo_started = time.perf_counter()
                 promotion = admin.predict("1", args.method, api_name="/promote")[0]
                 promo_seconds = time.perf_counter() - promo_started
+                promoted.set()
                 for thread in threads:
                     thread.join()
                 after = {q: ask(admin, q) for q in QUESTIONS}
@@ -115,9 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     errors = [r for r in results if r["error"]]
     ok = [r for r in results if not r["error"]]
     consistent = [r for r in ok if r["reply"] in (before[r["question"]], after[r["question"]])]
+    changed = [q for q in QUESTIONS if before[q] != after[q]]
+    replies_after = sum(r["reply"] == after[r["question"]] != before[r["question"]] for r in ok)
     latencies = [r["seconds"] for r in ok]
     summary = {"clients": args.clients, "replies": len(results), "errors": len(errors),
-               "consistent": len(consistent), "promotion": promotion.splitlines()[0],
+               "consistent": len(consistent), "questions_changed": len(changed),
+               "replies_from_new_weights": replies_after,
+               "promotion": promotion.splitlines()[0],
                "promotion_seconds": round(promo_seconds, 1),
                "p50_s": round(percentile(latencies, 50), 2),
                "p90_s": round(percentile(latencies, 90), 2),
