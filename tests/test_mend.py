@@ -317,16 +317,22 @@ def test_record_checksum_rewrites_only_that_field(tmp_path, monkeypatch):
     assert json.loads((folder / "fam.json").read_text()) == {**original, "weights_sha256": "abc"}
 
 
+def shipped_and_varied(tmp_path, tok, **setting) -> tuple[Delta, Delta]:
+    """The same edit by the same untrained editor, with the default edit-time settings and
+    with `setting` changed."""
+    model = llama(tok)
+    default = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama"))
+    varied = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama",
+                                                                     **setting))
+    editor = new_editor(model, default)
+    return (apply_mend(model, tok, [EIFFEL], default, editor=editor),
+            apply_mend(model, tok, [EIFFEL], varied, editor=editor))
+
+
 def test_several_editor_passes_stack_their_updates(tmp_path, tok):
     """edit_steps=2: the second pass reads the gradient of the once-edited model, and the
     delta holds both passes' factors (its first pass is exactly the one-pass delta)."""
-    model = llama(tok)
-    one = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama"))
-    two = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama",
-                                                                  edit_steps=2))
-    editor = new_editor(model, one)
-    single = apply_mend(model, tok, [EIFFEL], one, editor=editor)
-    double = apply_mend(model, tok, [EIFFEL], two, editor=editor)
+    single, double = shipped_and_varied(tmp_path, tok, edit_steps=2)
     assert double.meta["passes"] == 2 and double.meta["rank"] == 2 * single.meta["rank"]
     for name, (left, right) in single.low_rank.items():
         rank = left.shape[1]
@@ -364,12 +370,6 @@ def test_shipped_editor_writes_a_fact_into_smollm2_and_reverts(real_llm, tmp_pat
 
 
 def test_edit_scale_scales_the_update(tmp_path, tok):
-    model = llama(tok)
-    full = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama"))
-    half = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama",
-                                                                   edit_scale=0.5))
-    editor = new_editor(model, full)
-    a = apply_mend(model, tok, [EIFFEL], full, editor=editor)
-    b = apply_mend(model, tok, [EIFFEL], half, editor=editor)
+    a, b = shipped_and_varied(tmp_path, tok, edit_scale=0.5)
     for name in a.names:
         assert torch.allclose(b.update(name), 0.5 * a.update(name), atol=1e-8)

@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
             if time.monotonic() > deadline:
                 print(f"time budget reached at step {step + 1}")
                 break
-    report = {"steps_done": len(curve) + (start if not args.resume else 0),
+    report = {"steps_done": len(curve),  # the curve of a resumed run starts at step 1
               "minutes": round((time.monotonic() - started) / 60, 2),
               "validation": validation, "loss_curve": curve, "threads": args.threads,
               "rates": {n: float(editor.rate(n)) for n in names}}
