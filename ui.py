@@ -32,8 +32,9 @@ AUDIT_COLUMNS = ["when", "actor", "action", "edit", "detail"]
 STATUS_CHOICES = ["all", "active", "superseded", "rejected", "promoted", "pending"]
 SOURCE_CHOICES = ["all", "chat", "form", "import", "admin", "eval", "bench"]
 PAGE_SIZES = [25, 50, 100, 200]
-WEIGHT_COLUMNS = ["id", "method", "status", "edits", "layers", "reliability", "locality",
-                  "chat_reliability", "chat_generalization", "seconds", "peak_rss_mb"]
+WEIGHT_COLUMNS = ["id", "method", "status", "edits", "layers", "reliability", "generalization",
+                  "locality", "portability", "chat_reliability", "chat_generalization",
+                  "seconds", "peak_rss_mb"]
 SUGGEST_COLUMNS = ["id", "subject", "prompt", "target_new", "why"]
 METHOD_CHOICES = ["rome", "memit", "mend", "ft"]
 LOAD_TIMEOUT_S = 900
@@ -212,7 +213,7 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
         if not admin_ok:
             return []
         assistant = ready()
-        return [[row.get(c, "") if c not in ("edits", "layers") else
+        return [[("n/a" if row.get(c) is None else row[c]) if c not in ("edits", "layers") else
                  ", ".join(str(x) for x in row[c]) for c in WEIGHT_COLUMNS]
                 for row in assistant.weights.table()]
 

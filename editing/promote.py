@@ -227,8 +227,14 @@ class WeightEdits:
         chat_gen = [float(contains_answer(work.chat([{"role": "user", "content": q}],
                                                     max_new_tokens=self.guard.chat_tokens),
                                           e.target_new)) for q, e in questions]
+        # paraphrases scored as the edit itself is: chat answers for questions, token
+        # accuracy for completion prompts; user corrections carry no portability questions
+        generalization = [said if is_question(q) else
+                          token_accuracy(model, tok, q, e.target_new)
+                          for (q, e), said in zip(questions, chat_gen)]
         mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
-        return {"reliability": mean(reliability), "locality": round(locality, 4),
+        return {"reliability": mean(reliability), "generalization": mean(generalization),
+                "locality": round(locality, 4), "portability": None,
                 "chat_reliability": mean(chat), "chat_generalization": mean(chat_gen),
                 "edits": len(edits), "locality_probes": len(probes)}
 
@@ -315,7 +321,8 @@ class WeightEdits:
             rows.append({"id": row["id"], "method": row["method"], "status": row["status"],
                          "edits": row["edit_ids"], "layers": row["layers"],
                          **{k: v for k, v in row["scores"].items()
-                            if k in ("reliability", "locality", "chat_reliability",
+                            if k in ("reliability", "generalization", "locality",
+                                     "portability", "chat_reliability",
                                      "chat_generalization", "seconds", "peak_rss_mb")}})
         return rows
 
