@@ -27,14 +27,9 @@ from assistant.counterfactual import text_prompt
 from assistant.phrasings import question_forms
 from config import REPO_ROOT, counterfactual_config, default_data_dir
 from editing.metrics import token_accuracy
-from editing.records import EditRecord, load_records
+from editing.records import EVAL_FILES, TRAIN_FILES, EditRecord, load_records
 from store.db import Edit
 
-TRAIN_DIR = REPO_ROOT.parent / "shared" / "data" / "train"
-EVAL_DIR = REPO_ROOT.parent / "shared" / "data"
-TRAIN_FILES = [TRAIN_DIR / "counterfact-train.json", TRAIN_DIR / "zsre_mend_train-1k-last500.json"]
-EVAL_FILES = [EVAL_DIR / "counterfact" / "counterfact-edit-first500.json",
-              EVAL_DIR / "zsre" / "zsre_mend_train-1k-first500.json"]
 
 
 def as_edit(record: EditRecord, edit_id: int = 0) -> Edit:
@@ -119,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         adapter.load_tensors(state["adapter"])
         optimiser.load_state_dict(state["optimiser"])
         start = state["step"]
-    pool = [r for path in TRAIN_FILES for r in load_records(path)]
+    pool = [r for path in TRAIN_FILES.values() for r in load_records(path)]
     rng = random.Random(cfg.seed + start)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: min(1.0, (s + 1) / 30) * max(0.05, 1 - s / steps))
@@ -150,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     report = {"steps_done": start + len(curve), "loss_curve": curve,
               "held_out": {path.parent.name: held_out_scores(
                   model, tok, adapter, load_records(path, args.eval_records))
-                  for path in EVAL_FILES}}
+                  for path in EVAL_FILES.values()}}
     print(json.dumps(report["held_out"], indent=2))
     (REPO_ROOT / "artifacts").mkdir(exist_ok=True)
     (REPO_ROOT / "artifacts" / "counterfactual_train.json").write_text(json.dumps(report))

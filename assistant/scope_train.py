@@ -27,9 +27,9 @@ import torch
 from assistant.phrasings import OTHER_ATTRIBUTES, question_forms
 from assistant.scope import ScopeHead, pair_features, relation_text, subject_overlap
 from config import CONFIG_DIR, REPO_ROOT, router_config
+from editing.records import TRAIN_FILES
 
-TRAIN_DIR = REPO_ROOT.parent / "shared" / "data" / "train"
-DEFAULT_DATA = [TRAIN_DIR / "zsre_mend_train-1k-last500.json", TRAIN_DIR / "counterfact-train.json"]
+DEFAULT_DATA = [TRAIN_FILES["zsre"], TRAIN_FILES["counterfact"]]
 HEAD_PATH = "assistant/weights/scope_head.npz"
 HELD_OUT_SHARE = 0.2
 GATE_RECALL = 0.99  # the cheap similarity gate in front of the head may drop 1% of positives

@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.common import (REPO_ROOT, fmt, machine_info, machine_line, markdown_table, run_cli,
                           set_threads, setup_logging, write_json)
 
-SHARED = REPO_ROOT.parent / "shared" / "data"
+SHARED = REPO_ROOT.parent / "shared" / "data"  # editing.records.EVAL_FILES (not imported: --help stays fast)
 DATA_SETS = {"zsRE": SHARED / "zsre" / "zsre_mend_train-1k-first500.json",
              "CounterFact": SHARED / "counterfact" / "counterfact-edit-first500.json"}
 COLUMNS = ("reliability", "generalization", "locality", "chat_reliability",

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from bench.common import (REPO_ROOT, add_common_args, cache_from_args, data_dir, free_port,
                           machine_info, machine_line, markdown_table, percentile, run_cli,

@@ -2,7 +2,7 @@
 
 The editor is trained for one pass at full scale; at edit time more passes raise reliability
 and a smaller scale protects locality. This sweeps both on validation subjects of the train
-split (`editing.mend.train.split_records`; the evaluation sets are never read) and prints
+split (`editing.records.split_by_subject`; the evaluation sets are never read) and prints
 reliability / generalization / locality per setting, as the training validation scores them.
 
     python -m bench.mend_select --checkpoint <data>/checkpoints/mend-smollm2.pt \
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from config import default_data_dir
     from editing.hparams import edited_modules, load_method_config
     from editing.mend.apply import load_editor, new_editor
-    from editing.mend.train import as_example, split_records, validate
+    from editing.mend.train import as_example, validate
 
     llm = ChatLLM.load(None, args.data_dir or default_data_dir())
     cfg = load_method_config("mend", llm.family, llm.model)
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         editor.eval()
     else:
         editor = load_editor(llm.model, cfg)
-    _, valid = split_records()
+    _, valid = split_by_subject()
     held = [as_example(r, llm.chat_text) for source in sorted(valid)
             for r in valid[source][:args.records]]
     rows = []

@@ -83,3 +83,52 @@ def hooked(module: torch.nn.Module, *, forward: Callable | None = None,
 
 def first_tensor(output):
     return output[0] if isinstance(output, tuple) else output
+
+
+def block_position(model: torch.nn.Module | None, module_name: str,
+                   locate: bool = True) -> tuple[torch.nn.Module | None, str, int]:
+    """(parent, attribute, index): where the decoder block holding `module_name` sits, e.g.
+    model.model, "layers", 27 for "model.layers.27.mlp.up_proj" (GPT-2: transformer, "h")."""
+    match = re.match(r"^(.*?)\.(\d+)\.", module_name)
+    if match is None:
+        raise ValueError(f"'{module_name}' is not inside a numbered block list")
+    parent_path, _, attribute = match.group(1).rpartition(".")
+    parent = (get_module(model, parent_path) if parent_path else model) if locate else None
+    return parent, attribute, int(match.group(2))
+
+
+@contextlib.contextmanager
+def block_input(model: torch.nn.Module, module_name: str,
+                store: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Record the hidden states entering the block that holds `module_name`."""
+    parent, attribute, index = block_position(model, module_name)
+
+    def pre(_module, args):
+        store["hidden"] = args[0].detach()
+
+    handle = getattr(parent, attribute)[index].register_forward_pre_hook(pre)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def from_block(model: torch.nn.Module, module_name: str,
+               hidden: torch.Tensor) -> Iterator[None]:
+    """Run only the blocks from the one holding `module_name` up, fed with `hidden` (that
+    block's input, captured by `block_input` on the same batch) instead of the lower blocks'
+    output. Valid while nothing below that block is edited."""
+    parent, attribute, index = block_position(model, module_name)
+    blocks = getattr(parent, attribute)
+
+    def pre(_module, args):
+        return (hidden,) + tuple(args[1:])
+
+    handle = blocks[index].register_forward_pre_hook(pre)
+    setattr(parent, attribute, torch.nn.ModuleList(list(blocks)[index:]))
+    try:
+        yield
+    finally:
+        setattr(parent, attribute, blocks)
+        handle.remove()

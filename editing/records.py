@@ -8,10 +8,20 @@ the fields present; extra fields are ignored.
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from config import REPO_ROOT
 from errors import AmendError
+
+# The public data sets beside the clone (../shared/data): train only on TRAIN_FILES; the
+# evaluation sets are for scoring, and trainers drop their subjects.
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+TRAIN_FILES = {"counterfact": SHARED_DATA / "train" / "counterfact-train.json",
+               "zsre": SHARED_DATA / "train" / "zsre_mend_train-1k-last500.json"}
+EVAL_FILES = {"counterfact": SHARED_DATA / "counterfact" / "counterfact-edit-first500.json",
+              "zsre": SHARED_DATA / "zsre" / "zsre_mend_train-1k-first500.json"}
 
 
 @dataclass(frozen=True)
@@ -82,3 +92,23 @@ def load_records(path: Path, limit: int | None = None) -> list[EditRecord]:
     if not isinstance(data, list):
         raise AmendError(f"{path}: expected a JSON list of records")
     return [parse_record(r) for r in data[:limit]]
+
+
+def split_by_subject(seed_files: dict[str, Path] = TRAIN_FILES,
+                     eval_files: tuple[Path, ...] = tuple(EVAL_FILES.values()),
+                     every: int = 20) -> tuple[dict[str, list[EditRecord]],
+                                               dict[str, list[EditRecord]]]:
+    """(train, validation) records per source, split by subject (crc32 % every == 0 goes to
+    validation, so the split is stable); the evaluation sets' subjects are dropped."""
+    held = {r.subject.casefold() for path in eval_files if path.exists()
+            for r in load_records(path)}
+    train: dict[str, list[EditRecord]] = {}
+    valid: dict[str, list[EditRecord]] = {}
+    for source, path in seed_files.items():
+        for record in load_records(path):
+            key = record.subject.casefold()
+            if key in held or not record.locality:
+                continue
+            side = valid if zlib.crc32(key.encode()) % every == 0 else train
+            side.setdefault(source, []).append(record)
+    return train, valid

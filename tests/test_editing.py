@@ -3,6 +3,8 @@ random Llama and GPT-2 models (no real model)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -32,7 +34,7 @@ from editing.locate import (
 from editing.memit import apply_memit
 from editing.methods import Editor, load_method
 from editing.rome import apply_rome
-from editing.rome.compute import EditRequest, compute_key, context_prefixes
+from editing.rome.compute import EditRequest, compute_key, context_prefixes, length_groups
 from editing.rome.rome import rank_one, solve_c
 from errors import ConfigError, InvalidEditError
 from tests.conftest import make_tiny_model, make_tiny_tokenizer
@@ -413,6 +415,46 @@ def test_rank_one_maps_key_to_value():
     other = torch.randn(12, generator=gen).double()
     other = (other - (c_inv_key @ other) / (c_inv_key @ key.double()) * key.double()).float()
     assert torch.allclose((weight + left @ right) @ other, weight @ other, atol=1e-4)
+
+
+def test_length_groups_split_by_suffix_length():
+    assert length_groups([4, 17, 5, 3, 16], overhead=12) == [[3, 0, 2], [4, 1]]
+    assert length_groups([4, 17, 5], overhead=1000) == [[0, 2, 1]]  # one batch when costly
+    assert length_groups([5, 5, 5], overhead=0) in ([[0], [1], [2]], [[0, 1, 2]])
+    assert sorted(i for g in length_groups([9, 1, 4, 4, 30, 2]) for i in g) == list(range(6))
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_value_search_batching_changes_nothing(tmp_path, tok, monkeypatch, family):
+    """Splitting the value texts into length groups and starting each step at the edited block
+    give the same optimisation as one padded batch run through the whole model."""
+    from editing.rome import compute
+
+    model = llama(tok) if family == "llama" else gpt2(tok)
+    name = LLAMA_DOWN.format(1) if family == "llama" else GPT2_PROJ.format(1)
+    cfg = load_method_config("rome", "x", model, write_config(
+        tmp_path, "rome", "smollm2" if family == "llama" else "gpt2"))
+    cfg = dataclasses.replace(cfg, steps=6, stop_loss=0.0)
+    prefixes = ["", "Some words here. ", "Another longer passage of words, then. "]
+    request = EditRequest("Eiffel Tower", "Where is the Eiffel Tower", "Rome",
+                          ("Which city is the Eiffel Tower in?",))
+
+    def chat(text: str) -> str:
+        return f"<s>system: be brief. user: {text} assistant:"
+
+    grouped = compute.compute_value(model, tok, name, request, prefixes, cfg, chat)
+    assert grouped[2]["batches"] > 1
+    monkeypatch.setattr(compute, "BATCH_OVERHEAD_TOKENS", 10 ** 6)
+    monkeypatch.setattr(compute.SuffixRunner, "__init__", functools.partialmethod(
+        _runner_init_whole_model, compute.SuffixRunner.__init__))
+    single = compute.compute_value(model, tok, name, request, prefixes, cfg, chat)
+    assert single[2]["batches"] == 1
+    assert torch.allclose(grouped[1], single[1], atol=1e-5)
+    assert grouped[2]["nll"] == pytest.approx(single[2]["nll"], rel=1e-4)
+
+
+def _runner_init_whole_model(self, init, model, texts, needed, start_module=None):
+    init(self, model, texts, needed, None)
 
 
 def _check_rome(model, tok, cfg, stats_root, module_name: str):

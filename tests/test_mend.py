@@ -13,16 +13,18 @@ import torch.nn.functional as F
 from config import CONFIG_DIR, REPO_ROOT
 from editing.deltas import Delta, WeightState, weights_checksum
 from editing.hparams import edited_modules, load_method_config
+from editing.locate import from_block
 from editing.mend import apply_mend, load_editor
 from editing.mend.apply import edit_texts, new_editor
-from editing.mend.core import (edited, editor_updates, from_block, frozen, gradient_factors,
-                               lowest_module, scored_logits, text_batch)
+from editing.mend.core import (edited, editor_updates, frozen, gradient_factors, lowest_module,
+                               scored_logits, text_batch)
 from editing.mend.network import RunningMoments
-from editing.mend.train import Example, record_checksum, split_records, step_loss
+from editing.mend.train import Example, record_checksum, step_loss
+from editing.records import split_by_subject
 from editing.methods import WEIGHT_METHODS, load_method
 from editing.rome.compute import EditRequest
 from errors import ConfigError
-from tests.conftest import make_tiny_model, make_tiny_tokenizer
+from tests.conftest import make_tiny_tokenizer
 from tests.test_editing import gpt2, llama
 
 torch.set_num_threads(1)
@@ -293,7 +295,7 @@ def test_training_split_keeps_evaluation_subjects_out():
 
     if not (SHARED_DATA / "train").exists():
         pytest.skip("../shared/data is not beside the clone")
-    train, valid = split_records()
+    train, valid = split_by_subject()
     held = {r.subject.casefold() for path in [
         SHARED_DATA / "counterfact" / "counterfact-edit-first500.json",
         SHARED_DATA / "zsre" / "zsre_mend_train-1k-first500.json"] for r in load_records(path)}

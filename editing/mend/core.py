@@ -6,21 +6,20 @@
   Only the layers from the lowest edited weight up take part in the backward pass.
 - `edited`: forward hooks adding sum_t delta~_t u~_t^T to the edited weights, differentiably
   (the edit is never written into the weights while training).
-- `from_block`: training runs the edited model on the same batch as the gradient pass, so the
+- `from_block` (in `editing.locate`, shared with ROME): training runs the edited model on the same batch as the gradient pass, so the
   blocks below the lowest edited one give the same result; it restarts from their captured
   output and runs only the blocks above (on SmolLM2, 3 of 30).
 """
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from editing.locate import first_tensor, get_module
+from editing.locate import block_input, block_position, first_tensor, get_module
 
 
 @dataclass
@@ -102,58 +101,9 @@ def frozen(model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _blocks(model: torch.nn.Module | None, module_name: str,
-            locate: bool = True) -> tuple[torch.nn.Module | None, str, int]:
-    """(parent, attribute, index): where the decoder block holding `module_name` sits, e.g.
-    model.model, "layers", 27 for "model.layers.27.mlp.up_proj" (GPT-2: transformer, "h")."""
-    match = re.match(r"^(.*?)\.(\d+)\.", module_name)
-    if match is None:
-        raise ValueError(f"'{module_name}' is not inside a numbered block list")
-    parent_path, _, attribute = match.group(1).rpartition(".")
-    parent = (get_module(model, parent_path) if parent_path else model) if locate else None
-    return parent, attribute, int(match.group(2))
-
-
 def lowest_module(names: list[str]) -> str:
     """The edited module in the lowest block."""
-    return min(names, key=lambda name: _blocks(None, name, locate=False)[2])
-
-
-@contextlib.contextmanager
-def block_input(model: torch.nn.Module, module_name: str,
-                store: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Record the hidden states entering the block that holds `module_name`."""
-    parent, attribute, index = _blocks(model, module_name)
-
-    def pre(_module, args):
-        store["hidden"] = args[0].detach()
-
-    handle = getattr(parent, attribute)[index].register_forward_pre_hook(pre)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextlib.contextmanager
-def from_block(model: torch.nn.Module, module_name: str,
-               hidden: torch.Tensor) -> Iterator[None]:
-    """Run only the blocks from the one holding `module_name` up, fed with `hidden` (that
-    block's input, captured by `block_input` on the same batch) instead of the lower blocks'
-    output. Valid while nothing below that block is edited."""
-    parent, attribute, index = _blocks(model, module_name)
-    blocks = getattr(parent, attribute)
-
-    def pre(_module, args):
-        return (hidden,) + tuple(args[1:])
-
-    handle = blocks[index].register_forward_pre_hook(pre)
-    setattr(parent, attribute, torch.nn.ModuleList(list(blocks)[index:]))
-    try:
-        yield
-    finally:
-        setattr(parent, attribute, blocks)
-        handle.remove()
+    return min(names, key=lambda name: block_position(None, name, locate=False)[2])
 
 
 def gradient_factors(model: torch.nn.Module, names: list[str], batch: TextBatch,

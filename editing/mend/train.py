@@ -19,7 +19,6 @@ import argparse
 import json
 import random
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,18 +28,13 @@ from tqdm import tqdm
 
 from config import CONFIG_DIR, REPO_ROOT, default_data_dir
 from editing.hparams import MendConfig, edited_modules, load_method_config
+from editing.locate import block_input, from_block
 from editing.mend.apply import edit_texts, editor_path, mend_updates, new_editor
-from editing.mend.core import (block_input, edited, editor_updates, from_block, frozen,
-                               gradient_factors, lowest_module, scored_logits, text_batch)
-from editing.records import EditRecord, load_records
+from editing.mend.core import (edited, editor_updates, frozen, gradient_factors, lowest_module,
+                               scored_logits, text_batch)
+from editing.records import EditRecord, load_records, split_by_subject
 from editing.rome.compute import ChatFormat, EditRequest
 
-TRAIN_DIR = REPO_ROOT.parent / "shared" / "data" / "train"
-EVAL_DIR = REPO_ROOT.parent / "shared" / "data"
-TRAIN_FILES = {"counterfact": TRAIN_DIR / "counterfact-train.json",
-               "zsre": TRAIN_DIR / "zsre_mend_train-1k-last500.json"}
-EVAL_FILES = [EVAL_DIR / "counterfact" / "counterfact-edit-first500.json",
-              EVAL_DIR / "zsre" / "zsre_mend_train-1k-first500.json"]
 ZSRE_SHARE = 0.3  # zsRE has 500 training records to CounterFact's 10,000
 
 
@@ -67,23 +61,6 @@ def as_example(record: EditRecord, chat_format: ChatFormat | None,
                     tuple(question_forms(record.prompt, record.subject, limit=2))),
         tuple((p, " " + target) for p in record.rephrases),
         tuple((p.prompt, " " + p.answer.strip()) for p in record.locality), chat)
-
-
-def split_records(seed_files: dict[str, Path] = TRAIN_FILES,
-                  eval_files: list[Path] = EVAL_FILES) -> tuple[dict, dict]:
-    """(train, validation) records per source, split by subject; evaluation subjects dropped."""
-    held = {r.subject.casefold() for path in eval_files if path.exists()
-            for r in load_records(path)}
-    train: dict[str, list[EditRecord]] = {}
-    valid: dict[str, list[EditRecord]] = {}
-    for source, path in seed_files.items():
-        for record in load_records(path):
-            key = record.subject.casefold()
-            if key in held or not record.locality:
-                continue
-            side = valid if zlib.crc32(key.encode()) % 20 == 0 else train
-            side.setdefault(source, []).append(record)
-    return train, valid
 
 
 def step_loss(model, tok, editor, names: list[str], examples: list[Example],
@@ -209,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         editor.load_state_dict(state["editor"])
         optimiser.load_state_dict(state["optimiser"])
         start, curve, validation = state["step"], state["curve"], state["validation"]
-    train, valid = split_records()
+    train, valid = split_by_subject()
     rng = random.Random(cfg.seed + start)
     held_out = [as_example(r, chat_format)
                 for source in sorted(valid)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import torch
 
 from editing.deltas import model_fingerprint
-from editing.locate import first_tensor, get_module, hooked, subject_last_tokens
+from editing.locate import (block_input, first_tensor, from_block, get_module, hooked,
+                            subject_last_tokens)
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +138,17 @@ class SuffixRunner:
     Everything before a text's first subject token is the same at every optimisation step
     (causal attention: earlier positions never see the delta), so it is run once and kept as
     a key/value cache; each step runs only the suffixes. For chat-templated texts, whose
-    system prompt and template come before the subject, this is most of the text.
+    system prompt and template come before the subject, this is most of the text. With
+    `start_module`, the blocks below the one holding it (which the delta cannot reach either)
+    run once too, and each step starts from their output.
     """
 
-    def __init__(self, model: torch.nn.Module, texts: Texts, needed: torch.Tensor) -> None:
+    def __init__(self, model: torch.nn.Module, texts: Texts, needed: torch.Tensor,
+                 start_module: str | None = None) -> None:
         """`needed`: suffix-local columns whose logits the loss reads (the rest are skipped:
         the vocabulary projection is a fifth of the model's work)."""
         self.model = model
+        self.start_module = start_module
         lengths = texts.mask.sum(-1)
         self.split = _split_points(texts)
         self.prefix_width = int(self.split.max())
@@ -170,28 +175,41 @@ class SuffixRunner:
         self.column = torch.full((self.suffix_width,), -1, dtype=torch.long)
         self.column[self.keep] = torch.arange(len(self.keep))
         self.cache = None
-        if self.prefix_width:
-            with torch.no_grad():
+        self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        with torch.no_grad():
+            if self.prefix_width:
                 positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
                 self.cache = model(input_ids=prefix, attention_mask=prefix_mask,
                                    position_ids=positions, use_cache=True).past_key_values
+                self._prefix_kv = [(layer.keys, layer.values) for layer in self.cache.layers]
+            self.hidden = None
+            if start_module is not None:
+                captured: dict[str, torch.Tensor] = {}
+                with block_input(model, start_module, captured):
+                    self._run()
+                self.hidden = captured["hidden"]
 
     def local(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Columns of the full texts as columns of the suffix batch."""
         return cols - self.split[rows]
 
-    def logits(self) -> torch.Tensor:
-        """Logits at the needed columns (rows, len(keep), vocab), with grad through hooks;
-        index them with `column[local_col]`."""
+    def _run(self) -> torch.Tensor:
         out = self.model(input_ids=self.suffix, attention_mask=self.mask,
                          position_ids=self.positions, past_key_values=self.cache,
                          use_cache=self.cache is not None, logits_to_keep=self.keep)
-        if self.cache is not None:
-            # drop this step's suffix from the cache (a negative count removes tokens)
-            self.cache.crop(-(self.cache.get_seq_length() - self.prefix_width))
-            for layer in self.cache.layers:  # the kept prefix must not link to this graph
-                layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
+        # drop this step's suffix from the cache: every layer back to the kept prefix
+        for layer, (keys, values) in zip(self.cache.layers if self.cache else [],
+                                         self._prefix_kv):
+            layer.keys, layer.values = keys, values
         return out.logits
+
+    def logits(self) -> torch.Tensor:
+        """Logits at the needed columns (rows, len(keep), vocab), with grad through hooks;
+        index them with `column[local_col]`."""
+        if self.hidden is None:
+            return self._run()
+        with from_block(self.model, self.start_module, self.hidden):
+            return self._run()
 
 
 @torch.no_grad()
@@ -209,6 +227,63 @@ def compute_key(model: torch.nn.Module, tok, module_name: str, request: EditRequ
     return keys[firsts].mean(0)
 
 
+# A batch costs about this many tokens' work beyond its (padded) tokens: reading the weights
+# once and the per-layer Python overhead. Texts of very different lengths go in separate
+# batches when the padding they save outweighs this.
+BATCH_OVERHEAD_TOKENS = 12
+
+
+def length_groups(lengths: list[int], overhead: int = BATCH_OVERHEAD_TOKENS) -> list[list[int]]:
+    """Indices split into batches of similar length, minimising padded tokens + overhead.
+
+    The best split of the length-sorted order into contiguous runs (dynamic programming).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    best = [0.0] + [float("inf")] * len(order)  # best[j]: cost of the first j sorted texts
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(j):
+            cost = best[i] + (j - i) * lengths[order[j - 1]] + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(order)
+    while j:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
+@dataclass
+class _Group:
+    """Some of the value texts, run as one batch; rows are mapped back to the full list."""
+
+    runner: SuffixRunner
+    target_rows: torch.Tensor  # local rows and columns of target tokens
+    target_cols: torch.Tensor
+    target_ids: torch.Tensor
+    token_text: torch.Tensor  # each target token's text (index in the full list)
+    kl_rows: torch.Tensor  # local rows of KL texts, their columns, and their full-list index
+    kl_cols: torch.Tensor
+    kl_index: torch.Tensor
+
+
+def _group(model: torch.nn.Module, tok, pieces: list[tuple[str, str, str]], indices: list[int],
+           kl_indices: set[int], start_module: str) -> _Group:
+    texts = _batch(tok, [pieces[i] for i in indices])
+    split = _split_points(texts)
+    rows = torch.cat(texts.target_rows) if texts.target_rows else torch.zeros(0, dtype=torch.long)
+    cols = (torch.cat(texts.target_cols) - split[rows] if texts.target_rows
+            else torch.zeros(0, dtype=torch.long))
+    kl_local = torch.tensor([r for r, i in enumerate(indices) if i in kl_indices],
+                            dtype=torch.long)
+    kl_cols = texts.last[kl_local] - split[kl_local]
+    runner = SuffixRunner(model, texts, torch.cat([cols, kl_cols]), start_module)
+    index = torch.tensor(indices)
+    return _Group(runner, rows, runner.column[cols],
+                  torch.cat(texts.target_ids) if texts.target_ids else rows,
+                  index[rows], kl_local, runner.column[kl_cols], index[kl_local])
+
+
 def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRequest,
                   prefixes: list[str], cfg, chat_format: ChatFormat | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -217,9 +292,10 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
     learning_rate, kl_factor, weight_decay, clamp_norm_factor, stop_loss, chat_prompts."""
     module = get_module(model, module_name)
     pieces = rewriting_pieces(request, prefixes, chat_format if cfg.chat_prompts else None)
-    kl_pieces = [(KL_TEMPLATE.format(request.subject), request.subject, "")]
-    texts = _batch(tok, pieces + kl_pieces)
     n_rewrite = len(pieces)
+    pieces = pieces + [(KL_TEMPLATE.format(request.subject), request.subject, "")]
+    kl_indices = set(range(n_rewrite, len(pieces)))
+    texts = _batch(tok, pieces)
     for p in model.parameters():
         p.requires_grad_(False)
 
@@ -228,41 +304,51 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
     with torch.no_grad(), hooked(module, forward=lambda _m, _a, out: outputs.append(
             first_tensor(out).detach())):
         logits = model(input_ids=texts.ids, attention_mask=texts.mask, use_cache=False).logits
-    kl_rows = torch.arange(n_rewrite, len(pieces) + len(kl_pieces))
+    kl_rows = torch.tensor(sorted(kl_indices))
     reference = torch.log_softmax(logits[kl_rows, texts.last[kl_rows]].float(), -1)
     original = outputs[0][texts.delta_rows[0], texts.delta_cols[0]]
     max_norm = cfg.clamp_norm_factor * original.norm()
+    del logits
 
+    suffix_lengths = (texts.mask.sum(-1) - _split_points(texts)).tolist()
+    groups = [_group(model, tok, pieces, indices, kl_indices, module_name)
+              for indices in length_groups(suffix_lengths, BATCH_OVERHEAD_TOKENS)]
+    token_counts = torch.bincount(torch.cat([g.token_text for g in groups]),
+                                  minlength=n_rewrite)[:n_rewrite].clamp(min=1)
     delta = torch.zeros_like(original, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=cfg.learning_rate)
-    target_rows = torch.cat(texts.target_rows)
-    kl_local = texts.last[kl_rows] - _split_points(texts)[kl_rows]
-    target_local = torch.cat(texts.target_cols) - _split_points(texts)[target_rows]
-    runner = SuffixRunner(model, texts, torch.cat([target_local, kl_local]))
+    active: list[SuffixRunner] = []
 
     def add_delta(_module, _args, out):
+        runner = active[-1]
         hidden = first_tensor(out).clone()
         hidden[runner.delta_rows, runner.delta_cols] += delta
         return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
-    target_cols = runner.column[target_local]
-    target_ids = torch.cat(texts.target_ids)
-    kl_cols = runner.column[kl_local]
-    token_text = torch.cat([torch.full((len(t),), i) for i, t in enumerate(texts.target_ids)])
-    stats = {"steps": 0, "nll": None}
+    stats = {"steps": 0, "nll": None, "batches": len(groups)}
     with hooked(module, forward=add_delta):
         for step in range(cfg.steps):
             optimizer.zero_grad()
-            logits = runner.logits()
-            log_probs = torch.log_softmax(logits[target_rows, target_cols].float(), -1)
-            token_nll = -log_probs.gather(-1, target_ids[:, None])[:, 0]
+            per_text = torch.zeros(n_rewrite)
+            current, kl_order = [], []
+            for group in groups:
+                active.append(group.runner)
+                logits = group.runner.logits()
+                if len(group.target_rows):
+                    log_probs = torch.log_softmax(
+                        logits[group.target_rows, group.target_cols].float(), -1)
+                    token_nll = -log_probs.gather(-1, group.target_ids[:, None])[:, 0]
+                    per_text = per_text.index_add(0, group.token_text, token_nll)
+                if len(group.kl_rows):
+                    current.append(torch.log_softmax(
+                        logits[group.kl_rows, group.kl_cols].float(), -1))
+                    kl_order.append(group.kl_index)
             # mean over each text's target tokens, then over texts
-            per_text = torch.zeros(n_rewrite).index_add(0, token_text, token_nll)
-            per_text = per_text / torch.bincount(token_text, minlength=n_rewrite).clamp(min=1)
+            per_text = per_text / token_counts
             nll = per_text.mean()
-            current = torch.log_softmax(logits[kl_rows, kl_cols].float(), -1)
-            kl = torch.nn.functional.kl_div(current, reference, log_target=True,
-                                            reduction="batchmean")
+            order = torch.argsort(torch.cat(kl_order))
+            kl = torch.nn.functional.kl_div(torch.cat(current)[order], reference,
+                                            log_target=True, reduction="batchmean")
             decay = cfg.weight_decay * delta.norm() ** 2 / original.norm() ** 2
             loss = nll + cfg.kl_factor * kl + decay
             stats.update(steps=step + 1, nll=float(nll.detach()), kl=float(kl.detach()),
