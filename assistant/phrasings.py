@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 # (keywords in the masked prompt, questions about {s}); first match wins, order matters.
+# Keywords match at word starts (see _mentions).
 RELATIONS: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
     (("twin city", "twinned"), ("What is the twin city of {s}?", "Which city is twinned with {s}?")),
     (("language", "speak", "tongue", "writes in", "understand", "spoke"),
@@ -59,6 +60,15 @@ def _subject_phrase(prompt: str, subject: str) -> str:
     return subject
 
 
+def _mentions(text: str, keyword: str) -> bool:
+    """Keywords match at a word start ("work" in "works", not in "network"); one written with a
+    leading space is a whole word (" in" is not the start of "inception")."""
+    if not keyword[:1].isalpha() and not keyword[:1].isspace():
+        return keyword in text  # punctuation-led: as written
+    end = r"(?![a-z])" if keyword.startswith(" ") else ""
+    return re.search(rf"(?<![a-z]){re.escape(keyword.strip())}{end}", text) is not None
+
+
 def question_forms(prompt: str, subject: str, limit: int | None = 3) -> list[str]:
     """Up to `limit` other questions asking what `prompt` asks; [] for unknown relations."""
     prompt = prompt.strip()
@@ -68,7 +78,7 @@ def question_forms(prompt: str, subject: str, limit: int | None = 3) -> list[str
     masked = f" {masked.strip()} "
     phrase = _subject_phrase(prompt, subject)
     for keywords, templates in RELATIONS:
-        if any(k in masked for k in keywords):
+        if any(_mentions(masked, k) for k in keywords):
             questions = [t.format(s=phrase) for t in templates]
             questions = [q[0].upper() + q[1:] for q in questions]
             return [q for q in questions if q.lower() != prompt.lower()][:limit]

@@ -34,6 +34,10 @@ class RomeConfig:
     covariance_tokens: int  # tokens of self-generated text for the key second moment C
     covariance_ridge: float  # C + ridge * mean(diag C) * I, for a stable solve
     seed: int
+    # search the value through the rank-one edit itself (delta scaled by u . x at every
+    # position) instead of at the subject's last token only
+    through_update: bool
+    raw_questions: bool  # the chat questions also as plain text in the value search
 
 
 @dataclass(frozen=True)

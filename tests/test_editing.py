@@ -496,9 +496,11 @@ def _check_rome(model, tok, cfg, stats_root, module_name: str):
     return single
 
 
-def test_rome_tiny_llama(tmp_path, tok, stats_root):
+@pytest.mark.parametrize("through_update", [False, True])
+def test_rome_tiny_llama(tmp_path, tok, stats_root, through_update):
     model = llama(tok)
     cfg = load_method_config("rome", "x", model, write_config(tmp_path, "rome", "smollm2"))
+    cfg = dataclasses.replace(cfg, through_update=through_update, raw_questions=through_update)
     _check_rome(model, tok, cfg, stats_root, LLAMA_DOWN.format(1))
 
 

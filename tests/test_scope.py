@@ -122,3 +122,15 @@ def test_cross_encoder_trains_and_scores():
     probabilities = model.probabilities(queries[:2], prompts[:2])
     assert probabilities.shape == (2,)
     assert np.all((probabilities >= 0) & (probabilities <= 1))
+
+
+@pytest.mark.parametrize("prompt, subject, first", [
+    ("The Louvre is in", "Louvre", "Where is the Louvre?"),
+    ("Toko Yasuda works for", "Toko Yasuda", "Where does Toko Yasuda work?"),
+    ("Which network aired Friends?", "Friends", "Where did Friends premiere?"),  # not "work"
+    ("What is year of inception of 6th Alpini Regiment?", "6th Alpini Regiment", None),
+])
+def test_question_forms_match_keywords_at_word_starts(prompt, subject, first):
+    """" in" once matched "inception" and "work" matched "network": wrong-relation questions."""
+    forms = question_forms(prompt, subject, limit=2)
+    assert (forms[0] if forms else None) == first

@@ -52,11 +52,20 @@ def apply_memit(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: M
     """One delta writing all requests at once; the model's weights are left as they were."""
     # deltas and cached statistics belong to the base model, whatever is applied on it now
     fingerprint = base_fingerprint or model_fingerprint(model)
+    targets, stats = memit_targets(model, tok, requests, cfg, stats_root=stats_root,
+                                   chat_format=chat_format, fingerprint=fingerprint,
+                                   progress=progress)
+    return memit_update(model, tok, requests, cfg, targets, stats, stats_root=stats_root,
+                        fingerprint=fingerprint, progress=progress)
+
+
+def memit_targets(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MemitConfig,
+                  *, stats_root: Path, chat_format: ChatFormat | None, fingerprint: str,
+                  progress: Callable[[str], None] = log.info
+                  ) -> tuple[torch.Tensor, list[dict]]:
+    """The residual stream each request needs after the last edited layer (n, d), found by
+    the value search; the costly half of MEMIT, independent of the covariance weight."""
     names = [cfg.module_template.format(layer) for layer in cfg.layers]
-    last_block = cfg.block_template.format(cfg.layer)
-    progress(f"MEMIT: key statistics at layers {list(cfg.layers)}")
-    mom2 = second_moments(model, tok, names, cfg.covariance_tokens, cfg.seed, stats_root,
-                          fingerprint, progress)
     prefixes = context_prefixes(model, tok, cfg.context_count, cfg.context_tokens, cfg.seed,
                                 fingerprint)
     deltas, stats = [], []
@@ -67,8 +76,22 @@ def apply_memit(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: M
                                        chat_format)
         deltas.append(delta)
         stats.append(info)
-    targets = _block_outputs(model, tok, last_block, requests) + torch.stack(deltas)
+    last_block = cfg.block_template.format(cfg.layer)
+    return _block_outputs(model, tok, last_block, requests) + torch.stack(deltas), stats
 
+
+def memit_update(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MemitConfig,
+                 targets: torch.Tensor, stats: list[dict], *, stats_root: Path,
+                 fingerprint: str, progress: Callable[[str], None] = log.info) -> Delta:
+    """Spread the change towards `targets` over the layers, lowest first (see the module
+    docstring); the model's weights are left as they were."""
+    names = [cfg.module_template.format(layer) for layer in cfg.layers]
+    last_block = cfg.block_template.format(cfg.layer)
+    progress(f"MEMIT: key statistics at layers {list(cfg.layers)}")
+    mom2 = second_moments(model, tok, names, cfg.covariance_tokens, cfg.seed, stats_root,
+                          fingerprint, progress)
+    prefixes = context_prefixes(model, tok, cfg.context_count, cfg.context_tokens, cfg.seed,
+                                fingerprint)
     originals = {name: get_module(model, name).weight.detach().clone() for name in names}
     low_rank: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     try:

@@ -111,10 +111,15 @@ def _batch(tok, pieces: list[tuple[str, str, str]]) -> Texts:
 
 
 def rewriting_pieces(request: EditRequest, prefixes: list[str],
-                     chat_format: ChatFormat | None) -> list[tuple[str, str, str]]:
-    """Texts whose continuation must become the target: prompt in contexts, chat questions."""
+                     chat_format: ChatFormat | None,
+                     raw_questions: bool = False) -> list[tuple[str, str, str]]:
+    """Texts whose continuation must become the target: prompt in contexts, chat questions
+    (and, with `raw_questions`, the questions as plain text too: more wordings of the relation
+    for the value to serve)."""
     target = " " + request.target_new.strip()
     pieces = [(f"{p}{request.prompt}", request.subject, target) for p in prefixes]
+    if raw_questions:
+        pieces += [(question, request.subject, target) for question in request.questions]
     if chat_format is not None:
         answer = request.target_new.strip()
         for question in (request.prompt, *request.questions):
@@ -285,13 +290,21 @@ def _group(model: torch.nn.Module, tok, pieces: list[tuple[str, str, str]], indi
 
 
 def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRequest,
-                  prefixes: list[str], cfg, chat_format: ChatFormat | None = None
+                  prefixes: list[str], cfg, chat_format: ChatFormat | None = None,
+                  read_out: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """v*: the projection output at the subject's last token that makes the model say the
     target; returns (v*, the change delta = v* - current output, stats). `cfg` has steps,
-    learning_rate, kl_factor, weight_decay, clamp_norm_factor, stop_loss, chat_prompts."""
+    learning_rate, kl_factor, weight_decay, clamp_norm_factor, stop_loss, chat_prompts.
+
+    With `read_out` (u, in the projection's input space), delta is searched through the
+    rank-one edit W + delta u^T itself: every position from the first subject token on gets
+    (u . x) delta, as the edited weight will give it. Otherwise delta is added at the subject's
+    last token only, and the edit reproduces it where the key matches k*.
+    """
     module = get_module(model, module_name)
-    pieces = rewriting_pieces(request, prefixes, chat_format if cfg.chat_prompts else None)
+    pieces = rewriting_pieces(request, prefixes, chat_format if cfg.chat_prompts else None,
+                              getattr(cfg, "raw_questions", False))
     n_rewrite = len(pieces)
     pieces = pieces + [(KL_TEMPLATE.format(request.subject), request.subject, "")]
     kl_indices = set(range(n_rewrite, len(pieces)))
@@ -319,10 +332,13 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
     optimizer = torch.optim.Adam([delta], lr=cfg.learning_rate)
     active: list[SuffixRunner] = []
 
-    def add_delta(_module, _args, out):
-        runner = active[-1]
-        hidden = first_tensor(out).clone()
-        hidden[runner.delta_rows, runner.delta_cols] += delta
+    def add_delta(_module, args, out):
+        if read_out is not None:
+            hidden = first_tensor(out) + (args[0] @ read_out)[..., None] * delta
+        else:
+            runner = active[-1]
+            hidden = first_tensor(out).clone()
+            hidden[runner.delta_rows, runner.delta_cols] += delta
         return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
     stats = {"steps": 0, "nll": None, "batches": len(groups)}

@@ -68,10 +68,16 @@ def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Ro
             progress(f"ROME: edit {i + 1}/{len(requests)}: {request.subject} → "
                      f"{request.target_new}")
             key = compute_key(model, tok, module_name, request, prefixes)
-            value, _, stats = compute_value(model, tok, module_name, request, prefixes, cfg,
-                                         chat_format)
-            left, right = rank_one(weight_out_in(module).detach(), key, value,
-                                   solve_c(mom2, key[:, None], cfg.covariance_ridge)[:, 0])
+            c_inv_key = solve_c(mom2, key[:, None], cfg.covariance_ridge)[:, 0]
+            if cfg.through_update:
+                read_out = (c_inv_key / (c_inv_key @ key.double())).float()
+                _, delta, stats = compute_value(model, tok, module_name, request, prefixes,
+                                                cfg, chat_format, read_out=read_out)
+                left, right = delta[:, None], read_out[None, :]  # exactly what was searched
+            else:
+                value, _, stats = compute_value(model, tok, module_name, request, prefixes,
+                                                cfg, chat_format)
+                left, right = rank_one(weight_out_in(module).detach(), key, value, c_inv_key)
             left, right = as_param_layout(module, left, right)
             with torch.no_grad():
                 module.weight.add_(left @ right)

@@ -1,0 +1,98 @@
+"""Choose MEMIT's covariance weight λ for a batch, on held-out *training* subjects.
+
+The value search (MEMIT's costly half) does not depend on λ, so it runs once for the batch
+(cached with `--targets`); each λ then only spreads the update over the layers and is scored
+teacher-forced on every record of the batch: reliability, generalization, locality.
+
+    python -m bench.memit_select --batch 50 --weights 500 1000 3000 \
+        --targets artifacts/select/memit-targets.pt --json artifacts/select/memit.json
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+
+from bench.common import markdown_table, run_cli, set_threads, write_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.memit_select", description=__doc__)
+    parser.add_argument("--batch", type=int, default=50, help="edits in the batch")
+    parser.add_argument("--weights", type=float, nargs="+", default=[1000.0, 3000.0])
+    parser.add_argument("--targets", type=Path, default=None, help="cache of the value search")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    set_threads(1)
+    import torch
+
+    from assistant.llm import ChatLLM
+    from config import default_data_dir
+    from editing.deltas import WeightState
+    from editing.memit.memit import memit_targets, memit_update
+    from editing.methods import load_method
+    from editing.metrics import predicted_target_tokens, token_accuracy, unchanged_share
+    from editing.records import split_by_subject
+    from editing.systems import edit_requests
+
+    root = Path(args.data_dir or default_data_dir())
+    llm = ChatLLM.load(None, root)
+    editor = load_method("memit", llm, root)
+    _, valid = split_by_subject()
+    # CounterFact and zsRE alternate, as far as each has records
+    pool = [r for pair in zip(valid["counterfact"], valid["zsre"]) for r in pair]
+    pool += valid["counterfact"][len(valid["zsre"]):]
+    records = pool[:args.batch]
+    requests = edit_requests(records)
+    model, tok = llm.model, llm.tokenizer
+    started = time.perf_counter()
+    if args.targets and args.targets.exists():
+        saved = torch.load(args.targets)
+        targets, stats = saved["targets"], saved["stats"]
+    else:
+        targets, stats = memit_targets(model, tok, requests, editor.cfg, stats_root=root,
+                                       chat_format=llm.chat_text,
+                                       fingerprint=editor.base_fingerprint)
+        if args.targets:
+            args.targets.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"targets": targets, "stats": stats}, args.targets)
+    value_seconds = time.perf_counter() - started
+    print(f"value search: {len(records)} edits in {value_seconds:.0f} s", flush=True)
+    baselines = [[predicted_target_tokens(model, tok, p.prompt, p.answer)[0]
+                  for p in r.locality] for r in records]
+    state = WeightState(model)
+    rows = []
+    for weight in args.weights:
+        cfg = dataclasses.replace(editor.cfg, covariance_weight=weight)
+        t0 = time.perf_counter()
+        delta = memit_update(model, tok, requests, cfg, targets, stats, stats_root=root,
+                             fingerprint=editor.base_fingerprint, progress=lambda _m: None)
+        update_seconds = time.perf_counter() - t0
+        state.apply(delta)
+        try:
+            rel = [token_accuracy(model, tok, r.prompt, r.target_new) for r in records]
+            gen = [statistics.mean(token_accuracy(model, tok, p, r.target_new)
+                                   for p in r.rephrases) for r in records]
+            loc = [statistics.mean(unchanged_share(
+                b, predicted_target_tokens(model, tok, p.prompt, p.answer)[0])
+                for p, b in zip(r.locality, base)) for r, base in zip(records, baselines)]
+        finally:
+            state.revert_all()
+        rows.append({"covariance_weight": weight, "rel": round(statistics.mean(rel), 3),
+                     "gen": round(statistics.mean(gen), 3),
+                     "loc": round(statistics.mean(loc), 3),
+                     "update_s": round(update_seconds, 1)})
+        print(rows[-1], flush=True)
+    headers = list(rows[0])
+    print(markdown_table(headers, [[row[h] for h in headers] for row in rows]))
+    if args.json:
+        write_json(args.json, {"records": len(records), "value_seconds": value_seconds,
+                               "rows": rows, "config": dataclasses.asdict(editor.cfg)})
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,109 @@
+"""Choose ROME's (or MEMIT's, ft's) hyperparameters on held-out *training* subjects.
+
+Each variant is the shipped config with some fields overridden (JSON objects on the command
+line). Every variant edits the same validation records of the train split
+(`editing.records.split_by_subject`; the evaluation sets are never read), one at a time, and is
+scored as `editing.evaluate` scores: teacher-forced reliability, generalization and locality,
+plus the chat answer to the prompt (chat reliability) and seconds per edit.
+
+    python -m bench.rome_select --records 10 --variants '{}' '{"stop_loss": 0.2}' \
+        --json artifacts/rome-select.json
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+from pathlib import Path
+
+from bench.common import markdown_table, run_cli, set_threads, write_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.rome_select", description=__doc__)
+    parser.add_argument("--method", default="rome", choices=["rome", "memit", "ft"])
+    parser.add_argument("--variants", nargs="+", default=["{}"],
+                        help="JSON objects of config fields to override ('{}' = shipped)")
+    parser.add_argument("--records", type=int, default=10, help="per source (CF, zsRE)")
+    parser.add_argument("--skip", type=int, default=0, help="start at this record per source")
+    parser.add_argument("--chat-tokens", type=int, default=24)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--verbose", action="store_true", help="print every record's scores")
+    args = parser.parse_args(argv)
+    set_threads(1)
+
+    from assistant.llm import ChatLLM
+    from config import default_data_dir
+    from editing.deltas import WeightState
+    from editing.methods import load_method
+    from editing.metrics import (contains_answer, predicted_target_tokens, token_accuracy,
+                                 unchanged_share)
+    from editing.records import split_by_subject
+    from editing.systems import edit_requests
+
+    root = Path(args.data_dir or default_data_dir())
+    llm = ChatLLM.load(None, root)
+    editor = load_method(args.method, llm, root)
+    shipped = editor.cfg
+    _, valid = split_by_subject()
+    records = [r for source in sorted(valid)
+               for r in valid[source][args.skip:args.skip + args.records]]
+    state = WeightState(llm.model)
+    model, tok = llm.model, llm.tokenizer
+    baselines = [[predicted_target_tokens(model, tok, p.prompt, p.answer)[0]
+                  for p in r.locality] for r in records]
+    rows = []
+    for variant in args.variants:
+        overrides = json.loads(variant)
+        editor.cfg = dataclasses.replace(shipped, **overrides)
+        scores: dict[str, list[float]] = {}
+        started = time.perf_counter()
+        for record, base in zip(records, baselines):
+            t0 = time.perf_counter()
+            delta = editor.edit(llm, edit_requests([record]), progress=lambda _m: None)
+            seconds = time.perf_counter() - t0
+            state.apply(delta)
+            try:
+                row = {
+                    "rel": token_accuracy(model, tok, record.prompt, record.target_new),
+                    "gen": statistics.mean(token_accuracy(model, tok, p, record.target_new)
+                                           for p in record.rephrases),
+                    "loc": statistics.mean(unchanged_share(
+                        b, predicted_target_tokens(model, tok, p.prompt, p.answer)[0])
+                        for p, b in zip(record.locality, base)),
+                    "chat_rel": float(contains_answer(llm.chat(
+                        [{"role": "user", "content": record.prompt}],
+                        max_new_tokens=args.chat_tokens), record.target_new)),
+                    "seconds": seconds,
+                    "steps": statistics.mean(r.get("steps", 0)
+                                             for r in delta.meta.get("requests", [{}])),
+                }
+            finally:
+                state.revert_all()
+            for key, value in row.items():
+                scores.setdefault(key, []).append(value)
+            if args.verbose:
+                print(f"  {record.source:11s} {record.subject[:30]:30s} -> "
+                      f"{record.target_new[:20]:20s} " +
+                      " ".join(f"{k}={v:.2f}" for k, v in row.items()), flush=True)
+        summary = {k: round(statistics.mean(v), 3) for k, v in scores.items()}
+        for source in sorted(valid):  # per-source generalization: the hard number
+            mine = [g for g, r in zip(scores["gen"], records) if r.source == source]
+            if mine:
+                summary[f"gen_{source}"] = round(statistics.mean(mine), 3)
+        rows.append({"variant": variant, **summary,
+                     "total_s": round(time.perf_counter() - started, 1)})
+        print(rows[-1], flush=True)
+    headers = list(rows[0])
+    print(markdown_table(headers, [[row.get(h) for h in headers] for row in rows]))
+    if args.json:
+        write_json(args.json, {"method": args.method, "records": len(records), "rows": rows,
+                               "shipped": dataclasses.asdict(shipped)})
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
