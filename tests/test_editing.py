@@ -504,9 +504,11 @@ def test_rome_tiny_llama(tmp_path, tok, stats_root, through_update):
     _check_rome(model, tok, cfg, stats_root, LLAMA_DOWN.format(1))
 
 
-def test_rome_tiny_gpt2(tmp_path, tok, stats_root):
+@pytest.mark.parametrize("through_update", [False, True])
+def test_rome_tiny_gpt2(tmp_path, tok, stats_root, through_update):
     model = gpt2(tok)
     cfg = load_method_config("rome", "x", model, write_config(tmp_path, "rome", "gpt2"))
+    cfg = dataclasses.replace(cfg, through_update=through_update)
     assert cfg.module_template == GPT2_PROJ
     _check_rome(model, tok, cfg, stats_root, GPT2_PROJ.format(1))
 
