@@ -60,6 +60,7 @@ class MemitConfig:
     covariance_ridge: float
     covariance_weight: float  # lambda: how strongly C (the preserved keys) resists the update
     seed: int
+    raw_questions: bool  # as ROME's: the chat questions also as plain text in the value search
 
     @property
     def layer(self) -> int:

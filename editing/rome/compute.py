@@ -295,7 +295,8 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
                   ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """v*: the projection output at the subject's last token that makes the model say the
     target; returns (v*, the change delta = v* - current output, stats). `cfg` has steps,
-    learning_rate, kl_factor, weight_decay, clamp_norm_factor, stop_loss, chat_prompts.
+    learning_rate, kl_factor, weight_decay, clamp_norm_factor, stop_loss, chat_prompts,
+    raw_questions.
 
     With `read_out` (u, in the projection's input space), delta is searched through the
     rank-one edit W + delta u^T itself: every position from the first subject token on gets
@@ -304,7 +305,7 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
     """
     module = get_module(model, module_name)
     pieces = rewriting_pieces(request, prefixes, chat_format if cfg.chat_prompts else None,
-                              getattr(cfg, "raw_questions", False))
+                              cfg.raw_questions)
     n_rewrite = len(pieces)
     pieces = pieces + [(KL_TEMPLATE.format(request.subject), request.subject, "")]
     kl_indices = set(range(n_rewrite, len(pieces)))
