@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from editing.deltas import WeightState
     from editing.memit.memit import memit_targets, memit_update
     from editing.methods import load_method
-    from editing.metrics import predicted_target_tokens, token_accuracy, unchanged_share
+    from editing.metrics import locality_baseline, teacher_forced_scores
     from editing.records import split_by_subject
     from editing.systems import edit_requests
 
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.save({"targets": targets, "stats": stats}, args.targets)
     value_seconds = time.perf_counter() - started
     print(f"value search: {len(records)} edits in {value_seconds:.0f} s", flush=True)
-    baselines = [[predicted_target_tokens(model, tok, p.prompt, p.answer)[0]
-                  for p in r.locality] for r in records]
+    baselines = [locality_baseline(model, tok, r) for r in records]
     state = WeightState(model)
     rows = []
     for weight in args.weights:
@@ -73,17 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         update_seconds = time.perf_counter() - t0
         state.apply(delta)
         try:
-            rel = [token_accuracy(model, tok, r.prompt, r.target_new) for r in records]
-            gen = [statistics.mean(token_accuracy(model, tok, p, r.target_new)
-                                   for p in r.rephrases) for r in records]
-            loc = [statistics.mean(unchanged_share(
-                b, predicted_target_tokens(model, tok, p.prompt, p.answer)[0])
-                for p, b in zip(r.locality, base)) for r, base in zip(records, baselines)]
+            scores = [teacher_forced_scores(model, tok, r, base)
+                      for r, base in zip(records, baselines)]
         finally:
             state.revert_all()
-        rows.append({"covariance_weight": weight, "rel": round(statistics.mean(rel), 3),
-                     "gen": round(statistics.mean(gen), 3),
-                     "loc": round(statistics.mean(loc), 3),
+        rows.append({"covariance_weight": weight,
+                     **{k: round(statistics.mean(s[k] for s in scores), 3)
+                        for k in ("rel", "gen", "loc")},
                      "update_s": round(update_seconds, 1)})
         print(rows[-1], flush=True)
     headers = list(rows[0])

@@ -39,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from config import default_data_dir
     from editing.deltas import WeightState
     from editing.methods import load_method
-    from editing.metrics import (contains_answer, predicted_target_tokens, token_accuracy,
-                                 unchanged_share)
+    from editing.metrics import contains_answer, locality_baseline, teacher_forced_scores
     from editing.records import split_by_subject
     from editing.systems import edit_requests
 
@@ -53,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                for r in valid[source][args.skip:args.skip + args.records]]
     state = WeightState(llm.model)
     model, tok = llm.model, llm.tokenizer
-    baselines = [[predicted_target_tokens(model, tok, p.prompt, p.answer)[0]
-                  for p in r.locality] for r in records]
+    baselines = [locality_baseline(model, tok, r) for r in records]
     rows = []
     for variant in args.variants:
         overrides = json.loads(variant)
@@ -68,12 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             state.apply(delta)
             try:
                 row = {
-                    "rel": token_accuracy(model, tok, record.prompt, record.target_new),
-                    "gen": statistics.mean(token_accuracy(model, tok, p, record.target_new)
-                                           for p in record.rephrases),
-                    "loc": statistics.mean(unchanged_share(
-                        b, predicted_target_tokens(model, tok, p.prompt, p.answer)[0])
-                        for p, b in zip(record.locality, base)),
+                    **teacher_forced_scores(model, tok, record, base),
                     "chat_rel": float(contains_answer(llm.chat(
                         [{"role": "user", "content": record.prompt}],
                         max_new_tokens=args.chat_tokens), record.target_new)),

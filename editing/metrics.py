@@ -55,6 +55,25 @@ def contains_answer(reply: str, answer: str) -> bool:
     return answer.strip().lower() in reply.lower()
 
 
+def locality_baseline(model: torch.nn.Module, tok: PreTrainedTokenizerBase,
+                      record) -> list[list[int]]:
+    """The unedited model's argmax tokens on each of a record's locality probes."""
+    return [predicted_target_tokens(model, tok, p.prompt, p.answer)[0] for p in record.locality]
+
+
+def teacher_forced_scores(model: torch.nn.Module, tok: PreTrainedTokenizerBase, record,
+                          baseline: list[list[int]]) -> dict[str, float]:
+    """Reliability, generalization and locality of an `EditRecord` on the model as it is
+    (edited), against `locality_baseline` taken before the edit; no chat generations."""
+    return {
+        "rel": token_accuracy(model, tok, record.prompt, record.target_new),
+        "gen": sum(token_accuracy(model, tok, p, record.target_new)
+                   for p in record.rephrases) / max(len(record.rephrases), 1),
+        "loc": sum(unchanged_share(b, predicted_target_tokens(model, tok, p.prompt, p.answer)[0])
+                   for p, b in zip(record.locality, baseline)) / max(len(baseline), 1),
+    }
+
+
 def peak_rss_mb() -> float:
     """Efficiency: peak resident memory of this process so far (Linux reports KiB)."""
     import resource

@@ -331,13 +331,13 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
                                   minlength=n_rewrite)[:n_rewrite].clamp(min=1)
     delta = torch.zeros_like(original, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=cfg.learning_rate)
-    active: list[SuffixRunner] = []
+    active: list[SuffixRunner] = [groups[0].runner]  # the group being run (one slot)
 
     def add_delta(_module, args, out):
         if read_out is not None:
             hidden = first_tensor(out) + (args[0] @ read_out)[..., None] * delta
         else:
-            runner = active[-1]
+            runner = active[0]
             hidden = first_tensor(out).clone()
             hidden[runner.delta_rows, runner.delta_cols] += delta
         return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
@@ -349,7 +349,7 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
             per_text = torch.zeros(n_rewrite)
             current, kl_order = [], []
             for group in groups:
-                active.append(group.runner)
+                active[0] = group.runner
                 logits = group.runner.logits()
                 if len(group.target_rows):
                     log_probs = torch.log_softmax(

@@ -37,11 +37,16 @@ def solve_c(mom2: torch.Tensor, keys: torch.Tensor, ridge: float, weight: float 
     return torch.linalg.solve(c, keys.double())
 
 
+def read_out_vector(key: torch.Tensor, c_inv_key: torch.Tensor) -> torch.Tensor:
+    """u = C^-1 k / (k^T C^-1 k): the rank-one edit's input direction, reading 1 at k."""
+    return c_inv_key / (c_inv_key @ key.double())
+
+
 def rank_one(weight: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
              c_inv_key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(left, right) with W + left @ right mapping key to value; weight is (out, in)."""
     residual = value.double() - weight.double() @ key.double()
-    right = c_inv_key / (c_inv_key @ key.double())
+    right = read_out_vector(key, c_inv_key)
     return residual[:, None].float(), right[None, :].float()
 
 
@@ -70,7 +75,7 @@ def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Ro
             key = compute_key(model, tok, module_name, request, prefixes)
             c_inv_key = solve_c(mom2, key[:, None], cfg.covariance_ridge)[:, 0]
             if cfg.through_update:
-                read_out = (c_inv_key / (c_inv_key @ key.double())).float()
+                read_out = read_out_vector(key, c_inv_key).float()
                 _, delta, stats = compute_value(model, tok, module_name, request, prefixes,
                                                 cfg, chat_format, read_out=read_out)
                 left, right = delta[:, None], read_out[None, :]  # exactly what was searched
