@@ -102,14 +102,37 @@ class Delta:
         return delta
 
 
+def own_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's own tensors under their unwrapped names, adapter matrices left out.
+
+    The counterfactual adapter wraps attention layers in place (`x.base.weight` plus
+    `x.lora_a`/`x.lora_b`); the base model's identity must not depend on it, or retraining
+    the adapter would orphan every stored weight edit and every cached key statistic.
+    """
+    from assistant.adapter import LoRALinear
+
+    wrapped = {name for name, module in model.named_modules() if isinstance(module, LoRALinear)}
+    own = {}
+    for name, tensor in model.state_dict().items():
+        owner, _, leaf = name.rpartition(".")
+        if owner in wrapped:  # lora_a / lora_b: the adapter's own
+            continue
+        outer = owner.removesuffix(".base")
+        if outer != owner and outer in wrapped:  # x.base.weight is the model's x.weight
+            name = f"{outer}.{leaf}"
+        own[name] = tensor
+    return own
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
     """A short hash of the architecture and a strided sample of every weight.
 
     Cheap enough to compute at every start (no full pass over the weights), and two models
-    (or the same model before and after an edit) differ in it.
+    (or the same model before and after an edit) differ in it. An adapter switched into the
+    model in place does not change it (see `own_weights`).
     """
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(own_weights(model).items()):
         flat = tensor.detach().reshape(-1)
         step = max(flat.numel() // FINGERPRINT_SAMPLES, 1)
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())

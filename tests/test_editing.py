@@ -229,6 +229,23 @@ def test_revert_middle_delta_equals_fresh_replay(tok):
     assert weights_checksum(model) == weights_checksum(make_tiny_model(len(tok)))
 
 
+def test_fingerprint_ignores_the_counterfactual_adapter(tok):
+    """Wrapping layers with the adapter, or retraining it, keeps the base model's identity."""
+    from assistant.adapter import Adapter
+
+    model = make_tiny_model(len(tok))
+    plain = model_fingerprint(model)
+    adapter = Adapter(model, r".*self_attn\.(q|v)_proj", rank=2, alpha=4.0)
+    assert model_fingerprint(model) == plain
+    with torch.no_grad():
+        for param in adapter.parameters():
+            param.add_(1.0)
+    assert model_fingerprint(model) == plain
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.base.weight.add_(1.0)
+    assert model_fingerprint(model) != plain
+
+
 def test_delta_from_another_base_model_is_refused(tok):
     model = make_tiny_model(len(tok))
     other = make_tiny_model(len(tok), seed=1)
