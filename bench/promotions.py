@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             if result.committed:
                 promoted.append(edit)
             print(f"{i}/{len(records)} {'committed' if result.committed else 'refused'} "
-                  f"in {rows[-1]['seconds']} s: {record.subject} → {record.target_new}",
-                  flush=True)
+                  f"in {rows[-1]['seconds']} s: {record.subject} → {record.target_new}"
+                  + ("" if result.committed else f" ({result.message})"), flush=True)
             if i % args.every == 0 or i == len(records):
                 checks.append({"step": i, **live_scores(assistant, promoted, probes,
                                                         base_tokens)})
