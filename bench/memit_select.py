@@ -4,7 +4,7 @@ The value search (MEMIT's costly half) does not depend on λ, so it runs once fo
 (cached with `--targets`); each λ then only spreads the update over the layers and is scored
 teacher-forced on every record of the batch: reliability, generalization, locality.
 
-    python -m bench.memit_select --batch 50 --weights 500 1000 3000 \
+    python -m bench.memit_select --batch 50 --weights 500 1000 3000 --fact-tokens 0 40000 \
         --targets artifacts/select/memit-targets.pt --json artifacts/select/memit.json
 """
 from __future__ import annotations
@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memit_select", description=__doc__)
     parser.add_argument("--batch", type=int, default=50, help="edits in the batch")
     parser.add_argument("--weights", type=float, nargs="+", default=[1000.0, 3000.0])
+    parser.add_argument("--fact-tokens", type=int, nargs="+", default=None,
+                        help="covariance_fact_tokens values to try (default: the config's)")
     parser.add_argument("--targets", type=Path, default=None, help="cache of the value search")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
@@ -64,8 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     baselines = [locality_baseline(model, tok, r) for r in records]
     state = WeightState(model)
     rows = []
-    for weight in args.weights:
-        cfg = dataclasses.replace(editor.cfg, covariance_weight=weight)
+    for facts, weight in [(f, w) for f in args.fact_tokens or [editor.cfg.covariance_fact_tokens]
+                          for w in args.weights]:
+        cfg = dataclasses.replace(editor.cfg, covariance_weight=weight,
+                                  covariance_fact_tokens=facts)
         t0 = time.perf_counter()
         delta = memit_update(model, tok, requests, cfg, targets, stats, stats_root=root,
                              fingerprint=editor.base_fingerprint, progress=lambda _m: None)
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                       for r, base in zip(records, baselines)]
         finally:
             state.revert_all()
-        rows.append({"covariance_weight": weight,
+        rows.append({"covariance_fact_tokens": facts, "covariance_weight": weight,
                      **{k: round(statistics.mean(s[k] for s in scores), 3)
                         for k in ("rel", "gen", "loc")},
                      "update_s": round(update_seconds, 1)})

@@ -9,6 +9,7 @@ the data directory (keyed by the model fingerprint), so this runs once per model
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -131,6 +132,8 @@ def key_second_moments(model: torch.nn.Module, module_names: list[str], ids: tor
         starts = range(0, ids.shape[0], batch)
         for i, start in enumerate(tqdm(starts, desc="Key statistics", mininterval=2.0)):
             rows, rows_mask = ids[start:start + batch], mask[start:start + batch]
+            width = int(rows_mask.any(0).nonzero().max()) + 1 if rows_mask.any() else 1
+            rows, rows_mask = rows[:, :width], rows_mask[:, :width]
             current_mask[:] = [rows_mask]
             model(input_ids=rows, attention_mask=rows_mask, use_cache=False)
             if i % 5 == 0:
@@ -138,15 +141,48 @@ def key_second_moments(model: torch.nn.Module, module_names: list[str], ids: tor
     return {name: (sums[name] / max(counts[name], 1)).float() for name in module_names}
 
 
+def fact_sentences(tok, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask): the first shipped factual sentences (editing/key_text), about n_tokens
+    tokens, one per row from position 0 as a bare prompt is read."""
+    from editing.key_text import KEY_SENTENCES
+
+    rows, total = [], 0
+    for line in KEY_SENTENCES.read_text(encoding="utf-8").splitlines():
+        if total >= n_tokens:
+            break
+        ids = tok(line, add_special_tokens=False).input_ids
+        if ids:
+            rows.append(ids)
+            total += len(ids)
+    width = max((len(r) for r in rows), default=1)
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows] or [[0]])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows] or [[0]])
+    return ids, mask
+
+
+def _facts_tag(fact_tokens: int) -> str:
+    """Cache-name part naming the factual sentences in C (their count and file content)."""
+    if not fact_tokens:
+        return ""
+    from editing.key_text import KEY_SENTENCES
+
+    digest = hashlib.sha256(KEY_SENTENCES.read_bytes()).hexdigest()[:8]
+    return f"-facts{fact_tokens}-{digest}"
+
+
 def second_moments(model: torch.nn.Module, tok, module_names: list[str], n_tokens: int,
                    seed: int, cache_root: Path, fingerprint: str,
-                   progress: Progress = log.info) -> dict[str, torch.Tensor]:
-    """C for each named module, from the cache or computed (and cached) now."""
+                   progress: Progress = log.info, fact_tokens: int = 0
+                   ) -> dict[str, torch.Tensor]:
+    """C for each named module, from the cache or computed (and cached) now: over n_tokens of
+    self-sampled text plus, with `fact_tokens`, that many tokens of shipped fact sentences
+    (each token weighs the same)."""
     folder = _cache_dir(cache_root, fingerprint)
+    tag = _facts_tag(fact_tokens)
     result: dict[str, torch.Tensor] = {}
     missing = []
     for name in module_names:
-        path = folder / f"{name}.mom2-{n_tokens}-{seed}.safetensors"
+        path = folder / f"{name}.mom2-{n_tokens}-{seed}{tag}.safetensors"
         try:
             result[name] = load_file(str(path))["mom2"]
         except (OSError, ValueError, RuntimeError, KeyError, SafetensorError):
@@ -154,14 +190,33 @@ def second_moments(model: torch.nn.Module, tok, module_names: list[str], n_token
     if missing:
         started = time.perf_counter()
         ids, mask = corpus(model, tok, n_tokens, seed, cache_root, fingerprint, progress)
-        computed = key_second_moments(model, missing, ids, mask, progress=progress)
+        tokens = int(mask.sum())
+        if fact_tokens:  # the sampled text's part is the plain C, itself cached
+            computed = second_moments(model, tok, missing, n_tokens, seed, cache_root,
+                                      fingerprint, progress)
+            fact_ids, fact_mask = fact_sentences(tok, fact_tokens)
+            facts = key_second_moments(model, missing, fact_ids, fact_mask, progress=progress)
+            added = int(fact_mask.sum())
+            computed = {name: (computed[name] * tokens + facts[name] * added) / (tokens + added)
+                        for name in missing}
+            tokens += added
+        else:
+            computed = key_second_moments(model, missing, ids, mask, progress=progress)
         for name, mom2 in computed.items():
-            path = folder / f"{name}.mom2-{n_tokens}-{seed}.safetensors"
+            path = folder / f"{name}.mom2-{n_tokens}-{seed}{tag}.safetensors"
             partial = path.with_suffix(".partial")
             save_file({"mom2": mom2.contiguous()}, str(partial),
-                      metadata={"tokens": str(int(mask.sum()))})
+                      metadata={"tokens": str(tokens)})
             partial.replace(path)
             result[name] = mom2
-        log.info("key statistics for %s over %d tokens in %.0f s", missing, int(mask.sum()),
+        log.info("key statistics for %s over %d tokens in %.0f s", missing, tokens,
                  time.perf_counter() - started)
     return result
+
+
+def config_moments(model: torch.nn.Module, tok, module_names: list[str], cfg, cache_root: Path,
+                   fingerprint: str, progress: Progress = log.info) -> dict[str, torch.Tensor]:
+    """`second_moments` as a ROME/MEMIT config asks for it (covariance_tokens, seed,
+    covariance_fact_tokens)."""
+    return second_moments(model, tok, module_names, cfg.covariance_tokens, cfg.seed,
+                          cache_root, fingerprint, progress, cfg.covariance_fact_tokens)

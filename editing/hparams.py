@@ -32,12 +32,16 @@ class RomeConfig:
     stop_loss: float  # stop optimising once every text's target NLL is below this
     chat_prompts: bool  # also optimise over chat-templated questions (chat answers change too)
     covariance_tokens: int  # tokens of self-generated text for the key second moment C
+    covariance_fact_tokens: int  # plus this many of shipped fact sentences (editing/key_text)
     covariance_ridge: float  # C + ridge * mean(diag C) * I, for a stable solve
     seed: int
     # search the value through the rank-one edit itself (delta scaled by u . x at every
     # position) instead of at the subject's last token only
     through_update: bool
     raw_questions: bool  # the chat questions also as plain text in the value search
+    # run the value search's forward and backward passes in bfloat16 (CPU autocast): about
+    # twice as fast where the CPU has bf16 instructions; the edit itself stays float32
+    search_bf16: bool
 
 
 @dataclass(frozen=True)
@@ -57,10 +61,12 @@ class MemitConfig:
     stop_loss: float
     chat_prompts: bool
     covariance_tokens: int
+    covariance_fact_tokens: int
     covariance_ridge: float
     covariance_weight: float  # lambda: how strongly C (the preserved keys) resists the update
     seed: int
     raw_questions: bool  # as ROME's: the chat questions also as plain text in the value search
+    search_bf16: bool  # as ROME's: the value search in bfloat16
 
     @property
     def layer(self) -> int:

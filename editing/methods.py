@@ -54,14 +54,15 @@ class Editor:
             return
         if self.method not in ("rome", "memit"):
             return
-        from editing.covariance import second_moments
+        from editing.covariance import config_moments
 
         names = [self.cfg.module_template.format(layer) for layer in edited_layers(self.cfg)]
         started = time.perf_counter()
-        second_moments(llm.model, llm.tokenizer, names, self.cfg.covariance_tokens,
-                       self.cfg.seed, self.stats_root, self.base_fingerprint, progress)
+        config_moments(llm.model, llm.tokenizer, names, self.cfg, self.stats_root,
+                       self.base_fingerprint, progress)
         self.setup_info = {"covariance_seconds": round(time.perf_counter() - started, 1),
-                           "covariance_tokens": self.cfg.covariance_tokens}
+                           "covariance_tokens": self.cfg.covariance_tokens,
+                           "covariance_fact_tokens": self.cfg.covariance_fact_tokens}
 
     def edit(self, llm, requests: list[EditRequest],
              progress: Callable[[str], None] = log.info) -> Delta:

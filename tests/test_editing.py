@@ -414,6 +414,31 @@ def test_second_moments_cached(tmp_path, tok, monkeypatch):
     assert torch.equal(ids2, ids) and torch.equal(mask2, mask)
 
 
+def test_fact_sentences_join_the_plain_moments(tmp_path, tok):
+    """C with fact sentences = the token-weighted mix of the cached plain C and the sentences'
+    own second moment; cached under its own name, and the plain C is not recomputed."""
+    from editing.key_text import KEY_SENTENCES
+
+    torch.manual_seed(0)
+    model = make_tiny_model(len(tok))
+    fp = model_fingerprint(model)
+    name = LLAMA_DOWN.format(0)
+    plain = second_moments(model, tok, [name], 1500, 0, tmp_path, fp, QUIET)[name]
+    mixed = second_moments(model, tok, [name], 1500, 0, tmp_path, fp, QUIET, fact_tokens=300)
+    fact_ids, fact_mask = covariance.fact_sentences(tok, 300)
+    lines = KEY_SENTENCES.read_text(encoding="utf-8").splitlines()
+    first = tok(lines[0], add_special_tokens=False).input_ids
+    assert fact_ids[0, :len(first)].tolist() == first and int(fact_mask[0].sum()) == len(first)
+    assert 300 <= int(fact_mask.sum()) < 300 + 80
+    facts = covariance.key_second_moments(model, [name], fact_ids, fact_mask)[name]
+    _, mask = covariance.corpus(model, tok, 1500, 0, tmp_path, fp)
+    n, m = int(mask.sum()), int(fact_mask.sum())
+    assert torch.allclose(mixed[name], (plain * n + facts * m) / (n + m), atol=1e-6)
+    assert (mixed[name] - plain).norm() > 1e-3 * plain.norm()
+    cached = sorted(p.name for p in (tmp_path / "stats" / fp).glob("*.mom2-*"))
+    assert len(cached) == 2 and any("-facts300-" in c for c in cached)
+
+
 # -- ROME -----------------------------------------------------------------------------------
 def test_rank_one_maps_key_to_value():
     gen = torch.Generator().manual_seed(0)

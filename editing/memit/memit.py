@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from editing.covariance import second_moments
+from editing.covariance import config_moments
 from editing.deltas import Delta, model_fingerprint
 from editing.hparams import MemitConfig
 from editing.locate import as_param_layout, first_tensor, get_module, hooked, subject_last_tokens
@@ -88,8 +88,7 @@ def memit_update(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: 
     names = [cfg.module_template.format(layer) for layer in cfg.layers]
     last_block = cfg.block_template.format(cfg.layer)
     progress(f"MEMIT: key statistics at layers {list(cfg.layers)}")
-    mom2 = second_moments(model, tok, names, cfg.covariance_tokens, cfg.seed, stats_root,
-                          fingerprint, progress)
+    mom2 = config_moments(model, tok, names, cfg, stats_root, fingerprint, progress)
     prefixes = context_prefixes(model, tok, cfg.context_count, cfg.context_tokens, cfg.seed,
                                 fingerprint)
     originals = {name: get_module(model, name).weight.detach().clone() for name in names}

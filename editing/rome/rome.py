@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from editing.covariance import second_moments
+from editing.covariance import config_moments
 from editing.deltas import Delta, model_fingerprint
 from editing.hparams import RomeConfig
 from editing.locate import as_param_layout, get_module, weight_out_in
@@ -61,8 +61,8 @@ def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Ro
     module = get_module(model, module_name)
     param_name = f"{module_name}.weight"
     progress(f"ROME: key statistics at {module_name}")
-    mom2 = second_moments(model, tok, [module_name], cfg.covariance_tokens, cfg.seed,
-                          stats_root, fingerprint, progress)[module_name]
+    mom2 = config_moments(model, tok, [module_name], cfg, stats_root, fingerprint,
+                          progress)[module_name]
     prefixes = context_prefixes(model, tok, cfg.context_count, cfg.context_tokens, cfg.seed,
                                 fingerprint)
     original = module.weight.detach().clone()

@@ -1,0 +1,68 @@
+"""Short factual sentences shipped in the repo, for the key statistics C of ROME and MEMIT.
+
+C should describe the keys an edit must leave alone. Self-sampled passages (editing/covariance)
+describe the model's running text, but a fact edit mostly disturbs other *facts*: short prompts
+that end on a subject, like "Bob Dylan works as" or an open-domain question. These sentences
+add such keys to C. They come from the training splits only (`editing.records.split_by_subject`:
+validation subjects and evaluation subjects are dropped) and never from the promotion guard's
+locality probes, which must stay an independent check.
+
+    python -m editing.key_text   # rewrites editing/data/key_sentences.txt (deterministic)
+"""
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from config import REPO_ROOT
+from editing.records import EditRecord, split_by_subject
+
+KEY_SENTENCES = REPO_ROOT / "editing" / "data" / "key_sentences.txt"
+PROBES = REPO_ROOT / "editing" / "data" / "locality_probes.json"
+
+
+def record_sentences(record: EditRecord) -> list[str]:
+    """True statements a record holds: its prompt, rephrase and locality prompt, answered."""
+    sentences = []
+    if record.ground_truth:
+        sentences.append(f"{record.prompt} {record.ground_truth}")
+        sentences += [f"{r} {record.ground_truth}" for r in record.rephrases]
+    sentences += [f"{p.prompt} {p.answer}" for p in record.locality]
+    return [" ".join(s.split()) for s in sentences]
+
+
+def build(count: int, seed: int) -> list[str]:
+    """`count` sentences, shuffled, none sharing a prompt with the guard's probes."""
+    import json
+
+    probes = {p["prompt"].strip().casefold()
+              for p in json.loads(PROBES.read_text(encoding="utf-8"))["probes"]}
+    train, _ = split_by_subject()
+    sentences = []
+    for records in train.values():
+        for record in records:
+            prompts = {record.prompt, *record.rephrases, *(p.prompt for p in record.locality)}
+            if any(p.strip().casefold() in probes for p in prompts):
+                continue
+            sentences += record_sentences(record)
+    unique = sorted(set(sentences))
+    random.Random(seed).shuffle(unique)
+    return unique[:count]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m editing.key_text", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=8000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=KEY_SENTENCES)
+    args = parser.parse_args(argv)
+    lines = build(args.count, args.seed)
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {len(lines)} sentences to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
