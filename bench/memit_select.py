@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import time
 from pathlib import Path
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=float, nargs="+", default=[1000.0, 3000.0])
     parser.add_argument("--fact-tokens", type=int, nargs="+", default=None,
                         help="covariance_fact_tokens values to try (default: the config's)")
+    parser.add_argument("--overrides", default="{}",
+                        help="JSON object of config fields to change first (value search too)")
     parser.add_argument("--targets", type=Path, default=None, help="cache of the value search")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
@@ -43,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.data_dir or default_data_dir())
     llm = ChatLLM.load(None, root)
     editor = load_method("memit", llm, root)
+    editor.cfg = dataclasses.replace(editor.cfg, **json.loads(args.overrides))
     _, valid = split_by_subject()
     # CounterFact and zsRE alternate, as far as each has records
     pool = [r for pair in zip(valid["counterfact"], valid["zsre"]) for r in pair]

@@ -21,6 +21,19 @@ from pathlib import Path
 from bench.common import markdown_table, run_cli, set_threads, write_json
 
 
+def other_probes(valid: dict, edited: list, count: int) -> list[tuple[str, str]]:
+    """Locality prompts of validation records not edited here and not among the promotion
+    guard's probes (those stay an independent check): a wider locality signal than each
+    record's own single prompt."""
+    from editing.promote import PROBES_PATH
+
+    guard = {p["prompt"] for p in json.loads(PROBES_PATH.read_text(encoding="utf-8"))["probes"]}
+    skip = {id(r) for r in edited}
+    pool = [(p.prompt, p.answer) for pair in zip(*(reversed(valid[s]) for s in sorted(valid)))
+            for r in pair if id(r) not in skip for p in r.locality if p.prompt not in guard]
+    return pool[:count]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.rome_select", description=__doc__)
     parser.add_argument("--method", default="rome", choices=["rome", "memit", "ft"])
@@ -29,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=10, help="per source (CF, zsRE)")
     parser.add_argument("--skip", type=int, default=0, help="start at this record per source")
     parser.add_argument("--chat-tokens", type=int, default=24)
+    parser.add_argument("--probes", type=int, default=50,
+                        help="also score locality on the locality prompts of this many other "
+                             "validation records (probe_loc; 0 = off)")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--verbose", action="store_true", help="print every record's scores")
@@ -40,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from editing.deltas import WeightState
     from editing.methods import load_method
     from editing.metrics import contains_answer, locality_baseline, teacher_forced_scores
+    from editing.promote import probe_locality, probe_predictions
     from editing.records import split_by_subject
     from editing.systems import edit_requests
 
@@ -53,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     state = WeightState(llm.model)
     model, tok = llm.model, llm.tokenizer
     baselines = [locality_baseline(model, tok, r) for r in records]
+    probes = other_probes(valid, records, args.probes)
+    probe_base = probe_predictions(model, tok, probes)
     rows = []
     for variant in args.variants:
         overrides = json.loads(variant)
@@ -70,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                     "chat_rel": float(contains_answer(llm.chat(
                         [{"role": "user", "content": record.prompt}],
                         max_new_tokens=args.chat_tokens), record.target_new)),
+                    **({"probe_loc": probe_locality(probe_base,
+                                                    probe_predictions(model, tok, probes))}
+                       if probes else {}),
                     "seconds": seconds,
                     "steps": statistics.mean(r.get("steps", 0)
                                              for r in delta.meta.get("requests", [{}])),

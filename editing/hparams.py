@@ -39,9 +39,6 @@ class RomeConfig:
     # position) instead of at the subject's last token only
     through_update: bool
     raw_questions: bool  # the chat questions also as plain text in the value search
-    # run the value search's forward and backward passes in bfloat16 (CPU autocast): about
-    # twice as fast where the CPU has bf16 instructions; the edit itself stays float32
-    search_bf16: bool
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,6 @@ class MemitConfig:
     covariance_weight: float  # lambda: how strongly C (the preserved keys) resists the update
     seed: int
     raw_questions: bool  # as ROME's: the chat questions also as plain text in the value search
-    search_bf16: bool  # as ROME's: the value search in bfloat16
 
     @property
     def layer(self) -> int:

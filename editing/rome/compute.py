@@ -325,11 +325,8 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
     del logits
 
     suffix_lengths = (texts.mask.sum(-1) - _split_points(texts)).tolist()
-    low_precision = torch.autocast("cpu", dtype=torch.bfloat16,
-                                   enabled=cfg.search_bf16)
-    with low_precision:
-        groups = [_group(model, tok, pieces, indices, kl_indices, module_name)
-                  for indices in length_groups(suffix_lengths, BATCH_OVERHEAD_TOKENS)]
+    groups = [_group(model, tok, pieces, indices, kl_indices, module_name)
+              for indices in length_groups(suffix_lengths, BATCH_OVERHEAD_TOKENS)]
     token_counts = torch.bincount(torch.cat([g.token_text for g in groups]),
                                   minlength=n_rewrite)[:n_rewrite].clamp(min=1)
     delta = torch.zeros_like(original, requires_grad=True)
@@ -353,8 +350,7 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
             current, kl_order = [], []
             for group in groups:
                 active[0] = group.runner
-                with low_precision:
-                    logits = group.runner.logits()
+                logits = group.runner.logits()
                 if len(group.target_rows):
                     log_probs = torch.log_softmax(
                         logits[group.target_rows, group.target_cols].float(), -1)
