@@ -47,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
                              "validation records (probe_loc; 0 = off)")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--sequential", action="store_true",
+                        help="keep every edit (one after another, as promotions are); the "
+                             "variant's row then adds the reliability of all edits and probe "
+                             "locality at the end")
     parser.add_argument("--verbose", action="store_true", help="print every record's scores")
     args = parser.parse_args(argv)
     set_threads(1)
@@ -55,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     from config import default_data_dir
     from editing.deltas import WeightState
     from editing.methods import load_method
-    from editing.metrics import contains_answer, locality_baseline, teacher_forced_scores
+    from editing.metrics import (contains_answer, locality_baseline, teacher_forced_scores,
+                                 token_accuracy)
     from editing.promote import probe_locality, probe_predictions
     from editing.records import split_by_subject
     from editing.systems import edit_requests
@@ -97,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                                              for r in delta.meta.get("requests", [{}])),
                 }
             finally:
-                state.revert_all()
+                if not args.sequential:
+                    state.revert_all()
             for key, value in row.items():
                 scores.setdefault(key, []).append(value)
             if args.verbose:
@@ -105,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"{record.target_new[:20]:20s} " +
                       " ".join(f"{k}={v:.2f}" for k, v in row.items()), flush=True)
         summary = {k: round(statistics.mean(v), 3) for k, v in scores.items()}
+        if args.sequential:  # what is left of every edit, and of the probes, at the end
+            summary["end_rel"] = round(statistics.mean(
+                token_accuracy(model, tok, r.prompt, r.target_new) for r in records), 3)
+            summary["end_probe_loc"] = round(probe_locality(
+                probe_base, probe_predictions(model, tok, probes)), 3)
+            state.revert_all()
         for source in sorted(valid):  # per-source generalization: the hard number
             mine = [g for g, r in zip(scores["gen"], records) if r.source == source]
             if mine:
