@@ -33,7 +33,7 @@ STATUS_CHOICES = ["all", "active", "superseded", "rejected", "promoted", "pendin
 SOURCE_CHOICES = ["all", "chat", "form", "import", "admin", "eval", "bench"]
 PAGE_SIZES = [25, 50, 100, 200]
 WEIGHT_COLUMNS = ["id", "method", "status", "edits", "layers", "reliability", "generalization",
-                  "locality", "portability", "chat_reliability", "chat_generalization",
+                  "locality", "total_locality", "portability", "chat_reliability", "chat_generalization",
                   "seconds", "peak_rss_mb"]
 SUGGEST_COLUMNS = ["id", "subject", "prompt", "target_new", "why"]
 METHOD_CHOICES = ["rome", "memit", "mend", "ft"]
@@ -223,7 +223,7 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
 
         rows = ready().weights.table() if admin_ok else []
         points = [{"promotion": row["id"], "metric": metric, "value": row[metric]}
-                  for row in rows for metric in ("reliability", "locality")
+                  for row in rows for metric in ("reliability", "locality", "total_locality")
                   if row.get(metric) is not None]
         return pd.DataFrame(points, columns=["promotion", "metric", "value"])
 
@@ -251,7 +251,8 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
             raise gr.Error(str(exc)) from exc
         scores = result.scores or {}
         detail = ", ".join(f"{k} {v}" for k, v in scores.items()
-                           if k in ("reliability", "locality", "chat_reliability", "seconds"))
+                           if k in ("reliability", "locality", "total_locality",
+                                    "chat_reliability", "seconds"))
         message = f"**{result.message}**" + (f"  \nScores: {detail}" if detail else "")
         return message, weight_rows(True), suggestion_rows(True)
 

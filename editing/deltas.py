@@ -12,9 +12,11 @@ effective model is always "base weights + committed deltas, applied in order", s
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,6 +170,22 @@ class WeightState:
         if name not in self._params:
             raise DeltaError(f"the model has no parameter '{name}'")
         return self._params[name]
+
+    @contextlib.contextmanager
+    def on_base(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """`model` (a copy of this one) with every touched parameter at its base value for
+        the duration, then put back: to ask the unedited model something."""
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            saved = {name: params[name].detach().clone() for name in self._base}
+            for name, base in self._base.items():
+                params[name].copy_(base)
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for name, value in saved.items():
+                    params[name].copy_(value)
 
     def check(self, delta: Delta) -> None:
         if delta.base_fingerprint != self.fingerprint:

@@ -40,6 +40,9 @@ class GuardConfig:
 
     min_reliability: float  # mean token accuracy of the new targets after their prompts
     min_locality: float  # share of unchanged argmax tokens on the fixed locality probes
+    # the same share against the unedited base model, with this edit on top of every committed
+    # one: sequential edits each within min_locality can still drift far together
+    min_total_locality: float
     suggest_min_hits: int  # an edit is "ready" once asked about this many times...
     suggest_min_age_hours: float  # ...and this old
     chat_tokens: int  # reply length for the chat checks
@@ -96,6 +99,7 @@ class WeightEdits:
         self._editors: dict[str, Editor] = {}
         self._config_files = config_files or {}  # method -> hyperparameter file (tests)
         self._busy = threading.Lock()  # one promotion or rollback at a time
+        self._base_probes: dict[tuple, list[list[int]]] = {}  # the unedited model's answers
         self.messages: list[str] = []
 
     # -- start-up ---------------------------------------------------------------------------
@@ -189,6 +193,7 @@ class WeightEdits:
         probes = load_probes(self.guard.locality_probes)
         progress("Reading the locality probes before the edit")
         before = probe_predictions(work.model, work.tokenizer, probes)
+        base = self._base_probe_tokens(work, probes, before)
         requests = [edit_request(e) for e in edits]
         try:
             delta = editor.edit(work, requests, progress)
@@ -197,7 +202,7 @@ class WeightEdits:
         edit_seconds = time.perf_counter() - started
         WeightState(work.model, fingerprint=self.state.fingerprint).apply(delta)
         progress("Checking the edited model")
-        scores = self._score(work, edits, probes, before)
+        scores = self._score(work, edits, probes, before, base)
         scores.update(seconds=round(edit_seconds, 2), delta_norm=round(delta.norm(), 4),
                       peak_rss_mb=round(peak_rss_mb()))
         failed = []
@@ -206,13 +211,29 @@ class WeightEdits:
                           f"{self.guard.min_reliability}")
         if scores["locality"] < self.guard.min_locality:
             failed.append(f"locality {scores['locality']:.2f} < {self.guard.min_locality}")
+        elif scores["total_locality"] < self.guard.min_total_locality:
+            failed.append(f"locality against the unedited model {scores['total_locality']:.2f} "
+                          f"< {self.guard.min_total_locality} (the weight edits already "
+                          "committed have used up the margin; roll some back to make room)")
         if failed:
             return self._refuse(edits, method, actor, "; ".join(failed), scores)
         return self._commit(edits, method, actor, delta, scores, time.perf_counter() - started)
 
-    def _score(self, work, edits, probes, before) -> dict:
+    def _base_probe_tokens(self, work, probes, current: list[list[int]]) -> list[list[int]]:
+        """The unedited model's probe predictions (`current` when nothing is committed),
+        computed on the work copy with the base weights swapped in; once per process."""
+        if not self.state.applied:
+            return current
+        key = tuple(probes)
+        if key not in self._base_probes:
+            with self.state.on_base(work.model) as model:
+                self._base_probes[key] = probe_predictions(model, work.tokenizer, probes)
+        return self._base_probes[key]
+
+    def _score(self, work, edits, probes, before, base) -> dict:
         model, tok = work.model, work.tokenizer
-        locality = probe_locality(before, probe_predictions(model, tok, probes))
+        after = probe_predictions(model, tok, probes)
+        locality = probe_locality(before, after)
         chat = [float(contains_answer(work.chat([{"role": "user", "content": e.prompt}],
                                                 max_new_tokens=self.guard.chat_tokens),
                                       e.target_new)) for e in edits]
@@ -234,7 +255,8 @@ class WeightEdits:
                           for (q, e), said in zip(questions, chat_gen)]
         mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
         return {"reliability": mean(reliability), "generalization": mean(generalization),
-                "locality": round(locality, 4), "portability": None,
+                "locality": round(locality, 4),
+                "total_locality": round(probe_locality(base, after), 4), "portability": None,
                 "chat_reliability": mean(chat), "chat_generalization": mean(chat_gen),
                 "edits": len(edits), "locality_probes": len(probes)}
 
@@ -322,7 +344,7 @@ class WeightEdits:
                          "edits": row["edit_ids"], "layers": row["layers"],
                          **{k: v for k, v in row["scores"].items()
                             if k in ("reliability", "generalization", "locality",
-                                     "portability", "chat_reliability",
+                                     "total_locality", "portability", "chat_reliability",
                                      "chat_generalization", "seconds", "peak_rss_mb")}})
         return rows
 

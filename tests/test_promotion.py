@@ -30,6 +30,7 @@ def _small_configs(tmp_path: Path) -> dict[str, Path]:
         raw = json.loads((CONFIG_DIR / method / "smollm2.json").read_text())
         if "covariance_tokens" in raw:
             raw["covariance_tokens"] = 3000
+            raw["covariance_fact_tokens"] = min(raw["covariance_fact_tokens"], 1000)
         path = tmp_path / f"{method}.json"
         path.write_text(json.dumps(raw))
         paths[method] = path
@@ -77,8 +78,12 @@ def _ask(assistant, question: str) -> tuple[str, str]:
 def test_promote_answer_from_weights_restart_and_rollback(app):
     from assistant.corrections import Correction
 
+    from editing.promote import load_probes, probe_predictions
+
     assistant = app()
     base_checksum = weights_checksum(assistant.llm.model)
+    probes = load_probes(assistant.weights.guard.locality_probes)
+    base_probes = probe_predictions(assistant.llm.model, assistant.llm.tokenizer, probes)
     before, _ = _ask(assistant, EIFFEL[1])
     assert "Rome" not in before
     edit, _ = assistant.add_edit(Correction(*EIFFEL), source="test")
@@ -98,6 +103,17 @@ def test_promote_answer_from_weights_restart_and_rollback(app):
     restarted = app()  # a new process would do exactly this: load base, replay
     assert weights_checksum(restarted.llm.model) == edited_checksum
     assert "Rome" in _ask(restarted, EIFFEL[1])[0]
+
+    # the guard's cumulative check reads the unedited model's answers under the replayed delta
+    other, _ = restarted.add_edit(Correction("Great Wall", "The Great Wall of China is in",
+                                             "Mexico"), source="test")
+    restarted.weights.guard = replace(restarted.weights.guard, min_reliability=0.0,
+                                      min_locality=0.0, min_total_locality=1.01)
+    refused = restarted.weights.promote([other.id], "ft")
+    assert not refused.committed and "unedited model" in refused.message, refused.message
+    assert 0.0 <= refused.scores["total_locality"] <= 1.0
+    assert restarted.weights._base_probes[tuple(probes)] == base_probes
+    assert weights_checksum(restarted.llm.model) == edited_checksum  # swapped back exactly
 
     message = restarted.weights.rollback(row["id"])
     assert "Rolled back" in message
