@@ -1,4 +1,4 @@
-"""Short factual sentences shipped in the repo, for the key statistics C of ROME and MEMIT.
+"""Short fact sentences shipped in the repo, for the key statistics C of ROME and MEMIT.
 
 C should describe the keys an edit must leave alone. Self-sampled passages (editing/covariance)
 describe the model's running text, but a fact edit mostly disturbs other *facts*: short prompts
@@ -23,7 +23,8 @@ PROBES = REPO_ROOT / "editing" / "data" / "locality_probes.json"
 
 
 def record_sentences(record: EditRecord) -> list[str]:
-    """True statements a record holds: its prompt, rephrase and locality prompt, answered."""
+    """A record's prompt, rephrase and locality prompt, each followed by its recorded answer
+    (the data's own wording, noisy prefixes included: keys in the style edits meet)."""
     sentences = []
     if record.ground_truth:
         sentences.append(f"{record.prompt} {record.ground_truth}")
