@@ -207,12 +207,12 @@ class WeightEdits:
                       peak_rss_mb=round(peak_rss_mb()))
         failed = []
         if scores["reliability"] < self.guard.min_reliability:
-            failed.append(f"reliability {scores['reliability']:.2f} < "
+            failed.append(f"reliability {scores['reliability']:.3f} < "
                           f"{self.guard.min_reliability}")
         if scores["locality"] < self.guard.min_locality:
-            failed.append(f"locality {scores['locality']:.2f} < {self.guard.min_locality}")
+            failed.append(f"locality {scores['locality']:.3f} < {self.guard.min_locality}")
         elif scores["total_locality"] < self.guard.min_total_locality:
-            failed.append(f"locality against the unedited model {scores['total_locality']:.2f} "
+            failed.append(f"locality against the unedited model {scores['total_locality']:.3f} "
                           f"< {self.guard.min_total_locality} (the weight edits already "
                           "committed have used up the margin; roll some back to make room)")
         if failed:
