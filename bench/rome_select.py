@@ -25,9 +25,9 @@ def other_probes(valid: dict, edited: list, count: int) -> list[tuple[str, str]]
     """Locality prompts of validation records not edited here and not among the promotion
     guard's probes (those stay an independent check): a wider locality signal than each
     record's own single prompt."""
-    from editing.promote import PROBES_PATH
+    from editing.promote import load_probes
 
-    guard = {p["prompt"] for p in json.loads(PROBES_PATH.read_text(encoding="utf-8"))["probes"]}
+    guard = {prompt for prompt, _ in load_probes()}
     skip = {id(r) for r in edited}
     pool = [(p.prompt, p.answer) for pair in zip(*(reversed(valid[s]) for s in sorted(valid)))
             for r in pair if id(r) not in skip for p in r.locality if p.prompt not in guard]

@@ -19,7 +19,6 @@ from config import REPO_ROOT
 from editing.records import EditRecord, split_by_subject
 
 KEY_SENTENCES = REPO_ROOT / "editing" / "data" / "key_sentences.txt"
-PROBES = REPO_ROOT / "editing" / "data" / "locality_probes.json"
 
 
 def record_sentences(record: EditRecord) -> list[str]:
@@ -35,10 +34,9 @@ def record_sentences(record: EditRecord) -> list[str]:
 
 def build(count: int, seed: int) -> list[str]:
     """`count` sentences, shuffled, none sharing a prompt with the guard's probes."""
-    import json
+    from editing.promote import load_probes
 
-    probes = {p["prompt"].strip().casefold()
-              for p in json.loads(PROBES.read_text(encoding="utf-8"))["probes"]}
+    probes = {prompt.strip().casefold() for prompt, _ in load_probes()}
     train, _ = split_by_subject()
     sentences = []
     for records in train.values():

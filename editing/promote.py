@@ -61,7 +61,8 @@ class PromotionResult:
     scores: dict | None = None
 
 
-def load_probes(limit: int) -> list[tuple[str, str]]:
+def load_probes(limit: int | None = None) -> list[tuple[str, str]]:
+    """The guard's shipped locality probes as (prompt, answer), the first `limit` (or all)."""
     raw = json.loads(PROBES_PATH.read_text(encoding="utf-8"))["probes"]
     return [(p["prompt"], p["answer"]) for p in raw[:limit]]
 
