@@ -29,8 +29,12 @@ def other_probes(valid: dict, edited: list, count: int) -> list[tuple[str, str]]
 
     guard = {prompt for prompt, _ in load_probes()}
     skip = {id(r) for r in edited}
-    pool = [(p.prompt, p.answer) for pair in zip(*(reversed(valid[s]) for s in sorted(valid)))
-            for r in pair if id(r) not in skip for p in r.locality if p.prompt not in guard]
+    # sources alternate from the end of each list while both last, then the longer one goes on
+    lists = [list(reversed(valid[s])) for s in sorted(valid)]
+    records = [rs[i] for i in range(max(map(len, lists), default=0)) for rs in lists
+               if i < len(rs)]
+    pool = [(p.prompt, p.answer) for r in records if id(r) not in skip
+            for p in r.locality if p.prompt not in guard]
     return pool[:count]
 
 
