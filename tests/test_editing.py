@@ -34,7 +34,7 @@ from editing.locate import (
 from editing.memit import apply_memit
 from editing.methods import Editor, load_method
 from editing.rome import apply_rome
-from editing.rome.compute import EditRequest, compute_key, context_prefixes, length_groups
+from editing.rome.compute import EditRequest, compute_key, context_prefixes
 from editing.rome.rome import rank_one, solve_c
 from errors import ConfigError, InvalidEditError
 from tests.conftest import make_tiny_model, make_tiny_tokenizer
@@ -459,44 +459,92 @@ def test_rank_one_maps_key_to_value():
     assert torch.allclose((weight + left @ right) @ other, weight @ other, atol=1e-4)
 
 
-def test_length_groups_split_by_suffix_length():
-    assert length_groups([4, 17, 5, 3, 16], overhead=12) == [[3, 0, 2], [4, 1]]
-    assert length_groups([4, 17, 5], overhead=1000) == [[0, 2, 1]]  # one batch when costly
-    assert length_groups([5, 5, 5], overhead=0) in ([[0], [1], [2]], [[0, 1, 2]])
-    assert sorted(i for g in length_groups([9, 1, 4, 4, 30, 2]) for i in g) == list(range(6))
+VALUE_PREFIXES = ["", "Some words here. ", "Another longer passage of words, then. "]
+TOWER_REQUEST = EditRequest("Eiffel Tower", "Where is the Eiffel Tower", "Rome",
+                            ("Which city is the Eiffel Tower in?",))
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_value_search_batching_changes_nothing(tmp_path, tok, monkeypatch, family):
-    """Splitting the value texts into length groups and starting each step at the edited block
-    give the same optimisation as one padded batch run through the whole model."""
-    from editing.rome import compute
+def _brief_chat(text: str) -> str:
+    return f"<s>system: be brief. user: {text} assistant:"
 
+
+def _family(tok, tmp_path, family: str):
     model = llama(tok) if family == "llama" else gpt2(tok)
     name = LLAMA_DOWN.format(1) if family == "llama" else GPT2_PROJ.format(1)
     cfg = load_method_config("rome", "x", model, write_config(
         tmp_path, "rome", "smollm2" if family == "llama" else "gpt2"))
+    return model, name, cfg
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("start_at_block", [False, True])
+def test_packed_runner_matches_padded_batch(tmp_path, tok, family, start_at_block):
+    """The value texts' suffixes packed into one row (own prefix cache, own positions, 4D
+    mask), optionally starting at the edited block, give the logits and the gradient of one
+    padded batch run through the whole model."""
+    from editing.rome import compute
+
+    model, name, _ = _family(tok, tmp_path, family)
+    pieces = compute.rewriting_pieces(TOWER_REQUEST, VALUE_PREFIXES, _brief_chat, True)
+    texts = compute._batch(tok, pieces)
+    assert len(set((texts.mask.sum(-1) - compute._split_points(texts)).tolist())) > 1
+    rows = torch.cat(texts.target_rows)
+    cols = torch.cat(texts.target_cols)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    runner = compute.PackedRunner(model, texts, rows, cols, name if start_at_block else None)
+    gen = torch.Generator().manual_seed(0)
+    width = get_module(model, name).weight.shape
+    delta = (0.5 * torch.randn(min(width) if family == "gpt2" else width[0],
+                               generator=gen)).requires_grad_(True)
+
+    def padded(_m, _a, out):
+        hidden = compute.first_tensor(out).clone()
+        hidden[texts.delta_rows, texts.delta_cols] += delta
+        return hidden
+
+    def packed(_m, _a, out):
+        hidden = compute.first_tensor(out).clone()
+        hidden[0, runner.delta_cols] += delta
+        return hidden
+
+    with compute.hooked(get_module(model, name), forward=padded):
+        expected = model(input_ids=texts.ids, attention_mask=texts.mask).logits[rows, cols]
+    (expected_grad,) = torch.autograd.grad(expected.logsumexp(-1).sum(), delta)
+    with compute.hooked(get_module(model, name), forward=packed):
+        got = runner.logits()[runner.column[runner.at(rows, cols)]]
+        got_again = runner.logits()[runner.column[runner.at(rows, cols)]]  # cache restored
+    (got_grad,) = torch.autograd.grad(got.logsumexp(-1).sum(), delta)
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert torch.allclose(got_again, got)
+    assert torch.allclose(got_grad, expected_grad, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("through_update", [False, True])
+def test_value_search_from_the_edited_block_changes_nothing(tmp_path, tok, monkeypatch,
+                                                            through_update):
+    """Starting each step at the edited block gives the same optimisation as running the
+    whole model."""
+    from editing.rome import compute
+
+    model, name, cfg = _family(tok, tmp_path, "llama")
     cfg = dataclasses.replace(cfg, steps=6, stop_loss=0.0)
-    prefixes = ["", "Some words here. ", "Another longer passage of words, then. "]
-    request = EditRequest("Eiffel Tower", "Where is the Eiffel Tower", "Rome",
-                          ("Which city is the Eiffel Tower in?",))
-
-    def chat(text: str) -> str:
-        return f"<s>system: be brief. user: {text} assistant:"
-
-    grouped = compute.compute_value(model, tok, name, request, prefixes, cfg, chat)
-    assert grouped[2]["batches"] > 1
-    monkeypatch.setattr(compute, "BATCH_OVERHEAD_TOKENS", 10 ** 6)
-    monkeypatch.setattr(compute.SuffixRunner, "__init__", functools.partialmethod(
-        _runner_init_whole_model, compute.SuffixRunner.__init__))
-    single = compute.compute_value(model, tok, name, request, prefixes, cfg, chat)
-    assert single[2]["batches"] == 1
-    assert torch.allclose(grouped[1], single[1], atol=1e-5)
-    assert grouped[2]["nll"] == pytest.approx(single[2]["nll"], rel=1e-4)
+    read_out = (torch.randn(get_module(model, name).weight.shape[1],
+                            generator=torch.Generator().manual_seed(1)) * 0.05
+                if through_update else None)
+    started = compute.compute_value(model, tok, name, TOWER_REQUEST, VALUE_PREFIXES, cfg,
+                                    _brief_chat, read_out=read_out)
+    monkeypatch.setattr(compute.PackedRunner, "__init__", functools.partialmethod(
+        _runner_init_whole_model, compute.PackedRunner.__init__))
+    whole = compute.compute_value(model, tok, name, TOWER_REQUEST, VALUE_PREFIXES, cfg,
+                                  _brief_chat, read_out=read_out)
+    assert started[2]["steps"] == whole[2]["steps"] == 6
+    assert torch.allclose(started[1], whole[1], atol=1e-5)
+    assert started[2]["nll"] == pytest.approx(whole[2]["nll"], rel=1e-4)
 
 
-def _runner_init_whole_model(self, init, model, texts, needed, start_module=None):
-    init(self, model, texts, needed, None)
+def _runner_init_whole_model(self, init, model, texts, rows, cols, start_module=None):
+    init(self, model, texts, rows, cols, None)
 
 
 def _check_rome(model, tok, cfg, stats_root, module_name: str):

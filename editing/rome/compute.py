@@ -137,55 +137,69 @@ def _split_points(texts: Texts) -> torch.Tensor:
                         for r in range(texts.ids.shape[0])])
 
 
-class SuffixRunner:
-    """Runs a batch of texts where only the part from the first delta position on can change.
+class PackedRunner:
+    """Runs a batch of texts where only the part from the first delta position on can change,
+    packed into one row.
 
-    Everything before a text's first subject token is the same at every optimisation step
+    Everything before a text's first delta position is the same at every optimisation step
     (causal attention: earlier positions never see the delta), so it is run once and kept as
     a key/value cache; each step runs only the suffixes. For chat-templated texts, whose
-    system prompt and template come before the subject, this is most of the text. With
+    system prompt and template come before the subject, this is most of the text.
+
+    The suffixes are short (a few tokens each) and a step's cost is mostly reading the
+    weights once per batch, so all of them go in one row, each attending only to its own
+    prefix and its own earlier tokens (a 4D mask, positions as in its own text): no padding
+    and one pass over the weights per step. The prefixes are packed the same way. With
     `start_module`, the blocks below the one holding it (which the delta cannot reach either)
     run once too, and each step starts from their output.
     """
 
-    def __init__(self, model: torch.nn.Module, texts: Texts, needed: torch.Tensor,
-                 start_module: str | None = None) -> None:
-        """`needed`: suffix-local columns whose logits the loss reads (the rest are skipped:
-        the vocabulary projection is a fifth of the model's work)."""
+    def __init__(self, model: torch.nn.Module, texts: Texts, needed_rows: torch.Tensor,
+                 needed_cols: torch.Tensor, start_module: str | None = None) -> None:
+        """`needed_rows`/`needed_cols`: text positions whose logits the loss reads (the rest
+        are skipped: the vocabulary projection is a fifth of the model's work)."""
         self.model = model
         self.start_module = start_module
-        lengths = texts.mask.sum(-1)
+        lengths = texts.mask.sum(-1).tolist()
         self.split = _split_points(texts)
-        self.prefix_width = int(self.split.max())
-        self.suffix_width = int((lengths - self.split).max())
-        pad = 0  # masked out everywhere
-        rows = len(lengths)
-        prefix = torch.full((rows, self.prefix_width), pad)
-        prefix_mask = torch.zeros((rows, self.prefix_width), dtype=torch.long)
-        suffix = torch.full((rows, self.suffix_width), pad)
-        suffix_mask = torch.zeros((rows, self.suffix_width), dtype=torch.long)
-        for r in range(rows):
-            cut, end = int(self.split[r]), int(lengths[r])
-            if cut:
-                prefix[r, -cut:] = texts.ids[r, :cut]
-                prefix_mask[r, -cut:] = 1
-            suffix[r, :end - cut] = texts.ids[r, cut:end]
-            suffix_mask[r, :end - cut] = 1
-        self.suffix = suffix
-        self.mask = torch.cat([prefix_mask, suffix_mask], -1)
-        self.positions = self.split[:, None] + torch.arange(self.suffix_width)[None, :]
-        self.delta_rows = texts.delta_rows
-        self.delta_cols = self.local(texts.delta_rows, texts.delta_cols)
-        self.keep = torch.unique(needed)
-        self.column = torch.full((self.suffix_width,), -1, dtype=torch.long)
+        cuts = self.split.tolist()
+        prefix_lengths = cuts
+        suffix_lengths = [end - cut for end, cut in zip(lengths, cuts)]
+        self.prefix_offsets = _offsets(prefix_lengths)
+        self.suffix_offsets = _offsets(suffix_lengths)
+        owner_prefix = _owners(prefix_lengths)
+        owner_suffix = _owners(suffix_lengths)
+        self.suffix = torch.cat([texts.ids[r, cut:end] for r, (cut, end)
+                                 in enumerate(zip(cuts, lengths))])[None]
+        positions = torch.cat([torch.arange(cut, end) for cut, end in zip(cuts, lengths)])
+        self.positions = positions[None]
+        dtype = next(model.parameters()).dtype
+        blocked = torch.finfo(dtype).min
+        width = len(owner_suffix)
+        own_suffix = owner_suffix[:, None] == owner_suffix[None, :]
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        allowed = torch.cat([owner_suffix[:, None] == owner_prefix[None, :],
+                             own_suffix & causal], 1)
+        self.mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, blocked)[
+            None, None]
+        self.delta_cols = self.at(texts.delta_rows, texts.delta_cols)
+        self.keep = torch.unique(self.at(needed_rows, needed_cols))
+        self.column = torch.full((width,), -1, dtype=torch.long)
         self.column[self.keep] = torch.arange(len(self.keep))
         self.cache = None
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         with torch.no_grad():
-            if self.prefix_width:
-                positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
+            if prefix_lengths and sum(prefix_lengths):
+                prefix = torch.cat([texts.ids[r, :cut] for r, cut in enumerate(cuts)])[None]
+                prefix_positions = torch.cat([torch.arange(cut) for cut in cuts])[None]
+                own = owner_prefix[:, None] == owner_prefix[None, :]
+                prefix_allowed = own & torch.ones(len(owner_prefix), len(owner_prefix),
+                                                  dtype=torch.bool).tril()
+                prefix_mask = torch.zeros(prefix_allowed.shape, dtype=dtype).masked_fill(
+                    ~prefix_allowed, blocked)[None, None]
                 self.cache = model(input_ids=prefix, attention_mask=prefix_mask,
-                                   position_ids=positions, use_cache=True).past_key_values
+                                   position_ids=prefix_positions, use_cache=True
+                                   ).past_key_values
                 self._prefix_kv = [(layer.keys, layer.values) for layer in self.cache.layers]
             self.hidden = None
             if start_module is not None:
@@ -194,9 +208,9 @@ class SuffixRunner:
                     self._run()
                 self.hidden = captured["hidden"]
 
-    def local(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """Columns of the full texts as columns of the suffix batch."""
-        return cols - self.split[rows]
+    def at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Positions (row, column) of the full texts as columns of the packed suffix row."""
+        return self.suffix_offsets[rows] + cols - self.split[rows]
 
     def _run(self) -> torch.Tensor:
         out = self.model(input_ids=self.suffix, attention_mask=self.mask,
@@ -206,15 +220,26 @@ class SuffixRunner:
         for layer, (keys, values) in zip(self.cache.layers if self.cache else [],
                                          self._prefix_kv):
             layer.keys, layer.values = keys, values
-        return out.logits
+        return out.logits[0]
 
     def logits(self) -> torch.Tensor:
-        """Logits at the needed columns (rows, len(keep), vocab), with grad through hooks;
-        index them with `column[local_col]`."""
+        """Logits at the needed positions (len(keep), vocab), with grad through hooks; index
+        them with `column[at(rows, cols)]`."""
         if self.hidden is None:
             return self._run()
         with from_block(self.model, self.start_module, self.hidden):
             return self._run()
+
+
+def _offsets(lengths: list[int]) -> torch.Tensor:
+    """Where each text's piece starts in the packed row."""
+    return torch.tensor([0] + lengths[:-1], dtype=torch.long).cumsum(0)
+
+
+def _owners(lengths: list[int]) -> torch.Tensor:
+    """For each packed position, the text it belongs to."""
+    return torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths,
+                                                                             dtype=torch.long))
 
 
 @torch.no_grad()
@@ -230,63 +255,6 @@ def compute_key(model: torch.nn.Module, tok, module_name: str, request: EditRequ
     # one key per prefix: the first occurrence of the subject in each text
     firsts = [int((texts.delta_rows == r).nonzero()[0]) for r in range(len(prefixes))]
     return keys[firsts].mean(0)
-
-
-# A batch costs about this many tokens' work beyond its (padded) tokens: reading the weights
-# once and the per-layer Python overhead. Texts of very different lengths go in separate
-# batches when the padding they save outweighs this.
-BATCH_OVERHEAD_TOKENS = 12
-
-
-def length_groups(lengths: list[int], overhead: int = BATCH_OVERHEAD_TOKENS) -> list[list[int]]:
-    """Indices split into batches of similar length, minimising padded tokens + overhead.
-
-    The best split of the length-sorted order into contiguous runs (dynamic programming).
-    """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    best = [0.0] + [float("inf")] * len(order)  # best[j]: cost of the first j sorted texts
-    cut = [0] * (len(order) + 1)
-    for j in range(1, len(order) + 1):
-        for i in range(j):
-            cost = best[i] + (j - i) * lengths[order[j - 1]] + overhead
-            if cost < best[j]:
-                best[j], cut[j] = cost, i
-    groups, j = [], len(order)
-    while j:
-        groups.append(order[cut[j]:j])
-        j = cut[j]
-    return groups[::-1]
-
-
-@dataclass
-class _Group:
-    """Some of the value texts, run as one batch; rows are mapped back to the full list."""
-
-    runner: SuffixRunner
-    target_rows: torch.Tensor  # local rows and columns of target tokens
-    target_cols: torch.Tensor
-    target_ids: torch.Tensor
-    token_text: torch.Tensor  # each target token's text (index in the full list)
-    kl_rows: torch.Tensor  # local rows of KL texts, their columns, and their full-list index
-    kl_cols: torch.Tensor
-    kl_index: torch.Tensor
-
-
-def _group(model: torch.nn.Module, tok, pieces: list[tuple[str, str, str]], indices: list[int],
-           kl_indices: set[int], start_module: str) -> _Group:
-    texts = _batch(tok, [pieces[i] for i in indices])
-    split = _split_points(texts)
-    rows = torch.cat(texts.target_rows) if texts.target_rows else torch.zeros(0, dtype=torch.long)
-    cols = (torch.cat(texts.target_cols) - split[rows] if texts.target_rows
-            else torch.zeros(0, dtype=torch.long))
-    kl_local = torch.tensor([r for r, i in enumerate(indices) if i in kl_indices],
-                            dtype=torch.long)
-    kl_cols = texts.last[kl_local] - split[kl_local]
-    runner = SuffixRunner(model, texts, torch.cat([cols, kl_cols]), start_module)
-    index = torch.tensor(indices)
-    return _Group(runner, rows, runner.column[cols],
-                  torch.cat(texts.target_ids) if texts.target_ids else rows,
-                  index[rows], kl_local, runner.column[kl_cols], index[kl_local])
 
 
 def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRequest,
@@ -324,47 +292,39 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
     max_norm = cfg.clamp_norm_factor * original.norm()
     del logits
 
-    suffix_lengths = (texts.mask.sum(-1) - _split_points(texts)).tolist()
-    groups = [_group(model, tok, pieces, indices, kl_indices, module_name)
-              for indices in length_groups(suffix_lengths, BATCH_OVERHEAD_TOKENS)]
-    token_counts = torch.bincount(torch.cat([g.token_text for g in groups]),
-                                  minlength=n_rewrite)[:n_rewrite].clamp(min=1)
+    target_rows = torch.cat(texts.target_rows)
+    target_cols = torch.cat(texts.target_cols)
+    target_ids = torch.cat(texts.target_ids)
+    kl_cols = texts.last[kl_rows]
+    runner = PackedRunner(model, texts, torch.cat([target_rows, kl_rows]),
+                          torch.cat([target_cols, kl_cols]), module_name)
+    target_at = runner.column[runner.at(target_rows, target_cols)]
+    kl_at = runner.column[runner.at(kl_rows, kl_cols)]
+    token_counts = torch.bincount(target_rows, minlength=n_rewrite).clamp(min=1)
     delta = torch.zeros_like(original, requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=cfg.learning_rate)
-    active: list[SuffixRunner] = [groups[0].runner]  # the group being run (one slot)
 
     def add_delta(_module, args, out):
         if read_out is not None:
             hidden = first_tensor(out) + (args[0] @ read_out)[..., None] * delta
         else:
-            runner = active[0]
             hidden = first_tensor(out).clone()
-            hidden[runner.delta_rows, runner.delta_cols] += delta
+            hidden[0, runner.delta_cols] += delta
         return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
-    stats = {"steps": 0, "nll": None, "batches": len(groups)}
+    stats = {"steps": 0, "nll": None}
     with hooked(module, forward=add_delta):
         for step in range(cfg.steps):
             optimizer.zero_grad()
-            per_text = torch.zeros(n_rewrite)
-            current, kl_order = [], []
-            for group in groups:
-                active[0] = group.runner
-                logits = group.runner.logits()
-                if len(group.target_rows):
-                    log_probs = torch.log_softmax(
-                        logits[group.target_rows, group.target_cols].float(), -1)
-                    token_nll = -log_probs.gather(-1, group.target_ids[:, None])[:, 0]
-                    per_text = per_text.index_add(0, group.token_text, token_nll)
-                if len(group.kl_rows):
-                    current.append(torch.log_softmax(
-                        logits[group.kl_rows, group.kl_cols].float(), -1))
-                    kl_order.append(group.kl_index)
+            logits = runner.logits()
+            log_probs = torch.log_softmax(logits[target_at].float(), -1)
+            token_nll = -log_probs.gather(-1, target_ids[:, None])[:, 0]
+            per_text = torch.zeros(n_rewrite).index_add(0, target_rows, token_nll)
+            current = torch.log_softmax(logits[kl_at].float(), -1)
             # mean over each text's target tokens, then over texts
             per_text = per_text / token_counts
             nll = per_text.mean()
-            order = torch.argsort(torch.cat(kl_order))
-            kl = torch.nn.functional.kl_div(torch.cat(current)[order], reference,
+            kl = torch.nn.functional.kl_div(current, reference,
                                             log_target=True, reduction="batchmean")
             decay = cfg.weight_decay * delta.norm() ** 2 / original.norm() ** 2
             loss = nll + cfg.kl_factor * kl + decay
