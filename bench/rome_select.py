@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         scores: dict[str, list[float]] = {}
         started = time.perf_counter()
         for record, base in zip(records, baselines):
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             delta = editor.edit(llm, edit_requests([record]), progress=lambda _m: None)
-            seconds = time.perf_counter() - t0
+            seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
             state.apply(delta)
             try:
                 row = {
@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                                                     probe_predictions(model, tok, probes))}
                        if probes else {}),
                     "seconds": seconds,
+                    # this process's CPU time: on one thread, close to the wall time of an
+                    # edit alone on the machine when other jobs share the cores
+                    "cpu_s": cpu_seconds,
                     "steps": statistics.mean(r.get("steps", 0)
                                              for r in delta.meta.get("requests", [{}])),
                 }

@@ -90,6 +90,7 @@ def test_memory_route_evaluation(memory_system, sequential):
     assert summary["locality"] == 1.0 and summary["chat_locality"] == 1.0
     assert 0.0 <= summary["reliability"] <= 1.0
     assert summary["routing_ms"] > 0 and summary["seconds_per_edit"] >= 0
+    assert 0 <= summary["cpu_seconds_per_edit"]
     assert memory_system.assistant.store.count_edits("active") == 0  # reverted
 
 
