@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from editing.hparams import edited_modules, load_method_config
     from editing.mend.apply import load_editor, new_editor
     from editing.mend.train import as_example, validate
+    from editing.records import split_by_subject
 
     llm = ChatLLM.load(None, args.data_dir or default_data_dir())
     cfg = load_method_config("mend", llm.family, llm.model)

@@ -32,7 +32,7 @@ from editing.locate import block_input, from_block
 from editing.mend.apply import edit_texts, editor_path, mend_updates, new_editor
 from editing.mend.core import (edited, editor_updates, frozen, gradient_factors, lowest_module,
                                scored_logits, text_batch)
-from editing.records import EditRecord, load_records, split_by_subject
+from editing.records import EditRecord, split_by_subject
 from editing.rome.compute import ChatFormat, EditRequest
 
 ZSRE_SHARE = 0.3  # zsRE has 500 training records to CounterFact's 10,000
