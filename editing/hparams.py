@@ -39,6 +39,9 @@ class RomeConfig:
     # position) instead of at the subject's last token only
     through_update: bool
     raw_questions: bool  # the chat questions also as plain text in the value search
+    # the edit reads 0 at the keys of the edited prompt about this many other subjects (and 1
+    # at the subject's), so it does not bleed into the relation for everyone
+    neighbour_keys: int
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,10 @@ add such keys to C. They come from the training splits only (`editing.records.sp
 validation subjects and evaluation subjects are dropped) and never from the promotion guard's
 locality probes, which must stay an independent check.
 
-    python -m editing.key_text   # rewrites editing/data/key_sentences.txt (deterministic)
+It also writes editing/data/other_subjects.txt, subjects of the same records: ROME's neighbour
+keys ask the edited prompt about some of them.
+
+    python -m editing.key_text   # rewrites both files (deterministic)
 """
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ from config import REPO_ROOT
 from editing.records import EditRecord, split_by_subject
 
 KEY_SENTENCES = REPO_ROOT / "editing" / "data" / "key_sentences.txt"
+# subjects of the same training records: ROME asks the edited prompt about some of them and
+# keeps their answers (the neighbour KL term), so an edit does not bleed into its relation
+OTHER_SUBJECTS = REPO_ROOT / "editing" / "data" / "other_subjects.txt"
 
 
 def record_sentences(record: EditRecord) -> list[str]:
@@ -32,22 +38,30 @@ def record_sentences(record: EditRecord) -> list[str]:
     return [" ".join(s.split()) for s in sentences]
 
 
-def build(count: int, seed: int) -> list[str]:
-    """`count` sentences, shuffled, none sharing a prompt with the guard's probes."""
+def usable_records() -> list[EditRecord]:
+    """Training records none of whose prompts is one of the guard's probes."""
     from editing.promote import load_probes
 
     probes = {prompt.strip().casefold() for prompt, _ in load_probes()}
     train, _ = split_by_subject()
-    sentences = []
-    for records in train.values():
-        for record in records:
-            prompts = {record.prompt, *record.rephrases, *(p.prompt for p in record.locality)}
-            if any(p.strip().casefold() in probes for p in prompts):
-                continue
-            sentences += record_sentences(record)
+    return [record for records in train.values() for record in records
+            if not any(p.strip().casefold() in probes for p in
+                       (record.prompt, *record.rephrases, *(p.prompt for p in record.locality)))]
+
+
+def build(count: int, seed: int) -> list[str]:
+    """`count` sentences, shuffled, none sharing a prompt with the guard's probes."""
+    sentences = [s for record in usable_records() for s in record_sentences(record)]
     unique = sorted(set(sentences))
     random.Random(seed).shuffle(unique)
     return unique[:count]
+
+
+def build_subjects(count: int, seed: int) -> list[str]:
+    """`count` distinct subjects of those records, shuffled."""
+    subjects = sorted({" ".join(r.subject.split()) for r in usable_records() if r.subject})
+    random.Random(seed).shuffle(subjects)
+    return subjects[:count]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,11 +69,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--subjects", type=int, default=500)
     parser.add_argument("--out", type=Path, default=KEY_SENTENCES)
+    parser.add_argument("--subjects-out", type=Path, default=OTHER_SUBJECTS)
     args = parser.parse_args(argv)
     lines = build(args.count, args.seed)
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {len(lines)} sentences to {args.out}")
+    subjects = build_subjects(args.subjects, args.seed)
+    args.subjects_out.write_text("\n".join(subjects) + "\n", encoding="utf-8")
+    print(f"wrote {len(subjects)} subjects to {args.subjects_out}")
     return 0
 
 

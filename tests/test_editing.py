@@ -27,6 +27,7 @@ from editing.hparams import CONFIG_TYPES, load_method_config
 from editing.locate import (
     as_param_layout,
     get_module,
+    hooked,
     is_transposed,
     subject_last_tokens,
     weight_out_in,
@@ -34,8 +35,9 @@ from editing.locate import (
 from editing.memit import apply_memit
 from editing.methods import Editor, load_method
 from editing.rome import apply_rome
-from editing.rome.compute import EditRequest, compute_key, context_prefixes
-from editing.rome.rome import rank_one, solve_c
+from editing.rome.compute import (EditRequest, compute_key, compute_keys, context_prefixes,
+                                  neighbour_requests)
+from editing.rome.rome import constrained_read_out, rank_one, solve_c
 from errors import ConfigError, InvalidEditError
 from tests.conftest import make_tiny_model, make_tiny_tokenizer
 
@@ -450,7 +452,9 @@ def test_rank_one_maps_key_to_value():
     assert c_inv_key.dtype == torch.float64
     ridged = mom2.double() + 1e-4 * mom2.diagonal().mean() * torch.eye(12, dtype=torch.float64)
     assert torch.allclose(ridged @ c_inv_key, key.double(), atol=1e-8)
-    left, right = rank_one(weight, key, value, c_inv_key)
+    read_out = constrained_read_out(mom2, key, torch.zeros(12, 0), 1e-4)
+    assert torch.allclose(read_out, c_inv_key / (c_inv_key @ key.double()), atol=1e-10)
+    left, right = rank_one(weight, key, value, read_out)
     assert left.shape == (8, 1) and right.shape == (1, 12)
     assert torch.allclose((weight + left @ right) @ key, value, atol=1e-4)
     # the update moves keys C-orthogonal to k* (k^T C^-1 x = 0) not at all
@@ -601,6 +605,74 @@ def test_rome_tiny_gpt2(tmp_path, tok, stats_root, through_update):
     cfg = dataclasses.replace(cfg, through_update=through_update)
     assert cfg.module_template == GPT2_PROJ
     _check_rome(model, tok, cfg, stats_root, GPT2_PROJ.format(1))
+
+
+def test_constrained_read_out_ignores_the_other_keys():
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(60, 12, generator=gen)
+    mom2 = a.T @ a / 60
+    key, others = torch.randn(12, generator=gen), torch.randn(12, 3, generator=gen)
+    read_out = constrained_read_out(mom2, key, others, 1e-4)
+    assert float(read_out @ key.double()) == pytest.approx(1.0, abs=1e-9)
+    assert torch.allclose(others.double().T @ read_out, torch.zeros(3, dtype=torch.float64),
+                          atol=1e-9)
+    # the least C-energy among those constraints: more than the unconstrained u's
+    plain = constrained_read_out(mom2, key, torch.zeros(12, 0), 1e-4)
+    energy = lambda u: float(u @ mom2.double() @ u)  # noqa: E731
+    assert energy(read_out) > energy(plain)
+    nudged = read_out + 1e-3 * torch.linalg.svd(torch.cat([key[:, None], others], 1).double().T
+                                                ).Vh[-1]  # stays feasible
+    assert energy(nudged) >= energy(read_out) - 1e-12
+
+
+def test_keys_in_one_batch_equal_keys_one_by_one(tok):
+    """compute_keys pads many texts into one batch and stops at the projection: each key is
+    the one its request gets alone (the whole model run on its own texts)."""
+    model = llama(tok)
+    name = LLAMA_DOWN.format(1)
+    requests = [EIFFEL, *neighbour_requests(EIFFEL, 3)]
+    together = compute_keys(model, tok, name, requests, VALUE_PREFIXES)
+    for request, key in zip(requests, together):
+        texts = [f"{p}{request.prompt}" for p in VALUE_PREFIXES]
+        alone = []
+        for text in texts:
+            ids = tok(text, add_special_tokens=False).input_ids
+            position = subject_last_tokens(tok, text, request.subject)[0]
+            seen: list[torch.Tensor] = []
+            with hooked(get_module(model, name), pre=lambda _m, a: seen.append(a[0])):
+                model(input_ids=torch.tensor([ids]))
+            alone.append(seen[0][0, position])
+        assert torch.allclose(key, torch.stack(alone).mean(0), atol=1e-5)
+
+
+def test_neighbour_requests_ask_the_edited_prompt_about_other_subjects():
+    others = neighbour_requests(TOWER_REQUEST, 3)
+    assert len(others) == 3 and others == neighbour_requests(TOWER_REQUEST, 3)  # deterministic
+    for other in others:
+        assert other.subject != TOWER_REQUEST.subject and other.target_new == ""
+        assert other.prompt == TOWER_REQUEST.prompt.replace(TOWER_REQUEST.subject,
+                                                            other.subject)
+    assert neighbour_requests(TOWER_REQUEST, 0) == []
+
+
+@pytest.mark.parametrize("through_update", [False, True])
+def test_neighbour_keys_are_left_alone(tmp_path, tok, stats_root, through_update):
+    """With neighbour keys, the edit changes the projection's output at the subject's key and
+    not at the keys of the same prompt about the other subjects."""
+    model, name, cfg = _family(tok, tmp_path, "llama")
+    cfg = dataclasses.replace(cfg, through_update=through_update, neighbour_keys=4)
+    prefixes = context_prefixes(model, tok, cfg.context_count, cfg.context_tokens, cfg.seed)
+    key = compute_key(model, tok, name, EIFFEL, prefixes)
+    others = [compute_key(model, tok, name, r, prefixes) for r in neighbour_requests(EIFFEL, 4)]
+    delta = apply_rome(model, tok, [EIFFEL], cfg, stats_root=stats_root, progress=QUIET)
+    update = delta.update(f"{name}.weight")  # (out, in) for Llama
+    assert float((update @ key).norm()) > 0.1
+    for other in others:
+        assert float((update @ other).norm()) < 1e-4 * float((update @ key).norm())
+    plain = apply_rome(model, tok, [EIFFEL], dataclasses.replace(cfg, neighbour_keys=0),
+                       stats_root=stats_root, progress=QUIET).update(f"{name}.weight")
+    assert max(float((plain @ other).norm()) for other in others) > 1e-2 * float(
+        (plain @ key).norm())
 
 
 def test_rome_weights_restored_on_error(tmp_path, tok, stats_root):

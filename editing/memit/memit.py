@@ -21,7 +21,7 @@ from editing.covariance import config_moments
 from editing.deltas import Delta, model_fingerprint
 from editing.hparams import MemitConfig
 from editing.locate import as_param_layout, first_tensor, get_module, hooked, subject_last_tokens
-from editing.rome.compute import (ChatFormat, EditRequest, compute_key, compute_value,
+from editing.rome.compute import (ChatFormat, EditRequest, compute_keys, compute_value,
                                   context_prefixes)
 from editing.rome.rome import solve_c
 
@@ -97,8 +97,7 @@ def memit_update(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: 
         for position, name in enumerate(names):
             progress(f"MEMIT: updating {name} ({position + 1}/{len(names)})")
             module = get_module(model, name)
-            keys = torch.stack([compute_key(model, tok, name, r, prefixes) for r in requests],
-                               1).double()  # (in, n)
+            keys = compute_keys(model, tok, name, requests, prefixes).T.double()  # (in, n)
             current = _block_outputs(model, tok, last_block, requests)
             residual = ((targets - current) / (len(names) - position)).T.double()  # (out, n)
             right = solve_c(mom2[name], keys, cfg.covariance_ridge, cfg.covariance_weight,

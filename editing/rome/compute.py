@@ -10,6 +10,7 @@ on "{subject} is a" that keeps the subject's other properties, weight decay and 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -108,6 +109,21 @@ def _batch(tok, pieces: list[tuple[str, str, str]]) -> Texts:
             texts.target_cols.append(torch.arange(start - 1, start - 1 + len(target_ids)))
             texts.target_ids.append(torch.tensor(target_ids))
     return texts
+
+
+def neighbour_requests(request: EditRequest, count: int) -> list[EditRequest]:
+    """The edited prompt about `count` other subjects (shipped training subjects, chosen by
+    the subject's name so an edit always gets the same ones): where an edit of one subject
+    would bleed into its whole relation."""
+    if not count:
+        return []
+    from editing.key_text import OTHER_SUBJECTS
+
+    names = [line for line in OTHER_SUBJECTS.read_text(encoding="utf-8").splitlines()
+             if line and line not in request.subject and request.subject not in line]
+    chosen = random.Random(request.subject).sample(names, min(count, len(names)))
+    return [EditRequest(other, request.prompt.replace(request.subject, other), "")
+            for other in chosen]
 
 
 def rewriting_pieces(request: EditRequest, prefixes: list[str],
@@ -242,19 +258,38 @@ def _owners(lengths: list[int]) -> torch.Tensor:
                                                                              dtype=torch.long))
 
 
+class _Captured(Exception):
+    """Raised by a hook once the wanted input is read: the blocks above need not run."""
+
+
 @torch.no_grad()
+def compute_keys(model: torch.nn.Module, tok, module_name: str, requests: list[EditRequest],
+                 prefixes: list[str]) -> torch.Tensor:
+    """k* of each request (n, in): the projection's input at the subject's last token,
+    averaged over prefixes. One batch for all, stopped at the projection."""
+    pieces = [(f"{p}{r.prompt}", r.subject, "") for r in requests for p in prefixes]
+    texts = _batch(tok, pieces)
+    captured: list[torch.Tensor] = []
+
+    def read(_module, args):
+        captured.append(args[0].detach())
+        raise _Captured
+
+    with hooked(get_module(model, module_name), pre=read):
+        try:
+            model(input_ids=texts.ids, attention_mask=texts.mask, use_cache=False)
+        except _Captured:
+            pass
+    # one key per text: the first occurrence of its subject
+    firsts = torch.stack([(texts.delta_rows == r).nonzero()[0, 0] for r in range(len(pieces))])
+    keys = captured[0][texts.delta_rows[firsts], texts.delta_cols[firsts]]
+    return keys.view(len(requests), len(prefixes), -1).mean(1)
+
+
 def compute_key(model: torch.nn.Module, tok, module_name: str, request: EditRequest,
                 prefixes: list[str]) -> torch.Tensor:
-    """k*: the projection's input at the subject's last token, averaged over prefixes."""
-    texts = _batch(tok, [(f"{p}{request.prompt}", request.subject, "") for p in prefixes])
-    captured: list[torch.Tensor] = []
-    with hooked(get_module(model, module_name),
-                pre=lambda _m, args: captured.append(args[0].detach())):
-        model(input_ids=texts.ids, attention_mask=texts.mask, use_cache=False)
-    keys = captured[0][texts.delta_rows, texts.delta_cols]
-    # one key per prefix: the first occurrence of the subject in each text
-    firsts = [int((texts.delta_rows == r).nonzero()[0]) for r in range(len(prefixes))]
-    return keys[firsts].mean(0)
+    """k* of one request (see `compute_keys`)."""
+    return compute_keys(model, tok, module_name, [request], prefixes)[0]
 
 
 def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRequest,
@@ -276,7 +311,6 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
                               cfg.raw_questions)
     n_rewrite = len(pieces)
     pieces = pieces + [(KL_TEMPLATE.format(request.subject), request.subject, "")]
-    kl_indices = set(range(n_rewrite, len(pieces)))
     texts = _batch(tok, pieces)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -286,7 +320,7 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
     with torch.no_grad(), hooked(module, forward=lambda _m, _a, out: outputs.append(
             first_tensor(out).detach())):
         logits = model(input_ids=texts.ids, attention_mask=texts.mask, use_cache=False).logits
-    kl_rows = torch.tensor(sorted(kl_indices))
+    kl_rows = torch.arange(n_rewrite, len(pieces))
     reference = torch.log_softmax(logits[kl_rows, texts.last[kl_rows]].float(), -1)
     original = outputs[0][texts.delta_rows[0], texts.delta_cols[0]]
     max_norm = cfg.clamp_norm_factor * original.norm()

@@ -20,8 +20,8 @@ from editing.covariance import config_moments
 from editing.deltas import Delta, model_fingerprint
 from editing.hparams import RomeConfig
 from editing.locate import as_param_layout, get_module, weight_out_in
-from editing.rome.compute import (ChatFormat, EditRequest, compute_key, compute_value,
-                                  context_prefixes)
+from editing.rome.compute import (ChatFormat, EditRequest, compute_keys, compute_value,
+                                  context_prefixes, neighbour_requests)
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,25 @@ def solve_c(mom2: torch.Tensor, keys: torch.Tensor, ridge: float, weight: float 
     return torch.linalg.solve(c, keys.double())
 
 
-def read_out_vector(key: torch.Tensor, c_inv_key: torch.Tensor) -> torch.Tensor:
-    """u = C^-1 k / (k^T C^-1 k): the rank-one edit's input direction, reading 1 at k."""
-    return c_inv_key / (c_inv_key @ key.double())
+def constrained_read_out(mom2: torch.Tensor, key: torch.Tensor, others: torch.Tensor,
+                         ridge: float) -> torch.Tensor:
+    """The u of least C-energy (u^T C u) with u . k = 1 and u . o = 0 for each column o of
+    `others` (in, m): the rank-one edit then changes nothing at those keys. With no others
+    this is C^-1 k / (k^T C^-1 k)."""
+    keys = torch.cat([key[:, None], others], 1).double()  # (in, 1 + m)
+    solved = solve_c(mom2, keys, ridge)  # C^-1 K
+    gram = keys.T @ solved  # K^T C^-1 K
+    unit = torch.zeros(keys.shape[1], dtype=torch.float64)
+    unit[0] = 1.0
+    return solved @ torch.linalg.solve(gram, unit)
 
 
 def rank_one(weight: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-             c_inv_key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(left, right) with W + left @ right mapping key to value; weight is (out, in)."""
+             read_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(left, right) with W + left @ right mapping key to value (read_out . key = 1); weight is
+    (out, in)."""
     residual = value.double() - weight.double() @ key.double()
-    right = read_out_vector(key, c_inv_key)
-    return residual[:, None].float(), right[None, :].float()
+    return residual[:, None].float(), read_out[None, :].float()
 
 
 def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: RomeConfig, *,
@@ -72,17 +80,19 @@ def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Ro
             started = time.perf_counter()
             progress(f"ROME: edit {i + 1}/{len(requests)}: {request.subject} → "
                      f"{request.target_new}")
-            key = compute_key(model, tok, module_name, request, prefixes)
-            c_inv_key = solve_c(mom2, key[:, None], cfg.covariance_ridge)[:, 0]
+            keys = compute_keys(model, tok, module_name,
+                                [request, *neighbour_requests(request, cfg.neighbour_keys)],
+                                prefixes)
+            key = keys[0]
+            read_out = constrained_read_out(mom2, key, keys[1:].T, cfg.covariance_ridge).float()
             if cfg.through_update:
-                read_out = read_out_vector(key, c_inv_key).float()
                 _, delta, stats = compute_value(model, tok, module_name, request, prefixes,
                                                 cfg, chat_format, read_out=read_out)
                 left, right = delta[:, None], read_out[None, :]  # exactly what was searched
             else:
                 value, _, stats = compute_value(model, tok, module_name, request, prefixes,
                                                 cfg, chat_format)
-                left, right = rank_one(weight_out_in(module).detach(), key, value, c_inv_key)
+                left, right = rank_one(weight_out_in(module).detach(), key, value, read_out)
             left, right = as_param_layout(module, left, right)
             with torch.no_grad():
                 module.weight.add_(left @ right)
