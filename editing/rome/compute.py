@@ -178,44 +178,30 @@ class PackedRunner:
         self.start_module = start_module
         lengths = texts.mask.sum(-1).tolist()
         self.split = _split_points(texts)
-        cuts = self.split.tolist()
-        prefix_lengths = cuts
+        cuts = self.split.tolist()  # each text's prefix length
         suffix_lengths = [end - cut for end, cut in zip(lengths, cuts)]
-        self.prefix_offsets = _offsets(prefix_lengths)
+        owner_prefix, owner_suffix = _owners(cuts), _owners(suffix_lengths)
         self.suffix_offsets = _offsets(suffix_lengths)
-        owner_prefix = _owners(prefix_lengths)
-        owner_suffix = _owners(suffix_lengths)
         self.suffix = torch.cat([texts.ids[r, cut:end] for r, (cut, end)
                                  in enumerate(zip(cuts, lengths))])[None]
-        positions = torch.cat([torch.arange(cut, end) for cut, end in zip(cuts, lengths)])
-        self.positions = positions[None]
+        self.positions = torch.cat([torch.arange(cut, end)
+                                    for cut, end in zip(cuts, lengths)])[None]
         dtype = next(model.parameters()).dtype
-        blocked = torch.finfo(dtype).min
-        width = len(owner_suffix)
-        own_suffix = owner_suffix[:, None] == owner_suffix[None, :]
-        causal = torch.ones(width, width, dtype=torch.bool).tril()
-        allowed = torch.cat([owner_suffix[:, None] == owner_prefix[None, :],
-                             own_suffix & causal], 1)
-        self.mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, blocked)[
-            None, None]
+        self.mask = _additive(torch.cat([owner_suffix[:, None] == owner_prefix[None, :],
+                                         _own_causal(owner_suffix)], 1), dtype)
         self.delta_cols = self.at(texts.delta_rows, texts.delta_cols)
         self.keep = torch.unique(self.at(needed_rows, needed_cols))
-        self.column = torch.full((width,), -1, dtype=torch.long)
+        self.column = torch.full((len(owner_suffix),), -1, dtype=torch.long)
         self.column[self.keep] = torch.arange(len(self.keep))
         self.cache = None
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         with torch.no_grad():
-            if prefix_lengths and sum(prefix_lengths):
+            if sum(cuts):
                 prefix = torch.cat([texts.ids[r, :cut] for r, cut in enumerate(cuts)])[None]
-                prefix_positions = torch.cat([torch.arange(cut) for cut in cuts])[None]
-                own = owner_prefix[:, None] == owner_prefix[None, :]
-                prefix_allowed = own & torch.ones(len(owner_prefix), len(owner_prefix),
-                                                  dtype=torch.bool).tril()
-                prefix_mask = torch.zeros(prefix_allowed.shape, dtype=dtype).masked_fill(
-                    ~prefix_allowed, blocked)[None, None]
-                self.cache = model(input_ids=prefix, attention_mask=prefix_mask,
-                                   position_ids=prefix_positions, use_cache=True
-                                   ).past_key_values
+                self.cache = model(input_ids=prefix,
+                                   attention_mask=_additive(_own_causal(owner_prefix), dtype),
+                                   position_ids=torch.cat([torch.arange(c) for c in cuts])[None],
+                                   use_cache=True).past_key_values
                 self._prefix_kv = [(layer.keys, layer.values) for layer in self.cache.layers]
             self.hidden = None
             if start_module is not None:
@@ -245,6 +231,20 @@ class PackedRunner:
             return self._run()
         with from_block(self.model, self.start_module, self.hidden):
             return self._run()
+
+
+def _own_causal(owners: torch.Tensor) -> torch.Tensor:
+    """Which packed position may attend to which: earlier or same positions of its own text."""
+    width = len(owners)
+    return (owners[:, None] == owners[None, :]) & torch.ones(width, width,
+                                                              dtype=torch.bool).tril()
+
+
+def _additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean (query, key) mask as the additive 4D mask the model takes as given."""
+    blocked = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed,
+                                                                   torch.finfo(dtype).min)
+    return blocked[None, None]
 
 
 def _offsets(lengths: list[int]) -> torch.Tensor:
