@@ -97,14 +97,21 @@ def block_position(model: torch.nn.Module | None, module_name: str,
     return parent, attribute, int(match.group(2))
 
 
+class StopForward(Exception):
+    """Raised by a hook once what it wanted is read: the blocks above need not run."""
+
+
 @contextlib.contextmanager
 def block_input(model: torch.nn.Module, module_name: str,
-                store: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Record the hidden states entering the block that holds `module_name`."""
+                store: dict[str, torch.Tensor], stop: bool = False) -> Iterator[None]:
+    """Record the hidden states entering the block that holds `module_name`; with `stop`,
+    the forward pass ends there (raises `StopForward`: catch it around the call)."""
     parent, attribute, index = block_position(model, module_name)
 
     def pre(_module, args):
         store["hidden"] = args[0].detach()
+        if stop:
+            raise StopForward
 
     handle = getattr(parent, attribute)[index].register_forward_pre_hook(pre)
     try:

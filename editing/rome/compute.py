@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from editing.deltas import model_fingerprint
-from editing.locate import (block_input, first_tensor, from_block, get_module, hooked,
-                            subject_last_tokens)
+from editing.locate import (StopForward, block_input, first_tensor, from_block, get_module,
+                            hooked, subject_last_tokens, weight_out_in)
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +206,11 @@ class PackedRunner:
             self.hidden = None
             if start_module is not None:
                 captured: dict[str, torch.Tensor] = {}
-                with block_input(model, start_module, captured):
-                    self._run()
+                with block_input(model, start_module, captured, stop=True):
+                    try:
+                        self._run()
+                    except StopForward:
+                        pass
                 self.hidden = captured["hidden"]
 
     def at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -215,13 +218,16 @@ class PackedRunner:
         return self.suffix_offsets[rows] + cols - self.split[rows]
 
     def _run(self) -> torch.Tensor:
-        out = self.model(input_ids=self.suffix, attention_mask=self.mask,
-                         position_ids=self.positions, past_key_values=self.cache,
-                         use_cache=self.cache is not None, logits_to_keep=self.keep)
-        # drop this step's suffix from the cache: every layer back to the kept prefix
-        for layer, (keys, values) in zip(self.cache.layers if self.cache else [],
-                                         self._prefix_kv):
-            layer.keys, layer.values = keys, values
+        try:
+            out = self.model(input_ids=self.suffix, attention_mask=self.mask,
+                             position_ids=self.positions, past_key_values=self.cache,
+                             use_cache=self.cache is not None, logits_to_keep=self.keep)
+        finally:
+            # drop this step's suffix from the cache (also when a hook stopped the pass):
+            # every layer back to the kept prefix
+            for layer, (keys, values) in zip(self.cache.layers if self.cache else [],
+                                             self._prefix_kv):
+                layer.keys, layer.values = keys, values
         return out.logits[0]
 
     def logits(self) -> torch.Tensor:
@@ -258,10 +264,6 @@ def _owners(lengths: list[int]) -> torch.Tensor:
                                                                              dtype=torch.long))
 
 
-class _Captured(Exception):
-    """Raised by a hook once the wanted input is read: the blocks above need not run."""
-
-
 @torch.no_grad()
 def compute_keys(model: torch.nn.Module, tok, module_name: str, requests: list[EditRequest],
                  prefixes: list[str]) -> torch.Tensor:
@@ -273,12 +275,12 @@ def compute_keys(model: torch.nn.Module, tok, module_name: str, requests: list[E
 
     def read(_module, args):
         captured.append(args[0].detach())
-        raise _Captured
+        raise StopForward
 
     with hooked(get_module(model, module_name), pre=read):
         try:
             model(input_ids=texts.ids, attention_mask=texts.mask, use_cache=False)
-        except _Captured:
+        except StopForward:
             pass
     # one key per text: the first occurrence of its subject
     firsts = torch.stack([(texts.delta_rows == r).nonzero()[0, 0] for r in range(len(pieces))])
@@ -315,17 +317,7 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
     for p in model.parameters():
         p.requires_grad_(False)
 
-    # the projection's current output at the bare prompt's subject token, and the KL reference
-    outputs: list[torch.Tensor] = []
-    with torch.no_grad(), hooked(module, forward=lambda _m, _a, out: outputs.append(
-            first_tensor(out).detach())):
-        logits = model(input_ids=texts.ids, attention_mask=texts.mask, use_cache=False).logits
     kl_rows = torch.arange(n_rewrite, len(pieces))
-    reference = torch.log_softmax(logits[kl_rows, texts.last[kl_rows]].float(), -1)
-    original = outputs[0][texts.delta_rows[0], texts.delta_cols[0]]
-    max_norm = cfg.clamp_norm_factor * original.norm()
-    del logits
-
     target_rows = torch.cat(texts.target_rows)
     target_cols = torch.cat(texts.target_cols)
     target_ids = torch.cat(texts.target_ids)
@@ -335,10 +327,17 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
     target_at = runner.column[runner.at(target_rows, target_cols)]
     kl_at = runner.column[runner.at(kl_rows, kl_cols)]
     token_counts = torch.bincount(target_rows, minlength=n_rewrite).clamp(min=1)
-    delta = torch.zeros_like(original, requires_grad=True)
+    delta = torch.zeros(weight_out_in(module).shape[0], dtype=module.weight.dtype,
+                        requires_grad=True)
     optimizer = torch.optim.Adam([delta], lr=cfg.learning_rate)
+    # read in the first step, where delta is still zero: the projection's output at the bare
+    # prompt's subject token (the scale of the clamp and the decay) and the KL reference. No
+    # separate forward pass of the unedited model is needed.
+    unedited: dict[str, torch.Tensor] = {}
 
     def add_delta(_module, args, out):
+        if "output" not in unedited:
+            unedited["output"] = first_tensor(out)[0, runner.delta_cols[0]].detach()
         if read_out is not None:
             hidden = first_tensor(out) + (args[0] @ read_out)[..., None] * delta
         else:
@@ -351,6 +350,10 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
         for step in range(cfg.steps):
             optimizer.zero_grad()
             logits = runner.logits()
+            if step == 0:
+                original = unedited["output"]
+                max_norm = cfg.clamp_norm_factor * original.norm()
+                reference = torch.log_softmax(logits[kl_at].detach().float(), -1)
             log_probs = torch.log_softmax(logits[target_at].float(), -1)
             token_nll = -log_probs.gather(-1, target_ids[:, None])[:, 0]
             per_text = torch.zeros(n_rewrite).index_add(0, target_rows, token_nll)
