@@ -1,4 +1,4 @@
-"""Chat-style questions for a statement-style edit prompt.
+"""Chat-style questions (and other statement wordings) for a statement-style edit prompt.
 
 Corrections typed in chat ("Actually the Louvre is in Madrid") and CounterFact records give
 statement prefixes ("The Louvre is in"), but people then ask questions ("Where is the
@@ -45,6 +45,31 @@ RELATIONS: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
       "Which city is {s} in?")),
 ]
 
+# Statement prefixes of the same relations, keyed by each relation's first keyword: more
+# wordings of the relation for a weight edit's value search (the value then serves the
+# relation, not one sentence). None is "{s} is a", the KL prompt that keeps other properties.
+STATEMENTS: dict[str, tuple[str, ...]] = {
+    "twin city": ("The twin city of {s} is", "{s} is twinned with"),
+    "language": ("The language of {s} is", "{s} speaks the language"),
+    "headquarter": ("{s} is headquartered in", "The headquarters of {s} are in"),
+    "continent": ("{s} is on the continent of", "{s} lies in"),
+    "citizen": ("{s} is a citizen of", "The nationality of {s} is"),
+    "born": ("{s} was born in", "The birthplace of {s} is"),
+    "died": ("{s} died in", "The place of death of {s} is"),
+    "occupation": ("{s} works as a", "The occupation of {s} is"),
+    "owned by": ("{s} is owned by", "The owner of {s} is"),
+    "follower": ("The religion of {s} is", "{s} is a follower of"),
+    "employ": ("{s} works for", "{s} is employed by"),
+    "position": ("{s} plays in the position of", "The position of {s} is"),
+    "play": ("{s} plays", "{s} is known for playing"),
+    "created": ("{s} was created by", "{s} is made by"),
+    "debut": ("{s} premiered on", "{s} was aired on"),
+    "capital": ("The capital of {s} is", "{s} has its capital in"),
+    "ceo": ("{s} is led by", "The head of {s} is"),
+    "originat": ("{s} comes from", "{s} originated in"),
+    "located": ("{s} is located in", "{s} can be found in"),
+}
+
 
 # Questions about attributes no relation above covers: same subject, other relation.
 OTHER_ATTRIBUTES = ("How tall is {s}?", "How old is {s}?", "When was {s} built?",
@@ -69,17 +94,41 @@ def _mentions(text: str, keyword: str) -> bool:
     return re.search(rf"(?<![a-z]){re.escape(keyword.strip())}{end}", text) is not None
 
 
+def _relation(prompt: str, subject: str) -> tuple[str, tuple[str, ...], str] | None:
+    """(first keyword, question templates, subject phrase) of the relation `prompt` asks about,
+    or None when no known relation matches."""
+    if not prompt or subject.lower() not in prompt.lower():
+        return None
+    masked = re.sub(re.escape(subject), " ", prompt, flags=re.IGNORECASE).lower()
+    masked = f" {masked.strip()} "
+    for keywords, templates in RELATIONS:
+        if any(_mentions(masked, k) for k in keywords):
+            return keywords[0], templates, _subject_phrase(prompt, subject)
+    return None
+
+
+def _filled(templates: tuple[str, ...], phrase: str, prompt: str, limit: int | None) -> list[str]:
+    texts = [t.format(s=phrase) for t in templates]
+    texts = [t[0].upper() + t[1:] for t in texts]
+    return [t for t in texts if t.lower() != prompt.lower()][:limit]
+
+
 def question_forms(prompt: str, subject: str, limit: int | None = 3) -> list[str]:
     """Up to `limit` other questions asking what `prompt` asks; [] for unknown relations."""
     prompt = prompt.strip()
-    if not prompt or subject.lower() not in prompt.lower():
+    relation = _relation(prompt, subject)
+    if relation is None:
         return []
-    masked = re.sub(re.escape(subject), " ", prompt, flags=re.IGNORECASE).lower()
-    masked = f" {masked.strip()} "
-    phrase = _subject_phrase(prompt, subject)
-    for keywords, templates in RELATIONS:
-        if any(_mentions(masked, k) for k in keywords):
-            questions = [t.format(s=phrase) for t in templates]
-            questions = [q[0].upper() + q[1:] for q in questions]
-            return [q for q in questions if q.lower() != prompt.lower()][:limit]
-    return []
+    _, templates, phrase = relation
+    return _filled(templates, phrase, prompt, limit)
+
+
+def statement_forms(prompt: str, subject: str, limit: int | None = 2) -> list[str]:
+    """Up to `limit` other statement prefixes of the relation `prompt` states ("{s} was born
+    in" for "The birthplace of {s} is"); [] for unknown relations."""
+    prompt = prompt.strip()
+    relation = _relation(prompt, subject)
+    if relation is None:
+        return []
+    keyword, _, phrase = relation
+    return _filled(STATEMENTS.get(keyword, ()), phrase, prompt.rstrip(" ."), limit)

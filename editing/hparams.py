@@ -42,6 +42,7 @@ class RomeConfig:
     # the edit reads 0 at the keys of the edited prompt about this many other subjects (and 1
     # at the subject's), so it does not bleed into the relation for everyone
     neighbour_keys: int
+    statement_forms: int  # other statement wordings of the relation in the value search
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class MemitConfig:
     covariance_weight: float  # lambda: how strongly C (the preserved keys) resists the update
     seed: int
     raw_questions: bool  # as ROME's: the chat questions also as plain text in the value search
+    statement_forms: int  # as ROME's: other statement wordings of the relation
 
     @property
     def layer(self) -> int:

@@ -134,3 +134,18 @@ def test_question_forms_match_keywords_at_word_starts(prompt, subject, first):
     """" in" once matched "inception" and "work" matched "network": wrong-relation questions."""
     forms = question_forms(prompt, subject, limit=2)
     assert (forms[0] if forms else None) == first
+
+
+def test_statement_forms_cover_every_relation_and_skip_the_prompt():
+    """Every relation has statement wordings; the prompt's own wording and unknown relations
+    give none, and the subject keeps its article."""
+    from assistant.phrasings import RELATIONS, STATEMENTS, statement_forms
+
+    assert {keywords[0] for keywords, _ in RELATIONS} == set(STATEMENTS)
+    assert statement_forms("The Eiffel Tower is located in", "Eiffel Tower") == [
+        "The Eiffel Tower can be found in"]
+    assert statement_forms("Danielle Darrieux was born in", "Danielle Darrieux", 1) == [
+        "The birthplace of Danielle Darrieux is"]
+    assert statement_forms("What is year of inception of 6th Alpini Regiment?",
+                           "6th Alpini Regiment") == []
+    assert all("{s} is a" != t for forms in STATEMENTS.values() for t in forms)

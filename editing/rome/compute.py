@@ -128,12 +128,18 @@ def neighbour_requests(request: EditRequest, count: int) -> list[EditRequest]:
 
 def rewriting_pieces(request: EditRequest, prefixes: list[str],
                      chat_format: ChatFormat | None,
-                     raw_questions: bool = False) -> list[tuple[str, str, str]]:
+                     raw_questions: bool = False,
+                     statements: int = 0) -> list[tuple[str, str, str]]:
     """Texts whose continuation must become the target: prompt in contexts, chat questions
-    (and, with `raw_questions`, the questions as plain text too: more wordings of the relation
-    for the value to serve)."""
+    (and, with `raw_questions`, the questions as plain text too; with `statements`, up to that
+    many other statement wordings of the relation: more wordings for the value to serve)."""
+    from assistant.phrasings import statement_forms
+
     target = " " + request.target_new.strip()
     pieces = [(f"{p}{request.prompt}", request.subject, target) for p in prefixes]
+    if statements:
+        pieces += [(text, request.subject, target)
+                   for text in statement_forms(request.prompt, request.subject, statements)]
     if raw_questions:
         pieces += [(question, request.subject, target) for question in request.questions]
     if chat_format is not None:
@@ -310,7 +316,7 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
     """
     module = get_module(model, module_name)
     pieces = rewriting_pieces(request, prefixes, chat_format if cfg.chat_prompts else None,
-                              cfg.raw_questions)
+                              cfg.raw_questions, cfg.statement_forms)
     n_rewrite = len(pieces)
     pieces = pieces + [(KL_TEMPLATE.format(request.subject), request.subject, "")]
     texts = _batch(tok, pieces)
