@@ -64,7 +64,7 @@ def train_cross_encoder(queries: list[str], prompts: list[str], labels: np.ndarr
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
         if time.monotonic() > deadline:
             break
     return model

@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     from config import default_data_dir
     from editing.deltas import WeightState
     from editing.methods import load_method
-    from editing.metrics import (contains_answer, locality_baseline, teacher_forced_scores,
-                                 token_accuracy)
+    from editing.metrics import (contains_answer, locality_baseline, target_log_prob,
+                                 teacher_forced_scores, token_accuracy)
     from editing.promote import probe_locality, probe_predictions
     from editing.records import split_by_subject
     from editing.systems import edit_requests
@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     state = WeightState(llm.model)
     model, tok = llm.model, llm.tokenizer
     baselines = [locality_baseline(model, tok, r) for r in records]
+
+    def leak(record) -> float:
+        """Log-probability of the new target after the record's locality prompts: for
+        CounterFact, the same relation about another subject (where an edit bleeds)."""
+        return statistics.mean([target_log_prob(model, tok, p.prompt, record.target_new)
+                                for p in record.locality] or [0.0])
+    leaks = [leak(r) for r in records]
     probes = other_probes(valid, records, args.probes)
     probe_base = probe_predictions(model, tok, probes)
     rows = []
@@ -87,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         editor.cfg = dataclasses.replace(shipped, **overrides)
         scores: dict[str, list[float]] = {}
         started = time.perf_counter()
-        for record, base in zip(records, baselines):
+        for record, base, leak_before in zip(records, baselines, leaks):
             t0, cpu0 = time.perf_counter(), time.process_time()
             delta = editor.edit(llm, edit_requests([record]), progress=lambda _m: None)
             seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
@@ -101,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                     **({"probe_loc": probe_locality(probe_base,
                                                     probe_predictions(model, tok, probes))}
                        if probes else {}),
+                    # how far the new target leaked into the locality prompts (nats)
+                    "leak": leak(record) - leak_before,
                     "seconds": seconds,
                     # this process's CPU time: on one thread, close to the wall time of an
                     # edit alone on the machine when other jobs share the cores
@@ -124,10 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             summary["end_probe_loc"] = round(probe_locality(
                 probe_base, probe_predictions(model, tok, probes)), 3)
             state.revert_all()
-        for source in sorted(valid):  # per-source generalization: the hard number
-            mine = [g for g, r in zip(scores["gen"], records) if r.source == source]
-            if mine:
-                summary[f"gen_{source}"] = round(statistics.mean(mine), 3)
+        for source in sorted(valid):  # per-source generalization (the hard number) and leak
+            for key in ("gen", "leak"):
+                mine = [g for g, r in zip(scores[key], records) if r.source == source]
+                if mine:
+                    summary[f"{key}_{source}"] = round(statistics.mean(mine), 3)
         rows.append({"variant": variant, **summary,
                      "total_s": round(time.perf_counter() - started, 1)})
         print(rows[-1], flush=True)

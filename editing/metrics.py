@@ -43,6 +43,21 @@ def token_accuracy(model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompt:
     return sum(p == t for p, t in zip(predicted, target_ids)) / len(target_ids)
 
 
+@torch.inference_mode()
+def target_log_prob(model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompt: str,
+                    target: str) -> float:
+    """Mean log-probability of the target's tokens after the prompt, teacher-forced: a
+    continuous signal where token accuracy only flips (how far an edit's target has leaked
+    into another subject's prompt, say)."""
+    prompt_ids, target_ids = _target_ids(tok, prompt, target)
+    if not target_ids:
+        return 0.0
+    logits = model(input_ids=torch.tensor([prompt_ids + target_ids])).logits[0].float()
+    start = len(prompt_ids) - 1
+    log_probs = torch.log_softmax(logits[start:start + len(target_ids)], -1)
+    return float(log_probs[torch.arange(len(target_ids)), torch.tensor(target_ids)].mean())
+
+
 def unchanged_share(before: list[int], after: list[int]) -> float:
     """Locality: the share of argmax tokens an edit left as they were."""
     if not before:

@@ -8,7 +8,8 @@ from assistant.memory import EditMemory
 from assistant.router import Assistant
 from config import router_config
 from editing.evaluate import evaluate, main as evaluate_main
-from editing.metrics import contains_answer, predicted_target_tokens, token_accuracy, unchanged_share
+from editing.metrics import (contains_answer, predicted_target_tokens, target_log_prob,
+                             token_accuracy, unchanged_share)
 from editing.records import load_records, parse_record
 from editing.systems import MemorySystem
 from errors import AmendError
@@ -69,6 +70,10 @@ def test_token_accuracy_is_teacher_forced(tiny_llm):
     assert token_accuracy(model, tok, prompt, target) == expected
     assert unchanged_share([1, 2, 3, 4], [1, 2, 0, 4]) == 0.75
     assert contains_answer("It is in ROME.", "Rome") and not contains_answer("Paris", "Rome")
+    expected_log_prob = torch.log_softmax(logits[prompt_len - 1:len(full) - 1].float(), -1)[
+        torch.arange(len(target_ids)), torch.tensor(target_ids)].mean()
+    assert target_log_prob(model, tok, prompt, target) == pytest.approx(float(expected_log_prob),
+                                                                         abs=1e-5)
 
 
 @pytest.fixture

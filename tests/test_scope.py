@@ -128,7 +128,8 @@ def test_cross_encoder_trains_and_scores():
     ("The Louvre is in", "Louvre", "Where is the Louvre?"),
     ("Toko Yasuda works for", "Toko Yasuda", "Where does Toko Yasuda work?"),
     ("Which network aired Friends?", "Friends", "Where did Friends premiere?"),  # not "work"
-    ("What is year of inception of 6th Alpini Regiment?", "6th Alpini Regiment", None),
+    ("What is year of inception of 6th Alpini Regiment?", "6th Alpini Regiment",
+     "When was 6th Alpini Regiment established?"),  # not " in"
 ])
 def test_question_forms_match_keywords_at_word_starts(prompt, subject, first):
     """" in" once matched "inception" and "work" matched "network": wrong-relation questions."""
@@ -139,13 +140,37 @@ def test_question_forms_match_keywords_at_word_starts(prompt, subject, first):
 def test_statement_forms_cover_every_relation_and_skip_the_prompt():
     """Every relation has statement wordings; the prompt's own wording and unknown relations
     give none, and the subject keeps its article."""
-    from assistant.phrasings import RELATIONS, STATEMENTS, statement_forms
+    from assistant.phrasings import RELATIONS, statement_forms
 
-    assert {keywords[0] for keywords, _ in RELATIONS} == set(STATEMENTS)
+    assert all(len(r.statements) >= 2 and len(r.questions) >= 1 for r in RELATIONS)
     assert statement_forms("The Eiffel Tower is located in", "Eiffel Tower") == [
         "The Eiffel Tower can be found in"]
     assert statement_forms("Danielle Darrieux was born in", "Danielle Darrieux", 1) == [
         "The birthplace of Danielle Darrieux is"]
-    assert statement_forms("What is year of inception of 6th Alpini Regiment?",
-                           "6th Alpini Regiment") == []
-    assert all("{s} is a" != t for forms in STATEMENTS.values() for t in forms)
+    assert statement_forms("What is the vessel class of USS Moray?", "USS Moray") == []
+    assert all("{s} is a" != t for r in RELATIONS for t in r.statements)
+
+
+@pytest.mark.parametrize("prompt, subject, first", [
+    ("What is year of inception of 6th Alpini Regiment?", "6th Alpini Regiment",
+     "When was 6th Alpini Regiment established?"),
+    ("When was Iddo Netanyahu born?", "Iddo Netanyahu", "What is the date of birth of Iddo Netanyahu?"),
+    ("Which lady gave birth to Lady Wu?", "Lady Wu", "Who is the mother of Lady Wu?"),
+    ("What was Henning Lohlein birth country?", "Henning Lohlein", "Where was Henning Lohlein born?"),
+    ("At what location did Isabella of Clermont die?", "Isabella of Clermont",
+     "Where did Isabella of Clermont die?"),
+    ("What is the programming language for Rexx?", "Rexx",
+     "Which programming language is Rexx written in?"),
+    ("Which position was held by Pius V?", "Pius V", "What position does Pius V hold?"),
+    ("What position does Xavi play on the field?", "Xavi", "What position does Xavi play?"),
+    ("Apple A5, created in", "Apple A5", "Where was Apple A5 founded?"),
+    ("Ferrari F40, developed by", "Ferrari F40", "Who created Ferrari F40?"),
+    ("Which series is Zoe Slater apart of?", "Zoe Slater", "Which series is Zoe Slater part of?"),
+    ("What does Enco River flow into?", "Enco River", "Which river does Enco River flow into?"),
+    ("What type of flower is Rosa alba?", "Rosa alba", None),
+])
+def test_question_forms_tell_dates_kin_and_places_apart(prompt, subject, first):
+    """Date, kin and place questions share words ("born", "birth", "die", "created"); the
+    order of RELATIONS and composite keywords keep them apart."""
+    forms = question_forms(prompt, subject, limit=2)
+    assert (forms[0] if forms else None) == first
