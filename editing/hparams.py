@@ -43,10 +43,6 @@ class RomeConfig:
     # at the subject's), so it does not bleed into the relation for everyone
     neighbour_keys: int
     statement_forms: int  # other statement wordings of the relation in the value search
-    # KL at the edited prompt about this many other subjects, with the edit applied as it
-    # will be (through_update only): steers the value away from the relation in general
-    neighbour_kl: int
-    neighbour_kl_factor: float
 
 
 @dataclass(frozen=True)
@@ -167,6 +163,3 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
     for name in edited_modules(cfg):
         if name not in names:
             raise ConfigError(f"{source}: the model has no module '{name}' (module templates)")
-    if getattr(cfg, "neighbour_kl", 0) and not cfg.through_update:
-        raise ConfigError(f"{source}: neighbour_kl needs through_update (the KL is taken with "
-                          "the edit applied as it will be)")

@@ -302,8 +302,7 @@ def compute_key(model: torch.nn.Module, tok, module_name: str, request: EditRequ
 
 def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRequest,
                   prefixes: list[str], cfg, chat_format: ChatFormat | None = None,
-                  read_out: torch.Tensor | None = None,
-                  neighbours: list[EditRequest] | tuple = (), neighbour_factor: float = 0.0
+                  read_out: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """v*: the projection output at the subject's last token that makes the model say the
     target; returns (v*, the change delta = v* - current output, stats). `cfg` has steps,
@@ -314,19 +313,12 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
     rank-one edit W + delta u^T itself: every position from the first subject token on gets
     (u . x) delta, as the edited weight will give it. Otherwise delta is added at the subject's
     last token only, and the edit reproduces it where the key matches k*.
-
-    `neighbours` (the prompt about other subjects; only with `read_out`, where the edit acts
-    on them as it will) add a KL term at their last token, weighted `neighbour_factor`: the
-    value is steered towards a direction that leaves the relation alone for everyone else.
     """
-    if neighbours and read_out is None:
-        raise ValueError("neighbour KL needs the search through the update (read_out)")
     module = get_module(model, module_name)
     pieces = rewriting_pieces(request, prefixes, chat_format if cfg.chat_prompts else None,
                               cfg.raw_questions, cfg.statement_forms)
     n_rewrite = len(pieces)
     pieces = pieces + [(KL_TEMPLATE.format(request.subject), request.subject, "")]
-    pieces += [(n.prompt, n.subject, "") for n in neighbours]
     texts = _batch(tok, pieces)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -375,13 +367,10 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
             # mean over each text's target tokens, then over texts
             per_text = per_text / token_counts
             nll = per_text.mean()
-            # per KL text: the subject's own "is a" first, then the neighbours
-            kl_each = (reference.exp() * (reference - current)).sum(-1)
-            kl = kl_each[0]
+            kl = torch.nn.functional.kl_div(current, reference,
+                                            log_target=True, reduction="batchmean")
             decay = cfg.weight_decay * delta.norm() ** 2 / original.norm() ** 2
             loss = nll + cfg.kl_factor * kl + decay
-            if len(kl_each) > 1:
-                loss = loss + neighbour_factor * kl_each[1:].mean()
             stats.update(steps=step + 1, nll=float(nll.detach()), kl=float(kl.detach()),
                          worst_nll=float(per_text.detach().max()))
             if stats["worst_nll"] < cfg.stop_loss:  # every text says the target, not the mean

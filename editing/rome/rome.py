@@ -86,11 +86,8 @@ def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Ro
             key = keys[0]
             read_out = constrained_read_out(mom2, key, keys[1:].T, cfg.covariance_ridge).float()
             if cfg.through_update:
-                _, delta, stats = compute_value(
-                    model, tok, module_name, request, prefixes, cfg, chat_format,
-                    read_out=read_out,
-                    neighbours=neighbour_requests(request, cfg.neighbour_kl),
-                    neighbour_factor=cfg.neighbour_kl_factor)
+                _, delta, stats = compute_value(model, tok, module_name, request, prefixes,
+                                                cfg, chat_format, read_out=read_out)
                 left, right = delta[:, None], read_out[None, :]  # exactly what was searched
             else:
                 value, _, stats = compute_value(model, tok, module_name, request, prefixes,
