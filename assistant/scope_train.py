@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from assistant.phrasings import OTHER_ATTRIBUTES, question_forms
+from assistant.phrasings import OTHER_ATTRIBUTES, question_forms, relation_of
 from assistant.scope import ScopeHead, pair_features, relation_text, subject_overlap
 from config import CONFIG_DIR, REPO_ROOT, router_config
 from editing.records import TRAIN_FILES
@@ -43,6 +43,14 @@ def normalise_record(rec: dict) -> dict:
     return rec
 
 
+def other_attributes(prompt: str, subject: str) -> list[str]:
+    """Questions about `subject` that ask something else than `prompt`: the OTHER_ATTRIBUTES
+    not of the prompt's own relation ("Who designed X?" is in scope of an architect edit)."""
+    own = relation_of(prompt, subject)
+    questions = [q.format(s=subject) for q in OTHER_ATTRIBUTES]
+    return [q for q in questions if own is None or relation_of(q, subject) is not own]
+
+
 def calibration_pairs(records: list[dict], seed: int = 0) -> list[tuple[str, str, str, bool]]:
     """(subject, edit prompt, query, in_scope) pairs from CounterFact or zsRE records."""
     rng = random.Random(seed)
@@ -58,9 +66,9 @@ def calibration_pairs(records: list[dict], seed: int = 0) -> list[tuple[str, str
             if len(questions) > 1:  # ...and a chat edit stored as a question is asked again
                 first, second = rng.sample(questions, 2)
                 pairs.append((subject, first, second, True))
-                pairs.append((subject, first, rng.choice(OTHER_ATTRIBUTES).format(s=subject),
+                pairs.append((subject, first, rng.choice(other_attributes(first, subject)),
                               False))
-        pairs.append((subject, prompt, rng.choice(OTHER_ATTRIBUTES).format(s=subject), False))
+        pairs.append((subject, prompt, rng.choice(other_attributes(prompt, subject)), False))
         other = rng.choice(records)
         if other["subject"] == subject:
             continue

@@ -103,6 +103,17 @@ def test_training_pairs_include_hard_negatives_and_split_by_subject():
     assert is_held_out("Person 3") == is_held_out("person 3 ")  # one subject, one side
 
 
+def test_other_attribute_negatives_skip_the_edited_relation():
+    """An architect edit must not learn "Who designed X?" as out of scope."""
+    from assistant.scope_train import other_attributes
+
+    designed = other_attributes("The architect of Boston Garden is", "Boston Garden")
+    assert "Who designed Boston Garden?" not in designed
+    assert "How tall is Boston Garden?" in designed
+    assert "Who designed Boston Garden?" in other_attributes("Boston Garden is located in",
+                                                              "Boston Garden")
+
+
 def test_f1_scores():
     pred = np.array([True, True, False, False])
     labels = np.array([True, False, True, False])
