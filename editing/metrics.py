@@ -22,17 +22,25 @@ def _target_ids(tok: PreTrainedTokenizerBase, prompt: str,
 
 
 @torch.inference_mode()
+def _target_logits(model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompt: str,
+                   target: str) -> tuple[torch.Tensor | None, list[int]]:
+    """(logits predicting each target token (len(target), vocab), the target tokens),
+    teacher-forced; (None, []) for an empty target."""
+    prompt_ids, target_ids = _target_ids(tok, prompt, target)
+    if not target_ids:
+        return None, []
+    logits = model(input_ids=torch.tensor([prompt_ids + target_ids])).logits[0]  # (T, vocab)
+    start = len(prompt_ids) - 1
+    return logits[start:start + len(target_ids)], target_ids
+
+
 def predicted_target_tokens(model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompt: str,
                             target: str) -> tuple[list[int], list[int]]:
     """(argmax tokens at the target positions, the target tokens), teacher-forced."""
-    prompt_ids, target_ids = _target_ids(tok, prompt, target)
-    if not target_ids:
+    logits, target_ids = _target_logits(model, tok, prompt, target)
+    if logits is None:
         return [], []
-    ids = torch.tensor([prompt_ids + target_ids])
-    logits = model(input_ids=ids).logits[0]  # (T, vocab)
-    start = len(prompt_ids) - 1
-    predicted = logits[start:start + len(target_ids)].argmax(-1).tolist()
-    return predicted, target_ids
+    return logits.argmax(-1).tolist(), target_ids
 
 
 def token_accuracy(model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompt: str,
@@ -43,18 +51,15 @@ def token_accuracy(model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompt:
     return sum(p == t for p, t in zip(predicted, target_ids)) / len(target_ids)
 
 
-@torch.inference_mode()
 def target_log_prob(model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompt: str,
                     target: str) -> float:
     """Mean log-probability of the target's tokens after the prompt, teacher-forced: a
     continuous signal where token accuracy only flips (how far an edit's target has leaked
     into another subject's prompt, say)."""
-    prompt_ids, target_ids = _target_ids(tok, prompt, target)
-    if not target_ids:
+    logits, target_ids = _target_logits(model, tok, prompt, target)
+    if logits is None:
         return 0.0
-    logits = model(input_ids=torch.tensor([prompt_ids + target_ids])).logits[0].float()
-    start = len(prompt_ids) - 1
-    log_probs = torch.log_softmax(logits[start:start + len(target_ids)], -1)
+    log_probs = torch.log_softmax(logits.float(), -1)
     return float(log_probs[torch.arange(len(target_ids)), torch.tensor(target_ids)].mean())
 
 
