@@ -182,7 +182,7 @@ class PackedRunner:
         are skipped: the vocabulary projection is a fifth of the model's work)."""
         self.model = model
         self.start_module = start_module
-        lengths = texts.mask.sum(-1).tolist()
+        lengths = _needed_lengths(texts, needed_rows, needed_cols)
         self.split = _split_points(texts)
         cuts = self.split.tolist()  # each text's prefix length
         suffix_lengths = [end - cut for end, cut in zip(lengths, cuts)]
@@ -195,7 +195,8 @@ class PackedRunner:
         dtype = next(model.parameters()).dtype
         self.mask = _additive(torch.cat([owner_suffix[:, None] == owner_prefix[None, :],
                                          _own_causal(owner_suffix)], 1), dtype)
-        self.delta_cols = self.at(texts.delta_rows, texts.delta_cols)
+        inside = texts.delta_cols < torch.tensor(lengths)[texts.delta_rows]
+        self.delta_cols = self.at(texts.delta_rows[inside], texts.delta_cols[inside])
         self.keep = torch.unique(self.at(needed_rows, needed_cols))
         self.column = torch.full((len(owner_suffix),), -1, dtype=torch.long)
         self.column[self.keep] = torch.arange(len(self.keep))
@@ -243,6 +244,14 @@ class PackedRunner:
             return self._run()
         with from_block(self.model, self.start_module, self.hidden):
             return self._run()
+
+
+def _needed_lengths(texts: Texts, rows: torch.Tensor, cols: torch.Tensor) -> list[int]:
+    """How much of each text a step must run: up to its last needed position (a text's last
+    token, the end of its target, predicts nothing the loss reads; a seventh of the tokens)."""
+    lengths = texts.mask.sum(-1)
+    last_needed = torch.full_like(lengths, -1).scatter_reduce(0, rows, cols, "amax")
+    return torch.where(last_needed >= 0, last_needed + 1, lengths).tolist()
 
 
 def _own_causal(owners: torch.Tensor) -> torch.Tensor:
@@ -373,6 +382,9 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
             loss = nll + cfg.kl_factor * kl + decay
             stats.update(steps=step + 1, nll=float(nll.detach()), kl=float(kl.detach()),
                          worst_nll=float(per_text.detach().max()))
+            log.debug("value step %d: nll %.3f, worst %.3f (text %d), kl %.3f, |delta| %.2f",
+                      step, stats["nll"], stats["worst_nll"], int(per_text.argmax()),
+                      stats["kl"], float(delta.detach().norm() / original.norm()))
             if stats["worst_nll"] < cfg.stop_loss:  # every text says the target, not the mean
                 break
             loss.backward()
