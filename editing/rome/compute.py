@@ -385,6 +385,9 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
             log.debug("value step %d: nll %.3f, worst %.3f (text %d), kl %.3f, |delta| %.2f",
                       step, stats["nll"], stats["worst_nll"], int(per_text.argmax()),
                       stats["kl"], float(delta.detach().norm() / original.norm()))
+            log.debug("value step %d: nll %.3f, worst %.3f (text %d), kl %.3f, |delta| %.2f",
+                      step, stats["nll"], stats["worst_nll"], int(per_text.argmax()),
+                      stats["kl"], float(delta.detach().norm() / original.norm()))
             if stats["worst_nll"] < cfg.stop_loss:  # every text says the target, not the mean
                 break
             loss.backward()
