@@ -382,12 +382,11 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
             loss = nll + cfg.kl_factor * kl + decay
             stats.update(steps=step + 1, nll=float(nll.detach()), kl=float(kl.detach()),
                          worst_nll=float(per_text.detach().max()))
-            log.debug("value step %d: nll %.3f, worst %.3f (text %d), kl %.3f, |delta| %.2f",
-                      step, stats["nll"], stats["worst_nll"], int(per_text.argmax()),
-                      stats["kl"], float(delta.detach().norm() / original.norm()))
-            log.debug("value step %d: nll %.3f, worst %.3f (text %d), kl %.3f, |delta| %.2f",
-                      step, stats["nll"], stats["worst_nll"], int(per_text.argmax()),
-                      stats["kl"], float(delta.detach().norm() / original.norm()))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("value step %d: nll %.3f, worst %.3f (text %d), kl %.3f, "
+                          "|delta| %.2f", step, stats["nll"], stats["worst_nll"],
+                          int(per_text.argmax()), stats["kl"],
+                          float(delta.detach().norm() / original.norm()))
             if stats["worst_nll"] < cfg.stop_loss:  # every text says the target, not the mean
                 break
             loss.backward()
