@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     from editing.records import load_records
     from editing.systems import edit_requests
 
-    llm = ChatLLM.load(None, Path(args.data_dir or default_data_dir()))
+    root = Path(args.data_dir or default_data_dir())
+    llm = ChatLLM.load(None, root)
     model, tok = llm.model, llm.tokenizer
     records = load_records(args.data, args.limit)
     margins = []
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{m['margin']:.3f} nats  record {m['record']:3d}  {m['prompt']!r}  {m['top_two']}")
 
     traces = []
-    editor = load_method("rome", llm, Path(args.data_dir or default_data_dir()))
+    editor = load_method("rome", llm, root)
     module = get_module(model, editor.cfg.module_template.format(editor.cfg.layer))
     for index in args.edit:
         record = records[index]
