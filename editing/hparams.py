@@ -106,6 +106,9 @@ class MendConfig:
     edit_scale: float  # editing: each pass's update times this (chosen on held-out subjects)
     steps: int  # training steps
     batch_edits: int  # edits per training step (applied together, as a batch edit)
+    # with a larger value, each step's batch size is drawn from batch_edits..batch_edits_max,
+    # so the editor also learns updates that still work when many are summed
+    batch_edits_max: int
     learning_rate: float  # editor network (Adam)
     rate_learning_rate: float  # the per-weight log edit rates
     edit_loss_weight: float  # c_edit: new-target NLL on the edit and its paraphrases
@@ -157,6 +160,8 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
     layers = edited_layers(cfg)
     count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     names = {name for name, _ in model.named_modules()}
+    if getattr(cfg, "batch_edits_max", 0) < getattr(cfg, "batch_edits", 0):
+        raise ConfigError(f"{source}: batch_edits_max must be at least batch_edits")
     for layer in layers:
         if count is not None and not 0 <= layer < count:
             raise ConfigError(f"{source}: layer {layer} is outside the model's 0..{count - 1}")

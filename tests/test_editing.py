@@ -733,6 +733,9 @@ def test_editor_load_method(tmp_path, tok):
     llm = ChatLLM(model, make_tiny_tokenizer(), chat_config_for("smollm2"), name="tiny")
     path = write_config(tmp_path, "rome", "smollm2")
     messages: list[str] = []
+    from editing.rome import compute
+
+    compute._PREFIXES.clear()  # sampled by earlier tests on the same tiny model
     editor = load_method("rome", llm, tmp_path / "data", config_file=path,
                          progress=messages.append)
     assert isinstance(editor, Editor) and editor.cfg.layer == 1
@@ -740,6 +743,10 @@ def test_editor_load_method(tmp_path, tok):
     assert editor.setup_info["covariance_seconds"] >= 0
     assert messages  # progress was reported
     fp = model_fingerprint(model)
+    # the context prefixes are ready too: an edit samples none of its own
+    cfg = editor.cfg
+    assert (fp, cfg.context_count, cfg.context_tokens, cfg.seed) in compute._PREFIXES
+    assert editor.setup_info["prefix_seconds"] >= 0
     assert editor.base_fingerprint == fp
     assert list((tmp_path / "data" / "stats" / fp).glob("*.mom2-1500-0.safetensors"))
 

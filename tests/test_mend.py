@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from config import CONFIG_DIR, REPO_ROOT
 from editing.deltas import Delta, WeightState, weights_checksum
 from editing.hparams import edited_modules, load_method_config
+from errors import ConfigError
 from editing.locate import from_block
 from editing.mend import apply_mend, load_editor
 from editing.mend.apply import edit_texts, new_editor
@@ -42,7 +43,8 @@ def mend_config(tmp_path: Path, family: str, **overrides) -> Path:
     """The shipped hyperparameters shrunk to a 2-layer model, weights in tmp_path."""
     raw = json.loads((CONFIG_DIR / "mend" / f"{family}.json").read_text())
     raw.update({"layers": [0, 1], "rank": 8, "weights": str(tmp_path / "editor.safetensors"),
-                "weights_sha256": "", "batch_edits": 2, "validation_every": 5}, **overrides)
+                "weights_sha256": "", "batch_edits": 2, "batch_edits_max": 2,
+                "validation_every": 5}, **overrides)
     path = tmp_path / f"mend-{family}-{len(list(tmp_path.iterdir()))}.json"
     path.write_text(json.dumps(raw))
     return path
@@ -220,6 +222,32 @@ def test_training_lowers_the_loss_and_the_trained_editor_edits(tmp_path, tok):
         state.revert()
     assert nll_after < nll_before - 1.0
     assert weights_checksum(model) == before
+
+
+def test_validation_scores_a_batch_edit_too(tmp_path, tok):
+    """With `batch`, validation also edits the first examples together (what batch training
+    is for) and reports those scores beside the single-edit ones."""
+    from editing.mend.train import validate
+
+    model = llama(tok)
+    cfg = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama"))
+    names, editor = edited_modules(cfg), new_editor(model, cfg)
+    examples = [Example(EIFFEL, (("Which city is the Eiffel Tower in", " Rome"),),
+                        (("The Louvre is in", " Paris"),)),
+                Example(LOUVRE, (("Where is the Louvre", " Madrid"),),
+                        (("Rome is the capital of", " Italy"),))]
+    single = validate(model, tok, editor, names, examples, cfg, None)
+    both = validate(model, tok, editor, names, examples, cfg, None, batch=2)
+    assert set(single) == {"reliability", "generalization", "locality"}
+    assert set(both) == set(single) | {f"batch_{k}" for k in single}
+    assert {k: both[k] for k in single} == single
+    assert all(0.0 <= v <= 1.0 for v in both.values())
+
+
+def test_batch_size_range_is_checked(tmp_path, tok):
+    with pytest.raises(ConfigError, match="batch_edits_max"):
+        load_method_config("mend", "llama", llama(tok),
+                           mend_config(tmp_path, "llama", batch_edits=4, batch_edits_max=2))
 
 
 def test_editor_file_checks(tmp_path, tok):

@@ -2,7 +2,8 @@
 
     python -m editing.mend.train [--minutes M] [--steps N] [--resume] [--write]
 
-Each step takes `batch_edits` training records and edits them together: one forward/backward
+Each step takes `batch_edits` training records (or, with `batch_edits_max`, a number drawn
+between the two) and edits them together: one forward/backward
 pass of the frozen model on the edit texts gives the gradient factors, the editor turns them
 into an update, and the loss on the *edited* model is the new target's NLL on the edit texts
 and their paraphrases (plus chat questions) and the KL to the unedited model on unrelated
@@ -114,29 +115,45 @@ def _accuracy(logits: torch.Tensor, batch, row: int) -> float:
 
 
 def validate(model, tok, editor, names: list[str], examples: list[Example],
-             cfg: MendConfig, chat_format: ChatFormat | None) -> dict:
+             cfg: MendConfig, chat_format: ChatFormat | None, batch: int = 0) -> dict:
     """Single edits on held-out subjects: reliability, generalization, locality (teacher
-    forced, as the evaluation harness defines them)."""
-    scores = {"reliability": [], "generalization": [], "locality": []}
+    forced, as the evaluation harness defines them). With `batch`, also the same scores of
+    the first `batch` examples edited together in one step (as `batch_*`)."""
+    scores: dict[str, list[float]] = {}
     for example in examples:
         pieces, weights = edit_texts([example.request], chat_format, cfg.chat_prompts)
         updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights,
                                cfg.edit_steps, cfg.edit_scale)
-        with torch.no_grad():
-            probes = [(example.request.prompt, " " + example.request.target_new)]
-            probes += [q for q in example.equivalents[:1]]
-            probes += list(example.unrelated[:1])
-            batch = text_batch(tok, probes)
-            before = scored_logits(model, batch)
-            with edited(model, updates):
-                after = scored_logits(model, batch)
-        scores["reliability"].append(_accuracy(after, batch, 0))
-        if len(probes) == 3:
-            scores["generalization"].append(_accuracy(after, batch, 1))
-        last = batch.rows == len(probes) - 1
-        scores["locality"].append(float((after[last].argmax(-1)
-                                         == before[last].argmax(-1)).float().mean()))
+        for key, value in _edit_scores(model, tok, updates, example).items():
+            scores.setdefault(key, []).append(value)
+    if batch > 1:
+        together = examples[:batch]
+        pieces, weights = edit_texts([e.request for e in together], chat_format,
+                                     cfg.chat_prompts)
+        updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights,
+                               cfg.edit_steps, cfg.edit_scale)
+        for example in together:
+            for key, value in _edit_scores(model, tok, updates, example).items():
+                scores.setdefault(f"batch_{key}", []).append(value)
     return {k: round(sum(v) / len(v), 4) for k, v in scores.items() if v}
+
+
+@torch.no_grad()
+def _edit_scores(model, tok, updates, example: Example) -> dict[str, float]:
+    """One example's teacher-forced scores with `updates` applied."""
+    probes = [(example.request.prompt, " " + example.request.target_new)]
+    probes += [q for q in example.equivalents[:1]]
+    probes += list(example.unrelated[:1])
+    batch = text_batch(tok, probes)
+    before = scored_logits(model, batch)
+    with edited(model, updates):
+        after = scored_logits(model, batch)
+    scores = {"reliability": _accuracy(after, batch, 0)}
+    if len(probes) == 3:
+        scores["generalization"] = _accuracy(after, batch, 1)
+    last = batch.rows == len(probes) - 1
+    scores["locality"] = float((after[last].argmax(-1) == before[last].argmax(-1)).float().mean())
+    return scores
 
 
 def record_checksum(family: str, digest: str) -> Path:
@@ -207,7 +224,10 @@ def main(argv: list[str] | None = None) -> None:
         for step in bar:
             source = "zsre" if "zsre" in train and rng.random() < ZSRE_SHARE else "counterfact"
             pool = train.get(source) or next(iter(train.values()))
-            examples = [as_example(rng.choice(pool), chat_format, cfg.chat_equivalents) for _ in range(cfg.batch_edits)]
+            size = (rng.randint(cfg.batch_edits, cfg.batch_edits_max)
+                    if cfg.batch_edits_max > cfg.batch_edits else cfg.batch_edits)
+            examples = [as_example(rng.choice(pool), chat_format, cfg.chat_equivalents)
+                        for _ in range(size)]
             editor.train()
             loss, parts = step_loss(model, tok, editor, names, examples, cfg, chat_format)
             optimiser.zero_grad()
@@ -222,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
             done = step + 1 == steps or time.monotonic() > deadline
             if (step + 1) % cfg.validation_every == 0 or done:
                 editor.eval()
-                scores = validate(model, tok, editor, names, held_out, cfg, chat_format)
+                scores = validate(model, tok, editor, names, held_out, cfg, chat_format,
+                                  batch=cfg.batch_edits_max)
                 validation.append({"step": step + 1,
                                    "minutes": round((time.monotonic() - started) / 60, 2),
                                    **scores})
