@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from config import CONFIG_DIR, REPO_ROOT
 from editing.deltas import Delta, WeightState, weights_checksum
 from editing.hparams import edited_modules, load_method_config
-from errors import ConfigError
 from editing.locate import from_block
 from editing.mend import apply_mend, load_editor
 from editing.mend.apply import edit_texts, new_editor
