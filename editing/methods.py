@@ -55,22 +55,20 @@ class Editor:
         if self.method not in ("rome", "memit"):
             return
         from editing.covariance import config_moments
-
         from editing.rome.compute import context_prefixes
 
         names = [self.cfg.module_template.format(layer) for layer in edited_layers(self.cfg)]
         started = time.perf_counter()
         config_moments(llm.model, llm.tokenizer, names, self.cfg, self.stats_root,
                        self.base_fingerprint, progress)
-        covariance_seconds = time.perf_counter() - started
+        moments_done = time.perf_counter()
         # the context prefixes keys are averaged over: sampled once per base model
         context_prefixes(llm.model, llm.tokenizer, self.cfg.context_count,
                          self.cfg.context_tokens, self.cfg.seed, self.base_fingerprint)
-        self.setup_info = {"covariance_seconds": round(covariance_seconds, 1),
+        self.setup_info = {"covariance_seconds": round(moments_done - started, 1),
                            "covariance_tokens": self.cfg.covariance_tokens,
                            "covariance_fact_tokens": self.cfg.covariance_fact_tokens,
-                           "prefix_seconds": round(time.perf_counter() - started
-                                                   - covariance_seconds, 2)}
+                           "prefix_seconds": round(time.perf_counter() - moments_done, 2)}
 
     def edit(self, llm, requests: list[EditRequest],
              progress: Callable[[str], None] = log.info) -> Delta:

@@ -3,9 +3,8 @@
     python -m editing.mend.train [--minutes M] [--steps N] [--resume] [--write]
 
 Each step takes `batch_edits` training records (or, with `batch_edits_max`, a number drawn
-between the two) and edits them together: one forward/backward
-pass of the frozen model on the edit texts gives the gradient factors, the editor turns them
-into an update, and the loss on the *edited* model is the new target's NLL on the edit texts
+between the two) and edits them together: one forward/backward pass of the frozen model on the
+edit texts gives the gradient factors, the editor turns them into an update, and the loss on the *edited* model is the new target's NLL on the edit texts
 and their paraphrases (plus chat questions) and the KL to the unedited model on unrelated
 prompts (the records' locality prompts), as in the paper. Only the editor learns.
 
@@ -120,21 +119,20 @@ def validate(model, tok, editor, names: list[str], examples: list[Example],
     forced, as the evaluation harness defines them). With `batch`, also the same scores of
     the first `batch` examples edited together in one step (as `batch_*`)."""
     scores: dict[str, list[float]] = {}
-    for example in examples:
-        pieces, weights = edit_texts([example.request], chat_format, cfg.chat_prompts)
-        updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights,
-                               cfg.edit_steps, cfg.edit_scale)
-        for key, value in _edit_scores(model, tok, updates, example).items():
-            scores.setdefault(key, []).append(value)
-    if batch > 1:
-        together = examples[:batch]
+
+    def edit_and_score(together: list[Example], prefix: str) -> None:
         pieces, weights = edit_texts([e.request for e in together], chat_format,
                                      cfg.chat_prompts)
         updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights,
                                cfg.edit_steps, cfg.edit_scale)
         for example in together:
             for key, value in _edit_scores(model, tok, updates, example).items():
-                scores.setdefault(f"batch_{key}", []).append(value)
+                scores.setdefault(prefix + key, []).append(value)
+
+    for example in examples:
+        edit_and_score([example], "")
+    if batch > 1:
+        edit_and_score(examples[:batch], "batch_")
     return {k: round(sum(v) / len(v), 4) for k, v in scores.items() if v}
 
 
@@ -224,6 +222,7 @@ def main(argv: list[str] | None = None) -> None:
         for step in bar:
             source = "zsre" if "zsre" in train and rng.random() < ZSRE_SHARE else "counterfact"
             pool = train.get(source) or next(iter(train.values()))
+            # a fixed size draws nothing, so such runs keep the record sequence they had
             size = (rng.randint(cfg.batch_edits, cfg.batch_edits_max)
                     if cfg.batch_edits_max > cfg.batch_edits else cfg.batch_edits)
             examples = [as_example(rng.choice(pool), chat_format, cfg.chat_equivalents)
