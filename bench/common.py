@@ -213,6 +213,24 @@ def build_assistant_in(data: Path, cache: Path | None, threads: int = 1,
     return assistant, seconds
 
 
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """--data-dir and --json of the scripts that edit the default model in a data folder."""
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="data folder holding the converted model and key statistics "
+                             "(default: the app's)")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT",
+                        help="also write the results as JSON to OUT")
+
+
+def load_default_model(given: Path | None):
+    """(the default base model as a ChatLLM, its data folder): converted there on first use."""
+    from assistant.llm import ChatLLM
+    from config import default_data_dir
+
+    root = Path(given or default_data_dir())
+    return ChatLLM.load(None, root), root
+
+
 # -- time limits -----------------------------------------------------------------------------
 class BenchTimeout(BaseException):
     """A BaseException, like KeyboardInterrupt, so library `except Exception` blocks that run

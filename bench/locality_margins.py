@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.common import run_cli, set_threads, write_json
+from bench.common import add_model_args, load_default_model, run_cli, set_threads, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,23 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", type=int, default=10, help="print the N smallest margins")
     parser.add_argument("--edit", type=int, nargs="*", default=[],
                         help="record indices to edit with ROME and trace")
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--json", type=Path, default=None)
+    add_model_args(parser)
     args = parser.parse_args(argv)
     set_threads(1)
 
     import torch
 
-    from assistant.llm import ChatLLM
-    from config import default_data_dir
     from editing.locate import get_module, hooked
     from editing.methods import load_method
     from editing.metrics import _target_logits, target_log_prob
     from editing.records import load_records
     from editing.systems import edit_requests
 
-    root = Path(args.data_dir or default_data_dir())
-    llm = ChatLLM.load(None, root)
+    llm, root = load_default_model(args.data_dir)
     model, tok = llm.model, llm.tokenizer
     records = load_records(args.data, args.limit)
     margins = []

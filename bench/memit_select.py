@@ -16,7 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
-from bench.common import markdown_table, run_cli, set_threads, write_json
+from bench.common import (add_model_args, load_default_model, markdown_table, run_cli, set_threads,
+                          write_json)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,14 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overrides", default="{}",
                         help="JSON object of config fields to change first (value search too)")
     parser.add_argument("--targets", type=Path, default=None, help="cache of the value search")
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--json", type=Path, default=None)
+    add_model_args(parser)
     args = parser.parse_args(argv)
     set_threads(1)
     import torch
 
-    from assistant.llm import ChatLLM
-    from config import default_data_dir
     from editing.deltas import WeightState
     from editing.memit.memit import memit_targets, memit_update
     from editing.methods import load_method
@@ -43,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from editing.records import split_by_subject
     from editing.systems import edit_requests
 
-    root = Path(args.data_dir or default_data_dir())
-    llm = ChatLLM.load(None, root)
+    llm, root = load_default_model(args.data_dir)
     editor = load_method("memit", llm, root)
     editor.cfg = dataclasses.replace(editor.cfg, **json.loads(args.overrides))
     _, valid = split_by_subject()

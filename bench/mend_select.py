@@ -16,7 +16,8 @@ import itertools
 import time
 from pathlib import Path
 
-from bench.common import markdown_table, run_cli, set_threads, write_json
+from bench.common import (add_model_args, load_default_model, markdown_table, run_cli, set_threads,
+                          write_json)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,20 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=60, help="per source (CF, zsRE)")
     parser.add_argument("--passes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.7, 0.5])
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--json", type=Path, default=None)
+    add_model_args(parser)
     args = parser.parse_args(argv)
     set_threads(1)
     import torch
 
-    from assistant.llm import ChatLLM
-    from config import default_data_dir
     from editing.hparams import edited_modules, load_method_config
     from editing.mend.apply import load_editor, new_editor
     from editing.mend.train import as_example, validate
     from editing.records import split_by_subject
 
-    llm = ChatLLM.load(None, args.data_dir or default_data_dir())
+    llm, _ = load_default_model(args.data_dir)
     cfg = load_method_config("mend", llm.family, llm.model)
     if args.checkpoint:
         editor = new_editor(llm.model, cfg)

@@ -16,9 +16,9 @@ import dataclasses
 import json
 import statistics
 import time
-from pathlib import Path
 
-from bench.common import markdown_table, run_cli, set_threads, write_json
+from bench.common import (add_model_args, load_default_model, markdown_table, run_cli, set_threads,
+                          write_json)
 
 
 def other_probes(valid: dict, edited: list, count: int) -> list[tuple[str, str]]:
@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probes", type=int, default=50,
                         help="also score locality on the locality prompts of this many other "
                              "validation records (probe_loc; 0 = off)")
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--json", type=Path, default=None)
+    add_model_args(parser)
     parser.add_argument("--sequential", action="store_true",
                         help="keep every edit (one after another, as promotions are); the "
                              "variant's row then adds the reliability of all edits and probe "
@@ -59,8 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     set_threads(1)
 
-    from assistant.llm import ChatLLM
-    from config import default_data_dir
     from editing.deltas import WeightState
     from editing.methods import load_method
     from editing.metrics import (contains_answer, locality_baseline, target_log_prob,
@@ -69,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from editing.records import split_by_subject
     from editing.systems import edit_requests
 
-    root = Path(args.data_dir or default_data_dir())
-    llm = ChatLLM.load(None, root)
+    llm, root = load_default_model(args.data_dir)
     editor = load_method(args.method, llm, root)
     shipped = editor.cfg
     _, valid = split_by_subject()
