@@ -27,12 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=60, help="per source (CF, zsRE)")
     parser.add_argument("--passes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.7, 0.5])
+    parser.add_argument("--retry-scales", type=float, nargs="+", default=[0.0],
+                        help="retry_scale values (0 = no extra pass for unlanded edits)")
     add_model_args(parser)
     args = parser.parse_args(argv)
     set_threads(1)
     import torch
 
-    from editing.hparams import edited_modules, load_method_config
+    from editing.hparams import load_method_config
     from editing.mend.apply import load_editor, new_editor
     from editing.mend.train import as_example, validate
     from editing.records import split_by_subject
@@ -49,12 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     held = [as_example(r, llm.chat_text) for source in sorted(valid)
             for r in valid[source][:args.records]]
     rows = []
-    for passes, scale in itertools.product(args.passes, args.scales):
-        setting = dataclasses.replace(cfg, edit_steps=passes, edit_scale=scale)
+    for passes, scale, retry in itertools.product(args.passes, args.scales, args.retry_scales):
+        setting = dataclasses.replace(cfg, edit_steps=passes, edit_scale=scale,
+                                      retry_scale=retry)
         started = time.perf_counter()
-        scores = validate(llm.model, llm.tokenizer, editor, edited_modules(cfg), held,
+        scores = validate(llm.model, llm.tokenizer, editor, held,
                           setting, llm.chat_text)
-        rows.append({"passes": passes, "scale": scale, **scores,
+        rows.append({"passes": passes, "scale": scale, "retry_scale": retry, **scores,
                      "seconds": round(time.perf_counter() - started, 1)})
         print(rows[-1], flush=True)
     print(markdown_table(list(rows[0]), [list(r.values()) for r in rows]))

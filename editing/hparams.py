@@ -104,6 +104,9 @@ class MendConfig:
     weights_sha256: str  # its checksum, checked on load ("" until one is trained)
     edit_steps: int  # editing: apply the editor this many times, each on the edited model
     edit_scale: float  # editing: each pass's update times this (chosen on held-out subjects)
+    # editing: edits whose prompt the passes left unsaid get one more pass at this scale, driven
+    # by them alone (0 = never)
+    retry_scale: float
     steps: int  # training steps
     batch_edits: int  # edits per training step (applied together, as a batch edit)
     # with a larger value, each step's batch size is drawn from batch_edits..batch_edits_max,
@@ -162,6 +165,8 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
     names = {name for name, _ in model.named_modules()}
     if getattr(cfg, "batch_edits_max", 0) < getattr(cfg, "batch_edits", 0):
         raise ConfigError(f"{source}: batch_edits_max must be at least batch_edits")
+    if getattr(cfg, "retry_scale", 0.0) < 0:
+        raise ConfigError(f"{source}: retry_scale must be 0 (off) or positive")
     for layer in layers:
         if count is not None and not 0 <= layer < count:
             raise ConfigError(f"{source}: layer {layer} is outside the model's 0..{count - 1}")

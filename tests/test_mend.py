@@ -230,13 +230,13 @@ def test_validation_scores_a_batch_edit_too(tmp_path, tok):
 
     model = llama(tok)
     cfg = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama"))
-    names, editor = edited_modules(cfg), new_editor(model, cfg)
+    editor = new_editor(model, cfg)
     examples = [Example(EIFFEL, (("Which city is the Eiffel Tower in", " Rome"),),
                         (("The Louvre is in", " Paris"),)),
                 Example(LOUVRE, (("Where is the Louvre", " Madrid"),),
                         (("Rome is the capital of", " Italy"),))]
-    single = validate(model, tok, editor, names, examples, cfg, None)
-    both = validate(model, tok, editor, names, examples, cfg, None, batch=2)
+    single = validate(model, tok, editor, examples, cfg, None)
+    both = validate(model, tok, editor, examples, cfg, None, batch=2)
     assert set(single) == {"reliability", "generalization", "locality"}
     assert set(both) == set(single) | {f"batch_{k}" for k in single}
     assert {k: both[k] for k in single} == single
@@ -402,3 +402,51 @@ def test_edit_scale_scales_the_update(tmp_path, tok):
     a, b = shipped_and_varied(tmp_path, tok, edit_scale=0.5)
     for name in a.names:
         assert torch.allclose(b.update(name), 0.5 * a.update(name), atol=1e-8)
+
+
+def _said_request(model, tok) -> EditRequest:
+    """A request whose target the model already predicts after its prompt (a top token that
+    survives the " " + target round trip; "Paris is" -> " Madrid" on the seeded tiny model)."""
+    for prompt in ("Paris is", "Which city is the Louvre", "Rome is the capital of"):
+        with torch.no_grad():
+            ids = tok(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+            token = int(model(input_ids=ids).logits[0, -1].argmax())
+        target = tok.decode([token]).strip()
+        if target and text_batch(tok, [(prompt, " " + target)]).targets.tolist() == [token]:
+            return EditRequest(prompt.split()[0], prompt, target)
+    pytest.skip("no top prediction of the tiny model round-trips as a target")
+
+
+def test_unlanded_names_the_edits_not_yet_said(tok):
+    from editing.mend.apply import unlanded
+
+    model = llama(tok)
+    said = _said_request(model, tok)
+    assert unlanded(model, tok, [EIFFEL, said], {}) == [EIFFEL]
+
+
+def test_retry_pass_adds_a_scaled_step_for_unlanded_edits(tmp_path, tok):
+    """retry_scale: the untrained editor's tiny step leaves both edits unsaid, so a second,
+    scaled pass is stacked after the first (whose factors stay exactly as without retry);
+    an edit already said gets no retry."""
+    model = llama(tok)
+    plain = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama"))
+    retry = load_method_config("mend", "llama", model,
+                               mend_config(tmp_path, "llama", retry_scale=0.5))
+    editor = new_editor(model, plain)
+    base = apply_mend(model, tok, [EIFFEL, LOUVRE], plain, editor=editor)
+    both = apply_mend(model, tok, [EIFFEL, LOUVRE], retry, editor=editor)
+    assert base.meta["retried"] == 0 and both.meta["retried"] == 2
+    for name, (left, right) in base.low_rank.items():
+        left2, right2 = both.low_rank[name]  # Llama layout: (out, rank), (rank, in)
+        rank = left.shape[1]
+        assert left2.shape[1] > rank and right2.shape[0] == left2.shape[1]
+        assert torch.equal(left2[:, :rank], left) and torch.equal(right2[:rank], right)
+    said = _said_request(model, tok)
+    assert apply_mend(model, tok, [said], retry, editor=editor).meta["retried"] == 0
+
+
+def test_negative_retry_scale_is_refused(tmp_path, tok):
+    with pytest.raises(ConfigError, match="retry_scale"):
+        load_method_config("mend", "llama", llama(tok),
+                           mend_config(tmp_path, "llama", retry_scale=-1.0))

@@ -15,7 +15,8 @@ from config import REPO_ROOT
 from editing.deltas import Delta, model_fingerprint
 from editing.hparams import MendConfig, edited_modules
 from editing.locate import as_param_layout, get_module, weight_out_in
-from editing.mend.core import edited, editor_updates, frozen, gradient_factors, text_batch
+from editing.mend.core import (edited, editor_updates, frozen, gradient_factors, scored_logits,
+                               text_batch)
 from editing.mend.network import MendEditor, file_sha256
 from editing.rome.compute import ChatFormat, EditRequest, rewriting_pieces
 from errors import ConfigError
@@ -74,11 +75,13 @@ def edit_texts(requests: list[EditRequest], chat_format: ChatFormat | None,
 
 
 def mend_updates(model: torch.nn.Module, editor: MendEditor, names: list[str], batch,
-                 weights: torch.Tensor, passes: int,
-                 scale: float = 1.0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                 weights: torch.Tensor, passes: int, scale: float = 1.0,
+                 start: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+                 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The edit as (left, right) factors per weight, (out, in) layout. Each pass reads the
-    gradient of the model as edited so far and adds `scale` times the editor's update."""
-    updates: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    gradient of the model as edited so far (from `start`, if given) and adds `scale` times
+    the editor's update."""
+    updates: dict[str, tuple[torch.Tensor, torch.Tensor]] = dict(start or {})
     for _ in range(passes):
         with frozen(model), edited(model, updates):
             factors, _ = gradient_factors(model, names, batch, weights)
@@ -91,6 +94,39 @@ def mend_updates(model: torch.nn.Module, editor: MendEditor, names: list[str], b
     return updates
 
 
+@torch.no_grad()
+def unlanded(model: torch.nn.Module, tok, requests: list[EditRequest],
+             updates: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> list[EditRequest]:
+    """The requests whose prompt the edited model does not yet continue with the target
+    (teacher forced: every target token must be the top prediction)."""
+    batch = text_batch(tok, [(r.prompt, " " + r.target_new.strip()) for r in requests])
+    with edited(model, updates):
+        right = scored_logits(model, batch).argmax(-1) == batch.targets
+    wrong = torch.zeros(len(requests), dtype=torch.bool).index_add(
+        0, batch.rows, ~right)
+    return [r for r, missed in zip(requests, wrong.tolist()) if missed]
+
+
+def edit_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: list[EditRequest],
+                 cfg: MendConfig, chat_format: ChatFormat | None = None
+                 ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], int]:
+    """The update writing `requests` (all in one step, `cfg.edit_steps` passes), then, with
+    `cfg.retry_scale`, one more pass at that scale driven only by the requests the first
+    left unsaid: (updates, how many were retried). An edit that does not land is refused by
+    the promotion guard; a smaller second step lands most of them at a small cost in
+    locality (BENCHMARKS.md)."""
+    names = edited_modules(cfg)
+    pieces, weights = edit_texts(requests, chat_format, cfg.chat_prompts)
+    updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights,
+                           cfg.edit_steps, cfg.edit_scale)
+    missed = unlanded(model, tok, requests, updates) if cfg.retry_scale > 0 else []
+    if missed:
+        pieces, weights = edit_texts(missed, chat_format, cfg.chat_prompts)
+        updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights, 1,
+                               cfg.retry_scale, start=updates)
+    return updates, len(missed)
+
+
 def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MendConfig, *,
                chat_format: ChatFormat | None = None, base_fingerprint: str | None = None,
                progress: Callable[[str], None] = log.info, editor: MendEditor | None = None,
@@ -98,11 +134,11 @@ def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Me
     """One delta writing every request (a batch edit); the model is left unchanged."""
     fingerprint = base_fingerprint or model_fingerprint(model)
     editor = editor or load_editor(model, cfg)
-    names = edited_modules(cfg)
-    pieces, weights = edit_texts(requests, chat_format, cfg.chat_prompts)
-    progress(f"MEND: {len(requests)} edit(s), {len(pieces)} texts, {cfg.edit_steps} pass(es)")
-    updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights,
-                           cfg.edit_steps, cfg.edit_scale)
+    progress(f"MEND: {len(requests)} edit(s), {cfg.edit_steps} pass(es)")
+    updates, retried = edit_updates(model, tok, editor, requests, cfg, chat_format)
+    if retried:
+        progress(f"MEND: {retried} edit(s) not yet said after the first step: one more pass "
+                 f"at scale {cfg.retry_scale}")
     low_rank = {}
     for name, (left, right) in updates.items():
         module = get_module(model, name)
@@ -111,5 +147,5 @@ def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Me
                                                      right.to(dtype).contiguous())
     return Delta("mend", fingerprint, low_rank=low_rank,
                  meta={"layers": list(cfg.layers), "edits": len(requests),
-                       "passes": cfg.edit_steps, "scale": cfg.edit_scale,
+                       "passes": cfg.edit_steps, "scale": cfg.edit_scale, "retried": retried,
                        "rank": int(next(iter(updates.values()))[1].shape[0])})

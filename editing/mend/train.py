@@ -29,7 +29,7 @@ from tqdm import tqdm
 from config import CONFIG_DIR, REPO_ROOT, default_data_dir
 from editing.hparams import MendConfig, edited_modules, load_method_config
 from editing.locate import block_input, from_block
-from editing.mend.apply import edit_texts, editor_path, mend_updates, new_editor
+from editing.mend.apply import edit_texts, edit_updates, editor_path, new_editor
 from editing.mend.core import (edited, editor_updates, frozen, gradient_factors, lowest_module,
                                scored_logits, text_batch)
 from editing.records import EditRecord, split_by_subject
@@ -113,7 +113,7 @@ def _accuracy(logits: torch.Tensor, batch, row: int) -> float:
     return float((logits[picked].argmax(-1) == batch.targets[picked]).float().mean())
 
 
-def validate(model, tok, editor, names: list[str], examples: list[Example],
+def validate(model, tok, editor, examples: list[Example],
              cfg: MendConfig, chat_format: ChatFormat | None, batch: int = 0) -> dict:
     """Single edits on held-out subjects: reliability, generalization, locality (teacher
     forced, as the evaluation harness defines them). With `batch`, also the same scores of
@@ -121,10 +121,8 @@ def validate(model, tok, editor, names: list[str], examples: list[Example],
     scores: dict[str, list[float]] = {}
 
     def edit_and_score(together: list[Example], prefix: str) -> None:
-        pieces, weights = edit_texts([e.request for e in together], chat_format,
-                                     cfg.chat_prompts)
-        updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights,
-                               cfg.edit_steps, cfg.edit_scale)
+        updates, _ = edit_updates(model, tok, editor, [e.request for e in together], cfg,
+                                  chat_format)
         for example in together:
             for key, value in _edit_scores(model, tok, updates, example).items():
                 scores.setdefault(prefix + key, []).append(value)
@@ -241,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
             done = step + 1 == steps or time.monotonic() > deadline
             if (step + 1) % cfg.validation_every == 0 or done:
                 editor.eval()
-                scores = validate(model, tok, editor, names, held_out, cfg, chat_format,
+                scores = validate(model, tok, editor, held_out, cfg, chat_format,
                                   batch=cfg.batch_edits_max)
                 validation.append({"step": step + 1,
                                    "minutes": round((time.monotonic() - started) / 60, 2),
