@@ -105,7 +105,7 @@ class MendConfig:
     edit_steps: int  # editing: apply the editor this many times, each on the edited model
     edit_scale: float  # editing: each pass's update times this (chosen on held-out subjects)
     # editing: edits whose prompt the passes left unsaid get one more pass at this scale, driven
-    # by them alone (0 = never)
+    # by them alone (0 = never; only batches of at most batch_edits_max edits)
     retry_scale: float
     steps: int  # training steps
     batch_edits: int  # edits per training step (applied together, as a batch edit)

@@ -450,3 +450,15 @@ def test_negative_retry_scale_is_refused(tmp_path, tok):
     with pytest.raises(ConfigError, match="retry_scale"):
         load_method_config("mend", "llama", llama(tok),
                            mend_config(tmp_path, "llama", retry_scale=-1.0))
+
+
+def test_batches_larger_than_trained_are_not_retried(tmp_path, tok):
+    """A batch above batch_edits_max (2 in these tests) gets the one pass only."""
+    model = llama(tok)
+    cfg = load_method_config("mend", "llama", model,
+                             mend_config(tmp_path, "llama", retry_scale=0.5))
+    editor = new_editor(model, cfg)
+    third = EditRequest("Colosseum", "Which city is the Colosseum in", "Paris")
+    assert apply_mend(model, tok, [EIFFEL, LOUVRE], cfg, editor=editor).meta["retried"] == 2
+    assert apply_mend(model, tok, [EIFFEL, LOUVRE, third], cfg,
+                      editor=editor).meta["retried"] == 0
