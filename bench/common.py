@@ -22,7 +22,10 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from assistant.llm import ChatLLM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python bench/x.py` as well as `python -m bench.x`
@@ -222,7 +225,7 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="also write the results as JSON to OUT")
 
 
-def load_default_model(given: Path | None):
+def load_default_model(given: Path | None) -> tuple[ChatLLM, Path]:
     """(the default base model as a ChatLLM, its data folder): converted there on first use."""
     from assistant.llm import ChatLLM
     from config import default_data_dir

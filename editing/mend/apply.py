@@ -102,8 +102,7 @@ def unlanded(model: torch.nn.Module, tok, requests: list[EditRequest],
     batch = text_batch(tok, [(r.prompt, " " + r.target_new.strip()) for r in requests])
     with edited(model, updates):
         right = scored_logits(model, batch).argmax(-1) == batch.targets
-    wrong = torch.zeros(len(requests), dtype=torch.bool).index_add(
-        0, batch.rows, ~right)
+    wrong = torch.zeros(len(requests), dtype=torch.bool).index_add(0, batch.rows, ~right)
     return [r for r, missed in zip(requests, wrong.tolist()) if missed]
 
 
