@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         setting = dataclasses.replace(cfg, edit_steps=passes, edit_scale=scale,
                                       retry_scale=retry)
         started = time.perf_counter()
-        scores = validate(llm.model, llm.tokenizer, editor, held,
-                          setting, llm.chat_text)
+        scores = validate(llm.model, llm.tokenizer, editor, held, setting, llm.chat_text)
         rows.append({"passes": passes, "scale": scale, "retry_scale": retry, **scores,
                      "seconds": round(time.perf_counter() - started, 1)})
         print(rows[-1], flush=True)

@@ -1,4 +1,5 @@
-"""`apply_mend`: requests in, a low-rank `Delta` out, in one forward/backward pass.
+"""`apply_mend`: requests in, a low-rank `Delta` out: one forward/backward pass per editor
+pass (plus one for the edits a retry pass serves).
 
 The edit texts are the ones ROME optimises over (`rewriting_pieces`: the prompt, and when the
 config says so chat-templated questions), so training and editing see the same inputs.
@@ -102,8 +103,8 @@ def unlanded(model: torch.nn.Module, tok, requests: list[EditRequest],
     batch = text_batch(tok, [(r.prompt, " " + r.target_new.strip()) for r in requests])
     with edited(model, updates):
         right = scored_logits(model, batch).argmax(-1) == batch.targets
-    wrong = torch.zeros(len(requests), dtype=torch.bool).index_add(0, batch.rows, ~right)
-    return [r for r, missed in zip(requests, wrong.tolist()) if missed]
+    said = batch.per_text_mean(right.float()) == 1.0
+    return [r for r, done in zip(requests, said.tolist()) if not done]
 
 
 def edit_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: list[EditRequest],

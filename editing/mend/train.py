@@ -4,9 +4,10 @@
 
 Each step takes `batch_edits` training records (or, with `batch_edits_max`, a number drawn
 between the two) and edits them together: one forward/backward pass of the frozen model on the
-edit texts gives the gradient factors, the editor turns them into an update, and the loss on the *edited* model is the new target's NLL on the edit texts
-and their paraphrases (plus chat questions) and the KL to the unedited model on unrelated
-prompts (the records' locality prompts), as in the paper. Only the editor learns.
+edit texts gives the gradient factors, the editor turns them into an update, and the loss on
+the *edited* model is the new target's NLL on the edit texts and their paraphrases (plus chat
+questions) and the KL to the unedited model on unrelated prompts (the records' locality
+prompts), as in the paper. Only the editor learns.
 
 Records come from ../shared/data/train (CounterFact and zsRE); any whose subject also occurs
 in the evaluation sets is dropped, and 5% of the remaining subjects are held out for the
@@ -116,8 +117,9 @@ def _accuracy(logits: torch.Tensor, batch, row: int) -> float:
 def validate(model, tok, editor, examples: list[Example],
              cfg: MendConfig, chat_format: ChatFormat | None, batch: int = 0) -> dict:
     """Single edits on held-out subjects: reliability, generalization, locality (teacher
-    forced, as the evaluation harness defines them). With `batch`, also the same scores of
-    the first `batch` examples edited together in one step (as `batch_*`)."""
+    forced, as the evaluation harness defines them), each edit made as `apply_mend` makes it
+    (retry pass included). With `batch`, also the same scores of the first `batch` examples
+    edited together (as `batch_*`)."""
     scores: dict[str, list[float]] = {}
 
     def edit_and_score(together: list[Example], prefix: str) -> None:
