@@ -43,6 +43,7 @@ class RomeConfig:
     # at the subject's), so it does not bleed into the relation for everyone
     neighbour_keys: int
     statement_forms: int  # other statement wordings of the relation in the value search
+    optimizer: str  # of the value search: "adam" (steps at learning_rate) or "lbfgs"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class MemitConfig:
     seed: int
     raw_questions: bool  # as ROME's: the chat questions also as plain text in the value search
     statement_forms: int  # as ROME's: other statement wordings of the relation
+    optimizer: str  # as ROME's: "adam" or "lbfgs"
 
     @property
     def layer(self) -> int:
@@ -125,6 +127,7 @@ class MendConfig:
 
 
 T = TypeVar("T")
+VALUE_OPTIMIZERS = {"adam", "lbfgs"}
 CONFIG_TYPES: dict[str, type] = {"rome": RomeConfig, "memit": MemitConfig, "ft": FtConfig,
                                  "mend": MendConfig}
 
@@ -165,6 +168,8 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
     names = {name for name, _ in model.named_modules()}
     if getattr(cfg, "batch_edits_max", 0) < getattr(cfg, "batch_edits", 0):
         raise ConfigError(f"{source}: batch_edits_max must be at least batch_edits")
+    if getattr(cfg, "optimizer", "adam") not in VALUE_OPTIMIZERS:
+        raise ConfigError(f"{source}: optimizer must be one of {sorted(VALUE_OPTIMIZERS)}")
     if getattr(cfg, "retry_scale", 0.0) < 0:
         raise ConfigError(f"{source}: retry_scale must be 0 (off) or positive")
     for layer in layers:

@@ -352,6 +352,10 @@ def test_config_bad_module_and_fields(tmp_path, tok):
     (tmp_path / "missing.json").write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match="seed"):
         load_method_config("rome", "x", model, tmp_path / "missing.json")
+    path = write_config(tmp_path, "rome", "smollm2", optimizer="sgd")
+    with pytest.raises(ConfigError, match="optimizer") as info:
+        load_method_config("rome", "x", model, path)
+    assert str(path) in str(info.value)
     cfg = load_method_config("memit", "x", model, write_config(tmp_path, "memit", "smollm2"))
     assert cfg.layers == (0, 1) and cfg.layer == 1
     gpt2_cfg = load_method_config("rome", "x", gpt2(tok),
@@ -590,12 +594,50 @@ def _check_rome(model, tok, cfg, stats_root, module_name: str):
     return single
 
 
-@pytest.mark.parametrize("through_update", [False, True])
-def test_rome_tiny_llama(tmp_path, tok, stats_root, through_update):
+@pytest.mark.parametrize("through_update,optimizer",
+                         [(False, "adam"), (True, "adam"), (True, "lbfgs")])
+def test_rome_tiny_llama(tmp_path, tok, stats_root, through_update, optimizer):
     model = llama(tok)
     cfg = load_method_config("rome", "x", model, write_config(tmp_path, "rome", "smollm2"))
-    cfg = dataclasses.replace(cfg, through_update=through_update, raw_questions=through_update)
+    cfg = dataclasses.replace(cfg, through_update=through_update, raw_questions=through_update,
+                              optimizer=optimizer)
     _check_rome(model, tok, cfg, stats_root, LLAMA_DOWN.format(1))
+
+
+def _rosenbrock(point: torch.Tensor) -> torch.Tensor:
+    """A curved valley (minimum 0 at all ones): few steps only with curvature information."""
+    return (100 * (point[1:] - point[:-1] ** 2) ** 2 + (1 - point[:-1]) ** 2).sum()
+
+
+def test_lbfgs_value_search_stops_when_said_and_within_its_passes():
+    from editing.rome.compute import _lbfgs_search
+
+    def run(threshold: float, passes: int) -> tuple[torch.Tensor, list[float]]:
+        point = torch.zeros(6, requires_grad=True)
+        seen: list[float] = []
+
+        def objective() -> torch.Tensor:
+            loss = _rosenbrock(point)
+            seen.append(float(loss.detach()))
+            return loss
+
+        _lbfgs_search(point, objective, lambda: seen[-1] < threshold, lambda: None, passes)
+        return point.detach(), seen
+
+    point, seen = run(1e-6, 200)
+    assert seen[-1] < 1e-6 and len(seen) < 200  # stopped as soon as the test held
+    assert float(_rosenbrock(point)) == pytest.approx(seen[-1])  # left where it was said
+    assert torch.allclose(point, torch.ones(6), atol=1e-2)
+    _, few = run(1e-6, 5)
+    assert len(few) <= 5 and few[-1] > 1e-6  # out of passes before it was said
+    # Adam on the same problem and budget is still far off: curvature is what pays
+    point = torch.zeros(6, requires_grad=True)
+    adam = torch.optim.Adam([point], lr=0.05)
+    for _ in range(len(seen)):
+        adam.zero_grad()
+        _rosenbrock(point).backward()
+        adam.step()
+    assert float(_rosenbrock(point.detach())) > 100 * seen[-1]
 
 
 @pytest.mark.parametrize("through_update", [False, True])

@@ -26,6 +26,7 @@ CONTEXT_OPENERS = ("The", "Therefore", "Because", "I", "You", "It", "In", "Howev
 KL_TEMPLATE = "{} is a"
 
 ChatFormat = Callable[[str], str]  # user message -> templated text up to the assistant's turn
+LBFGS_HISTORY = 10  # curvature pairs the L-BFGS value search keeps (the usual value)
 
 
 @dataclass(frozen=True)
@@ -344,7 +345,6 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
     token_counts = torch.bincount(target_rows, minlength=n_rewrite).clamp(min=1)
     delta = torch.zeros(weight_out_in(module).shape[0], dtype=module.weight.dtype,
                         requires_grad=True)
-    optimizer = torch.optim.Adam([delta], lr=cfg.learning_rate)
     # read in the first step, where delta is still zero: the projection's output at the bare
     # prompt's subject token (the scale of the clamp and the decay) and the KL reference. No
     # separate forward pass of the unedited model is needed.
@@ -361,38 +361,84 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
         return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
     stats = {"steps": 0, "nll": None}
+    first_pass: dict[str, torch.Tensor] = {}  # read while delta is still zero
+
+    def objective() -> torch.Tensor:
+        """One forward pass: the loss, with this pass's figures in `stats`."""
+        logits = runner.logits()
+        if not first_pass:
+            first_pass["original"] = unedited["output"]
+            first_pass["reference"] = torch.log_softmax(logits[kl_at].detach().float(), -1)
+        original = first_pass["original"]
+        log_probs = torch.log_softmax(logits[target_at].float(), -1)
+        token_nll = -log_probs.gather(-1, target_ids[:, None])[:, 0]
+        # mean over each text's target tokens, then over texts
+        per_text = torch.zeros(n_rewrite).index_add(0, target_rows, token_nll) / token_counts
+        nll = per_text.mean()
+        current = torch.log_softmax(logits[kl_at].float(), -1)
+        kl = torch.nn.functional.kl_div(current, first_pass["reference"], log_target=True,
+                                        reduction="batchmean")
+        decay = cfg.weight_decay * delta.norm() ** 2 / original.norm() ** 2
+        stats.update(steps=stats["steps"] + 1, nll=float(nll.detach()),
+                     kl=float(kl.detach()), worst_nll=float(per_text.detach().max()))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("value pass %d: nll %.3f, worst %.3f (text %d), kl %.3f, |delta| %.2f",
+                      stats["steps"], stats["nll"], stats["worst_nll"],
+                      int(per_text.argmax()), stats["kl"],
+                      float(delta.detach().norm() / original.norm()))
+        return nll + cfg.kl_factor * kl + decay
+
+    def said() -> bool:  # every text says the target, not only on average
+        return stats["worst_nll"] < cfg.stop_loss
+
+    def clamp() -> None:
+        with torch.no_grad():
+            max_norm = cfg.clamp_norm_factor * first_pass["original"].norm()
+            if delta.norm() > max_norm:
+                delta.mul_(max_norm / delta.norm())
+
     with hooked(module, forward=add_delta):
-        for step in range(cfg.steps):
-            optimizer.zero_grad()
-            logits = runner.logits()
-            if step == 0:
-                original = unedited["output"]
-                max_norm = cfg.clamp_norm_factor * original.norm()
-                reference = torch.log_softmax(logits[kl_at].detach().float(), -1)
-            log_probs = torch.log_softmax(logits[target_at].float(), -1)
-            token_nll = -log_probs.gather(-1, target_ids[:, None])[:, 0]
-            per_text = torch.zeros(n_rewrite).index_add(0, target_rows, token_nll)
-            current = torch.log_softmax(logits[kl_at].float(), -1)
-            # mean over each text's target tokens, then over texts
-            per_text = per_text / token_counts
-            nll = per_text.mean()
-            kl = torch.nn.functional.kl_div(current, reference,
-                                            log_target=True, reduction="batchmean")
-            decay = cfg.weight_decay * delta.norm() ** 2 / original.norm() ** 2
-            loss = nll + cfg.kl_factor * kl + decay
-            stats.update(steps=step + 1, nll=float(nll.detach()), kl=float(kl.detach()),
-                         worst_nll=float(per_text.detach().max()))
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("value step %d: nll %.3f, worst %.3f (text %d), kl %.3f, "
-                          "|delta| %.2f", step, stats["nll"], stats["worst_nll"],
-                          int(per_text.argmax()), stats["kl"],
-                          float(delta.detach().norm() / original.norm()))
-            if stats["worst_nll"] < cfg.stop_loss:  # every text says the target, not the mean
-                break
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                if delta.norm() > max_norm:
-                    delta.mul_(max_norm / delta.norm())
+        if cfg.optimizer == "lbfgs":
+            _lbfgs_search(delta, objective, said, clamp, cfg.steps)
+        else:
+            optimizer = torch.optim.Adam([delta], lr=cfg.learning_rate)
+            for _ in range(cfg.steps):
+                optimizer.zero_grad()
+                loss = objective()
+                if said():
+                    break
+                loss.backward()
+                optimizer.step()
+                clamp()
+    original = first_pass["original"]
     stats["delta_norm_ratio"] = float(delta.detach().norm() / original.norm())
     return (original + delta).detach(), delta.detach(), stats
+
+
+class _Said(Exception):
+    """Raised inside the L-BFGS closure once every text says the target: delta stays at the
+    point just evaluated (also inside a line search)."""
+
+
+def _lbfgs_search(delta: torch.Tensor, objective: Callable[[], torch.Tensor],
+                  said: Callable[[], bool], clamp: Callable[[], None], passes: int) -> None:
+    """Minimise `objective` over delta with L-BFGS and a strong-Wolfe line search until
+    `said`, at most `passes` forward/backward passes. The loss is smooth in a few hundred
+    dimensions, where curvature lets a pass go further than an Adam step."""
+    optimizer = torch.optim.LBFGS([delta], lr=1.0, max_iter=passes, max_eval=passes,
+                                  history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe",
+                                  tolerance_grad=0.0, tolerance_change=0.0)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = objective()
+        if said():
+            raise _Said
+        loss.backward()
+        return loss
+
+    try:  # one call, so the curvature history and line search span every pass
+        optimizer.step(closure)
+    except _Said:
+        pass
+    clamp()
