@@ -423,7 +423,8 @@ class _Said(Exception):
 def _lbfgs_search(delta: torch.Tensor, objective: Callable[[], torch.Tensor],
                   said: Callable[[], bool], clamp: Callable[[], None], passes: int) -> None:
     """Minimise `objective` over delta with L-BFGS and a strong-Wolfe line search until
-    `said`, at most `passes` forward/backward passes. The loss is smooth in a few hundred
+    `said`, for about `passes` forward/backward passes (the budget is checked between
+    iterations, so a last line search may add one or two). The loss is smooth in a few hundred
     dimensions, where curvature lets a pass go further than an Adam step."""
     optimizer = torch.optim.LBFGS([delta], lr=1.0, max_iter=passes, max_eval=passes,
                                   history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe",
