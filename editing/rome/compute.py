@@ -361,22 +361,20 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
         return (hidden, *out[1:]) if isinstance(out, tuple) else hidden
 
     stats = {"steps": 0, "nll": None}
-    first_pass: dict[str, torch.Tensor] = {}  # read while delta is still zero
 
     def objective() -> torch.Tensor:
         """One forward pass: the loss, with this pass's figures in `stats`."""
         logits = runner.logits()
-        if not first_pass:
-            first_pass["original"] = unedited["output"]
-            first_pass["reference"] = torch.log_softmax(logits[kl_at].detach().float(), -1)
-        original = first_pass["original"]
+        if "reference" not in unedited:  # the first pass, delta still zero
+            unedited["reference"] = torch.log_softmax(logits[kl_at].detach().float(), -1)
+        original = unedited["output"]
         log_probs = torch.log_softmax(logits[target_at].float(), -1)
         token_nll = -log_probs.gather(-1, target_ids[:, None])[:, 0]
         # mean over each text's target tokens, then over texts
         per_text = torch.zeros(n_rewrite).index_add(0, target_rows, token_nll) / token_counts
         nll = per_text.mean()
         current = torch.log_softmax(logits[kl_at].float(), -1)
-        kl = torch.nn.functional.kl_div(current, first_pass["reference"], log_target=True,
+        kl = torch.nn.functional.kl_div(current, unedited["reference"], log_target=True,
                                         reduction="batchmean")
         decay = cfg.weight_decay * delta.norm() ** 2 / original.norm() ** 2
         stats.update(steps=stats["steps"] + 1, nll=float(nll.detach()),
@@ -393,7 +391,7 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
 
     def clamp() -> None:
         with torch.no_grad():
-            max_norm = cfg.clamp_norm_factor * first_pass["original"].norm()
+            max_norm = cfg.clamp_norm_factor * unedited["output"].norm()
             if delta.norm() > max_norm:
                 delta.mul_(max_norm / delta.norm())
 
@@ -410,7 +408,7 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
                 loss.backward()
                 optimizer.step()
                 clamp()
-    original = first_pass["original"]
+    original = unedited["output"]
     stats["delta_norm_ratio"] = float(delta.detach().norm() / original.norm())
     return (original + delta).detach(), delta.detach(), stats
 
