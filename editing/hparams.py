@@ -44,6 +44,9 @@ class RomeConfig:
     neighbour_keys: int
     statement_forms: int  # other statement wordings of the relation in the value search
     optimizer: str  # of the value search: "adam" (steps at learning_rate) or "lbfgs"
+    # the value search scores only this many first target tokens after the prompt behind a
+    # self-generated context (0 = the whole target); the bare prompt keeps the whole target
+    context_target_tokens: int
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class MemitConfig:
     raw_questions: bool  # as ROME's: the chat questions also as plain text in the value search
     statement_forms: int  # as ROME's: other statement wordings of the relation
     optimizer: str  # as ROME's: "adam" or "lbfgs"
+    context_target_tokens: int  # as ROME's
 
     @property
     def layer(self) -> int:
@@ -170,6 +174,8 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
         raise ConfigError(f"{source}: batch_edits_max must be at least batch_edits")
     if getattr(cfg, "optimizer", "adam") not in VALUE_OPTIMIZERS:
         raise ConfigError(f"{source}: optimizer must be one of {sorted(VALUE_OPTIMIZERS)}")
+    if getattr(cfg, "context_target_tokens", 0) < 0:
+        raise ConfigError(f"{source}: context_target_tokens must be 0 (all) or positive")
     if getattr(cfg, "retry_scale", 0.0) < 0:
         raise ConfigError(f"{source}: retry_scale must be 0 (off) or positive")
     for layer in layers:

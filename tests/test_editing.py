@@ -356,6 +356,9 @@ def test_config_bad_module_and_fields(tmp_path, tok):
     with pytest.raises(ConfigError, match="optimizer") as info:
         load_method_config("rome", "x", model, path)
     assert str(path) in str(info.value)
+    with pytest.raises(ConfigError, match="context_target_tokens"):
+        load_method_config("rome", "x", model, write_config(tmp_path, "rome", "smollm2",
+                                                            context_target_tokens=-1))
     cfg = load_method_config("memit", "x", model, write_config(tmp_path, "memit", "smollm2"))
     assert cfg.layers == (0, 1) and cfg.layer == 1
     gpt2_cfg = load_method_config("rome", "x", gpt2(tok),
@@ -488,8 +491,9 @@ def _family(tok, tmp_path, family: str):
 @pytest.mark.parametrize("start_at_block", [False, True])
 def test_packed_runner_matches_padded_batch(tmp_path, tok, family, start_at_block):
     """The value texts' suffixes packed into one row (own prefix cache, own positions, 4D
-    mask), optionally starting at the edited block, give the logits and the gradient of one
-    padded batch run through the whole model."""
+    mask, tokens shared with an earlier text read from it), optionally starting at the edited
+    block, give the logits and the gradient of one padded batch run through the whole
+    model."""
     from editing.rome import compute
 
     model, name, _ = _family(tok, tmp_path, family)
@@ -501,6 +505,9 @@ def test_packed_runner_matches_padded_batch(tmp_path, tok, family, start_at_bloc
     for p in model.parameters():
         p.requires_grad_(False)
     runner = compute.PackedRunner(model, texts, rows, cols, name if start_at_block else None)
+    # the chat restatement (the last text) reads the chat question's tokens, not its own copy
+    assert runner.parents[-1] != len(pieces) - 1
+    assert runner.suffix.shape[1] < int((texts.mask.sum(-1) - runner.split).sum())
     gen = torch.Generator().manual_seed(0)
     width = get_module(model, name).weight.shape
     delta = (0.5 * torch.randn(min(width) if family == "gpt2" else width[0],
@@ -526,6 +533,22 @@ def test_packed_runner_matches_padded_batch(tmp_path, tok, family, start_at_bloc
     assert torch.allclose(got, expected, atol=1e-4)
     assert torch.allclose(got_again, got)
     assert torch.allclose(got_grad, expected_grad, rtol=1e-3, atol=1e-4)
+
+
+def test_context_copies_score_only_the_first_target_tokens(tok):
+    """With a limit, the prompt behind a context keeps only its first target tokens; the bare
+    prompt and the other texts keep the whole target."""
+    from editing.rome import compute
+
+    request = EditRequest("Eiffel Tower", "The Eiffel Tower is in", "the city of Rome")
+    pieces = compute.rewriting_pieces(request, VALUE_PREFIXES, _brief_chat)
+    whole = len(tok(" the city of Rome", add_special_tokens=False).input_ids)
+    assert whole > 2
+    limits = [2 if 0 < row < len(VALUE_PREFIXES) else 0 for row in range(len(pieces))]
+    texts = compute._batch(tok, pieces, limits)
+    counts = [len(ids) for ids in texts.target_ids]
+    assert counts[0] == whole and counts[1:len(VALUE_PREFIXES)] == [2, 2]
+    assert all(count > 2 for count in counts[len(VALUE_PREFIXES):])
 
 
 @pytest.mark.parametrize("through_update", [False, True])

@@ -85,13 +85,16 @@ def _sample_prefixes(model: torch.nn.Module, tok, count: int, length: int,
     return prefixes
 
 
-def _batch(tok, pieces: list[tuple[str, str, str]]) -> Texts:
-    """pieces: (text before the target, subject, target); the target may be ""."""
+def _batch(tok, pieces: list[tuple[str, str, str]], limits: list[int] | None = None) -> Texts:
+    """pieces: (text before the target, subject, target); the target may be "". `limits`:
+    per piece, how many target tokens to keep (0 = all)."""
     rows, delta_rows, delta_cols = [], [], []
     targets: list[tuple[int, list[int], int]] = []
     for row, (prefix, subject, target) in enumerate(pieces):
         prefix_ids = tok(prefix, add_special_tokens=False).input_ids
         target_ids = tok(target, add_special_tokens=False).input_ids if target else []
+        if limits and limits[row]:
+            target_ids = target_ids[:limits[row]]
         for col in subject_last_tokens(tok, prefix, subject):
             delta_rows.append(row)
             delta_cols.append(col)
@@ -172,9 +175,11 @@ class PackedRunner:
     The suffixes are short (a few tokens each) and a step's cost is mostly reading the
     weights once per batch, so all of them go in one row, each attending only to its own
     prefix and its own earlier tokens (a 4D mask, positions as in its own text): no padding
-    and one pass over the weights per step. The prefixes are packed the same way. With
-    `start_module`, the blocks below the one holding it (which the delta cannot reach either)
-    run once too, and each step starts from their output.
+    and one pass over the weights per step. The prefixes are packed the same way. A text that
+    begins with the same tokens as an earlier one beyond its first delta position (the chat
+    restatement continues the chat question's text) reads those from the earlier text instead
+    of running them again. With `start_module`, the blocks below the one holding it (which
+    the delta cannot reach either) run once too, and each step starts from their output.
     """
 
     def __init__(self, model: torch.nn.Module, texts: Texts, needed_rows: torch.Tensor,
@@ -186,29 +191,42 @@ class PackedRunner:
         lengths = _needed_lengths(texts, needed_rows, needed_cols)
         self.split = _split_points(texts)
         cuts = self.split.tolist()  # each text's prefix length
-        suffix_lengths = [end - cut for end, cut in zip(lengths, cuts)]
-        owner_prefix, owner_suffix = _owners(cuts), _owners(suffix_lengths)
+        parents, starts = _shared_starts(texts.ids, cuts, lengths)
+        self.parents, self.starts = torch.tensor(parents), torch.tensor(starts)
+        # a text reading an earlier one's tokens also reads that one's prefix
+        prefix_lengths = [cut if parent == r else 0
+                          for r, (cut, parent) in enumerate(zip(cuts, parents))]
+        suffix_lengths = [end - start for end, start in zip(lengths, starts)]
+        owner_prefix, owner_suffix = _owners(prefix_lengths), _owners(suffix_lengths)
         self.suffix_offsets = _offsets(suffix_lengths)
-        self.suffix = torch.cat([texts.ids[r, cut:end] for r, (cut, end)
-                                 in enumerate(zip(cuts, lengths))])[None]
-        self.positions = torch.cat([torch.arange(cut, end)
-                                    for cut, end in zip(cuts, lengths)])[None]
+        self.suffix = torch.cat([texts.ids[r, start:end] for r, (start, end)
+                                 in enumerate(zip(starts, lengths))])[None]
+        self.positions = torch.cat([torch.arange(start, end)
+                                    for start, end in zip(starts, lengths)])[None]
         dtype = next(model.parameters()).dtype
-        self.mask = _additive(torch.cat([owner_suffix[:, None] == owner_prefix[None, :],
-                                         _own_causal(owner_suffix)], 1), dtype)
+        reads = self.parents[owner_suffix]  # whose prefix (and shared tokens) each reads
+        shared = ((owner_suffix[None, :] == reads[:, None])
+                  & (owner_suffix[None, :] != owner_suffix[:, None])
+                  & (self.positions[0][None, :] < self.starts[owner_suffix][:, None]))
+        self.mask = _additive(torch.cat([reads[:, None] == owner_prefix[None, :],
+                                         _own_causal(owner_suffix) | shared], 1), dtype)
         inside = texts.delta_cols < torch.tensor(lengths)[texts.delta_rows]
-        self.delta_cols = self.at(texts.delta_rows[inside], texts.delta_cols[inside])
+        # unique: a shared position gets delta once
+        self.delta_cols = torch.unique(self.at(texts.delta_rows[inside],
+                                               texts.delta_cols[inside]))
         self.keep = torch.unique(self.at(needed_rows, needed_cols))
         self.column = torch.full((len(owner_suffix),), -1, dtype=torch.long)
         self.column[self.keep] = torch.arange(len(self.keep))
         self.cache = None
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         with torch.no_grad():
-            if sum(cuts):
-                prefix = torch.cat([texts.ids[r, :cut] for r, cut in enumerate(cuts)])[None]
+            if sum(prefix_lengths):
+                prefix = torch.cat([texts.ids[r, :cut]
+                                    for r, cut in enumerate(prefix_lengths)])[None]
                 self.cache = model(input_ids=prefix,
                                    attention_mask=_additive(_own_causal(owner_prefix), dtype),
-                                   position_ids=torch.cat([torch.arange(c) for c in cuts])[None],
+                                   position_ids=torch.cat([torch.arange(c)
+                                                           for c in prefix_lengths])[None],
                                    use_cache=True).past_key_values
                 self._prefix_kv = [(layer.keys, layer.values) for layer in self.cache.layers]
             self.hidden = None
@@ -223,7 +241,8 @@ class PackedRunner:
 
     def at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Positions (row, column) of the full texts as columns of the packed suffix row."""
-        return self.suffix_offsets[rows] + cols - self.split[rows]
+        owners = torch.where(cols < self.starts[rows], self.parents[rows], rows)
+        return self.suffix_offsets[owners] + cols - self.starts[owners]
 
     def _run(self) -> torch.Tensor:
         try:
@@ -245,6 +264,27 @@ class PackedRunner:
             return self._run()
         with from_block(self.model, self.start_module, self.hidden):
             return self._run()
+
+
+def _shared_starts(ids: torch.Tensor, cuts: list[int],
+                   lengths: list[int]) -> tuple[list[int], list[int]]:
+    """For each text, the earlier text whose packed tokens it can read (itself if none) and
+    where its own packed tokens start: past the tokens it shares with that text, when those
+    go beyond its prefix (identical tokens after an identical prefix have identical states)."""
+    parents, starts = [], []
+    for j, (cut, length) in enumerate(zip(cuts, lengths)):
+        parent, start = j, cut
+        for i in range(j):
+            if parents[i] != i or cuts[i] != cut:
+                continue
+            width = min(lengths[i], length)
+            differ = (ids[i, :width] != ids[j, :width]).nonzero()
+            common = int(differ[0, 0]) if len(differ) else width
+            if common > start:
+                parent, start = i, common
+        parents.append(parent)
+        starts.append(start)
+    return parents, starts
 
 
 def _needed_lengths(texts: Texts, rows: torch.Tensor, cols: torch.Tensor) -> list[int]:
@@ -329,7 +369,12 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
                               cfg.raw_questions, cfg.statement_forms)
     n_rewrite = len(pieces)
     pieces = pieces + [(KL_TEMPLATE.format(request.subject), request.subject, "")]
-    texts = _batch(tok, pieces)
+    # the prompt behind a self-generated context (rows 1 .. len(prefixes) - 1) shows whether
+    # the subject's new value survives other text before it; the first target tokens carry
+    # that, and the rest of a long target is taught by the other texts
+    limits = [cfg.context_target_tokens if 0 < row < len(prefixes) else 0
+              for row in range(len(pieces))]
+    texts = _batch(tok, pieces, limits)
     for p in model.parameters():
         p.requires_grad_(False)
 
