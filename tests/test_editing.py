@@ -507,7 +507,8 @@ def test_packed_runner_matches_padded_batch(tmp_path, tok, family, start_at_bloc
     runner = compute.PackedRunner(model, texts, rows, cols, name if start_at_block else None)
     # the chat restatement (the last text) reads the chat question's tokens, not its own copy
     assert runner.parents[-1] != len(pieces) - 1
-    assert runner.suffix.shape[1] < int((texts.mask.sum(-1) - runner.split).sum())
+    assert runner.suffix.shape[1] < int((texts.mask.sum(-1)
+                                         - compute._split_points(texts)).sum())
     gen = torch.Generator().manual_seed(0)
     width = get_module(model, name).weight.shape
     delta = (0.5 * torch.randn(min(width) if family == "gpt2" else width[0],

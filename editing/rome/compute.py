@@ -189,8 +189,7 @@ class PackedRunner:
         self.model = model
         self.start_module = start_module
         lengths = _needed_lengths(texts, needed_rows, needed_cols)
-        self.split = _split_points(texts)
-        cuts = self.split.tolist()  # each text's prefix length
+        cuts = _split_points(texts).tolist()  # each text's prefix length
         parents, starts = _shared_starts(texts.ids, cuts, lengths)
         self.parents, self.starts = torch.tensor(parents), torch.tensor(starts)
         # a text reading an earlier one's tokens also reads that one's prefix
