@@ -34,7 +34,7 @@ from editing.locate import (
 )
 from editing.memit import apply_memit
 from editing.methods import Editor, load_method
-from editing.rome import apply_rome
+from editing.rome import apply_rome, attention, compute
 from editing.rome.compute import (EditRequest, compute_key, compute_keys, context_prefixes,
                                   neighbour_requests)
 from editing.rome.rome import constrained_read_out, rank_one, solve_c
@@ -494,7 +494,6 @@ def test_packed_runner_matches_padded_batch(tmp_path, tok, family, start_at_bloc
     mask, tokens shared with an earlier text read from it), optionally starting at the edited
     block, give the logits and the gradient of one padded batch run through the whole
     model."""
-    from editing.rome import compute
 
     model, name, _ = _family(tok, tmp_path, family)
     pieces = compute.rewriting_pieces(TOWER_REQUEST, VALUE_PREFIXES, _brief_chat, True)
@@ -534,12 +533,54 @@ def test_packed_runner_matches_padded_batch(tmp_path, tok, family, start_at_bloc
     assert torch.allclose(got, expected, atol=1e-4)
     assert torch.allclose(got_again, got)
     assert torch.allclose(got_grad, expected_grad, rtol=1e-3, atol=1e-4)
+    # the runs above used the per-text attention, and the model got its own back
+    before = model.config._attn_implementation
+    with attention.packed(model, runner.layout):
+        assert model.config._attn_implementation == attention.NAME
+    assert model.config._attn_implementation == before != attention.NAME
+
+
+def test_packed_attention_equals_dense_masked_attention():
+    """Per-text attention over the gathered keys gives dense attention's output and
+    gradients under the same mask: texts of different lengths, a cache of prefixes, one text
+    reading another's tokens, grouped key/value heads."""
+    gen = torch.Generator().manual_seed(0)
+    owners = torch.tensor([0, 0, 0, 1, 2, 2, 2, 2])  # queries: the packed row
+    prefix_owners = torch.tensor([0, 0, 1, 1, 1, 2])  # keys first: the cached prefixes
+    allowed = torch.cat([owners[:, None] == prefix_owners[None, :],
+                         (owners[:, None] == owners[None, :]) & torch.ones(8, 8).tril().bool()],
+                        1)
+    allowed[4:, 6:8] = True  # text 2 reads text 0's first two tokens
+    query = torch.randn(1, 4, 8, 8, generator=gen, requires_grad=True)
+    key = torch.randn(1, 2, 14, 8, generator=gen, requires_grad=True)
+    value = torch.randn(1, 2, 14, 8, generator=gen, requires_grad=True)
+    module = torch.nn.Module()
+    module.num_key_value_groups = 2
+    dense = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(2, 1), value.repeat_interleave(2, 1),
+        attn_mask=compute._additive(allowed, torch.float32)).transpose(1, 2)
+    layout = attention.layout(allowed, owners, torch.float32)
+    with attention.packed(module, layout):
+        packed, _ = attention.packed_attention_forward(module, query, key, value, None)
+    assert packed.shape == dense.shape
+    assert torch.allclose(packed, dense, atol=1e-6)
+    weights = torch.randn(dense.shape, generator=gen)
+    expected = torch.autograd.grad((dense * weights).sum(), (query, key, value))
+    got = torch.autograd.grad((packed * weights).sum(), (query, key, value))
+    for g, e in zip(got, expected):
+        assert torch.allclose(g, e, atol=1e-5)
+    # outside a packed run it is plain sdpa with the mask it is given
+    fresh = compute._additive(allowed[:, 6:], torch.float32)
+    plain, _ = attention.packed_attention_forward(module, query, key[:, :, 6:],
+                                                  value[:, :, 6:], fresh)
+    assert torch.allclose(plain, torch.nn.functional.scaled_dot_product_attention(
+        query, key[:, :, 6:].repeat_interleave(2, 1), value[:, :, 6:].repeat_interleave(2, 1),
+        attn_mask=fresh).transpose(1, 2), atol=1e-6)
 
 
 def test_context_copies_score_only_the_first_target_tokens(tok):
     """With a limit, the prompt behind a context keeps only its first target tokens; the bare
     prompt and the other texts keep the whole target."""
-    from editing.rome import compute
 
     request = EditRequest("Eiffel Tower", "The Eiffel Tower is in", "the city of Rome")
     pieces = compute.rewriting_pieces(request, VALUE_PREFIXES, _brief_chat)
@@ -557,7 +598,6 @@ def test_value_search_from_the_edited_block_changes_nothing(tmp_path, tok, monke
                                                             through_update):
     """Starting each step at the edited block gives the same optimisation as running the
     whole model."""
-    from editing.rome import compute
 
     model, name, cfg = _family(tok, tmp_path, "llama")
     cfg = dataclasses.replace(cfg, steps=6, stop_loss=0.0)
@@ -799,7 +839,6 @@ def test_editor_load_method(tmp_path, tok):
     llm = ChatLLM(model, make_tiny_tokenizer(), chat_config_for("smollm2"), name="tiny")
     path = write_config(tmp_path, "rome", "smollm2")
     messages: list[str] = []
-    from editing.rome import compute
 
     compute._PREFIXES.clear()  # sampled by earlier tests on the same tiny model
     editor = load_method("rome", llm, tmp_path / "data", config_file=path,

@@ -19,6 +19,7 @@ import torch
 from editing.deltas import model_fingerprint
 from editing.locate import (StopForward, block_input, first_tensor, from_block, get_module,
                             hooked, subject_last_tokens, weight_out_in)
+from editing.rome import attention
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +208,10 @@ class PackedRunner:
         shared = ((owner_suffix[None, :] == reads[:, None])
                   & (owner_suffix[None, :] != owner_suffix[:, None])
                   & (self.positions[0][None, :] < self.starts[owner_suffix][:, None]))
-        self.mask = _additive(torch.cat([reads[:, None] == owner_prefix[None, :],
-                                         _own_causal(owner_suffix) | shared], 1), dtype)
+        allowed = torch.cat([reads[:, None] == owner_prefix[None, :],
+                             _own_causal(owner_suffix) | shared], 1)
+        self.mask = _additive(allowed, dtype)
+        self.layout = attention.layout(allowed, owner_suffix, dtype)
         inside = texts.delta_cols < torch.tensor(lengths)[texts.delta_rows]
         # unique: a shared position gets delta once
         self.delta_cols = torch.unique(self.at(texts.delta_rows[inside],
@@ -245,9 +248,10 @@ class PackedRunner:
 
     def _run(self) -> torch.Tensor:
         try:
-            out = self.model(input_ids=self.suffix, attention_mask=self.mask,
-                             position_ids=self.positions, past_key_values=self.cache,
-                             use_cache=self.cache is not None, logits_to_keep=self.keep)
+            with attention.packed(self.model, self.layout):
+                out = self.model(input_ids=self.suffix, attention_mask=self.mask,
+                                 position_ids=self.positions, past_key_values=self.cache,
+                                 use_cache=self.cache is not None, logits_to_keep=self.keep)
         finally:
             # drop this step's suffix from the cache (also when a hook stopped the pass):
             # every layer back to the kept prefix
