@@ -74,6 +74,9 @@ class MemitConfig:
     statement_forms: int  # as ROME's: other statement wordings of the relation
     optimizer: str  # as ROME's: "adam" or "lbfgs"
     context_target_tokens: int  # as ROME's
+    # the update reads only this fraction of C's eigen-directions, those of least key energy
+    # (1.0: all of them, plain MEMIT); see editing/memit/memit.py
+    subspace_fraction: float
 
     @property
     def layer(self) -> int:
@@ -176,6 +179,8 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
         raise ConfigError(f"{source}: optimizer must be one of {sorted(VALUE_OPTIMIZERS)}")
     if getattr(cfg, "context_target_tokens", 0) < 0:
         raise ConfigError(f"{source}: context_target_tokens must be 0 (all) or positive")
+    if not 0.0 < getattr(cfg, "subspace_fraction", 1.0) <= 1.0:
+        raise ConfigError(f"{source}: subspace_fraction must be in (0, 1]")
     if getattr(cfg, "retry_scale", 0.0) < 0:
         raise ConfigError(f"{source}: retry_scale must be 0 (off) or positive")
     for layer in layers:

@@ -33,6 +33,7 @@ from editing.locate import (
     weight_out_in,
 )
 from editing.memit import apply_memit
+from editing.memit.memit import low_energy_basis
 from editing.methods import Editor, load_method
 from editing.rome import apply_rome, attention, compute
 from editing.rome.compute import (EditRequest, compute_key, compute_keys, context_prefixes,
@@ -810,6 +811,29 @@ def test_memit_tiny_llama(tmp_path, tok, stats_root):
     WeightState(model).apply(delta)
     after = [target_logprob(model, tok, r) for r in (EIFFEL, LOUVRE)]
     assert all(a > s + 3.0 for a, s in zip(after, start)), (start, after)  # measured: >= +4.3
+
+
+def test_memit_subspace_update_spares_the_main_directions_of_c():
+    """With subspace_fraction < 1 the MEMIT solve reads only C's low-energy directions: keys
+    along C's main directions map to zero, the edited keys still get most of their change;
+    the full basis gives the plain solve."""
+    torch.manual_seed(0)
+    scales = torch.logspace(1, -3, 16, dtype=torch.float64)
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16, dtype=torch.float64))
+    mom2 = rotation @ torch.diag(scales) @ rotation.T
+    keys = torch.randn(16, 3, dtype=torch.float64)
+    plain = solve_c(mom2, keys, 1e-4, 1.0, extra=keys @ keys.T)
+    whole = torch.linalg.eigh(mom2).eigenvectors
+    assert torch.allclose(solve_c(mom2, keys, 1e-4, 1.0, extra=keys @ keys.T, basis=whole),
+                          plain, atol=1e-9)
+    assert low_energy_basis(mom2, 1.0) is None
+    basis = low_energy_basis(mom2, 0.5)
+    assert basis.shape == (16, 8)
+    restricted = solve_c(mom2, keys, 1e-4, 1.0, extra=keys @ keys.T, basis=basis)
+    main = rotation[:, :8]  # the eight directions of largest energy
+    assert float((main.T @ restricted).abs().max()) < 1e-9
+    # the response at the keys themselves (K^T X) stays substantial
+    assert float(torch.diagonal(keys.T @ restricted).min()) > 0.1
 
 
 # -- FT -------------------------------------------------------------------------------------

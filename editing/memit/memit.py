@@ -8,6 +8,11 @@ still missing at the last layer, divided by the layers left), the least-squares 
 also keeps the keys summarised by C is
     Delta_l = R K^T (lambda C + K K^T)^-1.
 Each layer's update is applied before the next layer's keys are read, so later layers see it.
+
+With `subspace_fraction` f < 1 the update may only read the fraction f of C's eigen-directions
+that carry the least key energy (the null-space idea of Fang et al. 2024, "AlphaEdit"): the
+solve above is restricted to their span, so keys that live in C's main directions (most text)
+pass through the edited layers almost unchanged, whatever the batch adds up to.
 """
 from __future__ import annotations
 
@@ -43,6 +48,15 @@ def _block_outputs(model: torch.nn.Module, tok, block_name: str,
             model(input_ids=torch.tensor([ids]), use_cache=False)
         rows.append(captured[0][0, position])
     return torch.stack(rows)
+
+
+def low_energy_basis(mom2: torch.Tensor, fraction: float) -> torch.Tensor | None:
+    """Orthonormal columns spanning the `fraction` of C's eigen-directions with the smallest
+    eigenvalues (in, m); None for the whole space."""
+    if fraction >= 1.0:
+        return None
+    _, vectors = torch.linalg.eigh(mom2.double())  # eigenvalues ascending
+    return vectors[:, :max(1, round(fraction * mom2.shape[0]))]
 
 
 def apply_memit(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MemitConfig, *,
@@ -101,7 +115,9 @@ def memit_update(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: 
             current = _block_outputs(model, tok, last_block, requests)
             residual = ((targets - current) / (len(names) - position)).T.double()  # (out, n)
             right = solve_c(mom2[name], keys, cfg.covariance_ridge, cfg.covariance_weight,
-                            extra=keys @ keys.T).T  # (n, in)
+                            extra=keys @ keys.T,
+                            basis=low_energy_basis(mom2[name], cfg.subspace_fraction)
+                            ).T  # (n, in)
             left, right = as_param_layout(module, residual.float(), right.float())
             with torch.no_grad():
                 module.weight.add_(left @ right)

@@ -27,14 +27,20 @@ log = logging.getLogger(__name__)
 
 
 def solve_c(mom2: torch.Tensor, keys: torch.Tensor, ridge: float, weight: float = 1.0,
-            extra: torch.Tensor | None = None) -> torch.Tensor:
+            extra: torch.Tensor | None = None, basis: torch.Tensor | None = None
+            ) -> torch.Tensor:
     """(weight * C + extra)^-1 K for keys as columns (in, n), in float64, with a small ridge
-    (relative to weight * C's mean diagonal) for stability. ROME: C^-1 k; MEMIT: extra = K K^T."""
+    (relative to weight * C's mean diagonal) for stability. ROME: C^-1 k; MEMIT: extra = K K^T.
+    With `basis` (in, m, orthonormal columns B) the solution is kept inside its span:
+    B (B^T A B)^-1 B^T K for A the matrix above."""
     c = weight * mom2.double()
     c = c + ridge * c.diagonal().mean() * torch.eye(c.shape[0], dtype=c.dtype)
     if extra is not None:
         c = c + extra.double()
-    return torch.linalg.solve(c, keys.double())
+    if basis is None:
+        return torch.linalg.solve(c, keys.double())
+    b = basis.double()
+    return b @ torch.linalg.solve(b.T @ c @ b, b.T @ keys.double())
 
 
 def constrained_read_out(mom2: torch.Tensor, key: torch.Tensor, others: torch.Tensor,
