@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,14 @@ log = logging.getLogger(__name__)
 DELTA_DIR = "deltas"
 PROBES_PATH = REPO_ROOT / "editing" / "data" / "locality_probes.json"
 Progress = Callable[[str], None]
+
+
+def below(score: float, digits: int = 3) -> str:
+    """A failing score cut (not rounded) to `digits` decimals, so that 0.9499 reads 0.949 and a
+    refusal never says "0.950 < 0.95"."""
+    scale = 10 ** digits
+    # the 1e-9 keeps float products such as 0.57 * 100 = 56.99999999999999 at 57
+    return f"{math.floor(score * scale + 1e-9) / scale:.{digits}f}"
 
 
 @dataclass(frozen=True)
@@ -208,14 +217,15 @@ class WeightEdits:
                       peak_rss_mb=round(peak_rss_mb()))
         failed = []
         if scores["reliability"] < self.guard.min_reliability:
-            failed.append(f"reliability {scores['reliability']:.3f} < "
+            failed.append(f"reliability {below(scores['reliability'])} < "
                           f"{self.guard.min_reliability}")
         if scores["locality"] < self.guard.min_locality:
-            failed.append(f"locality {scores['locality']:.3f} < {self.guard.min_locality}")
+            failed.append(f"locality {below(scores['locality'])} < {self.guard.min_locality}")
         elif scores["total_locality"] < self.guard.min_total_locality:
-            failed.append(f"locality against the unedited model {scores['total_locality']:.3f} "
-                          f"< {self.guard.min_total_locality} (the weight edits already "
-                          "committed have used up the margin; roll some back to make room)")
+            failed.append(f"locality against the unedited model "
+                          f"{below(scores['total_locality'])} < {self.guard.min_total_locality} "
+                          "(the weight edits already committed have used up the margin; roll "
+                          "some back to make room)")
         if failed:
             return self._refuse(edits, method, actor, "; ".join(failed), scores)
         return self._commit(edits, method, actor, delta, scores, time.perf_counter() - started)

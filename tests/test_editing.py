@@ -34,6 +34,7 @@ from editing.locate import (
 )
 from editing.memit import apply_memit
 from editing.memit.memit import low_energy_basis
+from editing.promote import below
 from editing.methods import Editor, load_method
 from editing.rome import apply_rome, attention, compute
 from editing.rome.compute import (EditRequest, compute_key, compute_keys, context_prefixes,
@@ -834,6 +835,13 @@ def test_memit_subspace_update_spares_the_main_directions_of_c():
     assert float((main.T @ restricted).abs().max()) < 1e-9
     # the response at the keys themselves (K^T X) stays substantial
     assert float(torch.diagonal(keys.T @ restricted).min()) > 0.1
+
+
+def test_guard_refusal_scores_are_cut_not_rounded():
+    """A refusal must never read "0.950 < 0.95": failing scores are cut to three decimals."""
+    assert below(0.9499) == "0.949"
+    assert below(0.57, 2) == "0.57"  # 0.57 * 100 is 56.99999999999999 in floats
+    assert below(0.0) == "0.000" and below(1.0) == "1.000"
 
 
 # -- FT -------------------------------------------------------------------------------------
