@@ -12,7 +12,9 @@ Each layer's update is applied before the next layer's keys are read, so later l
 With `subspace_fraction` f < 1 the update may only read the fraction f of C's eigen-directions
 that carry the least key energy (the null-space idea of Fang et al. 2024, "AlphaEdit"): the
 solve above is restricted to their span, so keys that live in C's main directions (most text)
-pass through the edited layers almost unchanged, whatever the batch adds up to.
+pass through the edited layers almost unchanged, whatever the batch adds up to. SmolLM2's C
+has no true null space (a flat spectrum at layers 3-6), so there it is an option, not the
+default (BENCHMARKS.md, session 16).
 """
 from __future__ import annotations
 
