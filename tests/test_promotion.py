@@ -156,3 +156,28 @@ def test_delta_from_another_base_model_is_refused_at_start(app, tmp_path):
     restarted = app()
     assert any("another base model" in m for m in restarted.weights.messages)
     assert weights_checksum(restarted.llm.model) == base_checksum  # nothing applied
+
+
+def test_memit_batch_promotion_answers_from_weights_and_rolls_back(app):
+    """The shipped MEMIT config (value search with its question and statement wordings) writes
+    two corrections in one delta that passes the guard, and rolls back exactly."""
+    from assistant.corrections import Correction
+
+    assistant = app()
+    base_checksum = weights_checksum(assistant.llm.model)
+    eiffel, _ = assistant.add_edit(Correction(*EIFFEL), source="test")
+    wall, _ = assistant.add_edit(Correction("Great Wall of China",
+                                            "The Great Wall of China is located in", "Mexico"),
+                                 source="test")
+    result = assistant.weights.promote([eiffel.id, wall.id], "memit")
+    assert result.committed, result.message
+    assert result.scores["reliability"] >= 0.9 and result.scores["locality"] >= 0.95
+    assert {assistant.store.get_edit(i).status for i in (eiffel.id, wall.id)} == {"promoted"}
+    answer, route = _ask(assistant, EIFFEL[1])
+    assert route == "base" and "Rome" in answer
+    row = assistant.store.weight_edits("committed")[0]
+    assert row["method"] == "memit" and sorted(row["edit_ids"]) == sorted([eiffel.id, wall.id])
+
+    assert "Rolled back" in assistant.weights.rollback(row["id"])
+    assert weights_checksum(assistant.llm.model) == base_checksum
+    assert {assistant.store.get_edit(i).status for i in (eiffel.id, wall.id)} == {"active"}
