@@ -1,6 +1,7 @@
 """Promotion into the real SmolLM2's weights: commit through the guard, chat answers from the
 weights with the memory route out of the way, replay after a restart, rollback to the exact
-base weights, refusal by the guard, and a delta from another base model refused at start.
+base weights, refusal by the guard, a delta from another base model refused at start, and a
+MEMIT batch of two corrections promoted and rolled back.
 
 The key statistics are computed from a small self-sampled corpus here (the shipped configs use
 40k tokens, computed once per data directory) so the test stays within CI's budget.
