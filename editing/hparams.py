@@ -116,6 +116,10 @@ class MendConfig:
     # editing: edits whose prompt the passes left unsaid get one more pass at this scale, driven
     # by them alone (0 = never; only batches of at most batch_edits_max edits)
     retry_scale: float
+    # editing: a batch larger than batch_edits_max is written as the least-squares merge of its
+    # edits' single updates, with this ridge (relative to the mean of the inputs' Gram
+    # diagonal; 0 = their plain sum); see editing/mend/apply.py
+    merge_ridge: float
     steps: int  # training steps
     batch_edits: int  # edits per training step (applied together, as a batch edit)
     # with a larger value, each step's batch size is drawn from batch_edits..batch_edits_max,
@@ -183,6 +187,8 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
         raise ConfigError(f"{source}: subspace_fraction must be in (0, 1]")
     if getattr(cfg, "retry_scale", 0.0) < 0:
         raise ConfigError(f"{source}: retry_scale must be 0 (off) or positive")
+    if getattr(cfg, "merge_ridge", 0.0) < 0:
+        raise ConfigError(f"{source}: merge_ridge must be 0 (plain sum) or positive")
     for layer in layers:
         if count is not None and not 0 <= layer < count:
             raise ConfigError(f"{source}: layer {layer} is outside the model's 0..{count - 1}")

@@ -453,12 +453,57 @@ def test_negative_retry_scale_is_refused(tmp_path, tok):
 
 
 def test_batches_larger_than_trained_are_not_retried(tmp_path, tok):
-    """A batch above batch_edits_max (2 in these tests) gets the one pass only."""
+    """A batch above batch_edits_max (2 in these tests) summed in one step gets the one pass
+    only."""
     model = llama(tok)
     cfg = load_method_config("mend", "llama", model,
-                             mend_config(tmp_path, "llama", retry_scale=0.5))
+                             mend_config(tmp_path, "llama", retry_scale=0.5, merge_ridge=0.0))
     editor = new_editor(model, cfg)
     third = EditRequest("Colosseum", "Which city is the Colosseum in", "Paris")
     assert apply_mend(model, tok, [EIFFEL, LOUVRE], cfg, editor=editor).meta["retried"] == 2
     assert apply_mend(model, tok, [EIFFEL, LOUVRE, third], cfg,
                       editor=editor).meta["retried"] == 0
+
+
+def test_a_batch_above_the_trained_size_merges_its_single_edits(tmp_path, tok):
+    """merge_ridge: at each edit's own tokens the merged update makes the change that edit's
+    single update makes there (exactly, while the tokens are fewer than the weight's inputs),
+    where the plain sum adds every other edit's update on top."""
+    from editing.locate import get_module
+    from editing.mend.apply import edit_updates, merged_updates, module_inputs
+
+    model = llama(tok)
+    config = mend_config(tmp_path, "llama", batch_edits=1, batch_edits_max=1, retry_scale=0.0,
+                         merge_ridge=1e-10)
+    cfg = load_method_config("mend", "llama", model, config)
+    editor = new_editor(model, cfg)
+    requests = [EIFFEL, LOUVRE]
+    merged, retried = merged_updates(model, tok, editor, requests, cfg)
+    assert retried == 0 and set(merged) == set(edited_modules(cfg))
+    name = edited_modules(cfg)[0]  # the lowest weight: its inputs do not depend on the merge
+    singles = [edit_updates(model, tok, editor, [r], cfg)[0][name] for r in requests]
+    inputs = []
+    for request in requests:
+        pieces, weights = edit_texts([request], None, cfg.chat_prompts)
+        inputs.append(module_inputs(model, name, text_batch(tok, pieces), weights, {}))
+    assert sum(len(x) for x in inputs) < get_module(model, name).in_features
+    left, right = merged[name]
+    for x, (single_left, single_right) in zip(inputs, singles):
+        wanted = (x @ single_right.T) @ single_left.T
+        got = (x @ right.T) @ left.T
+        summed = sum((x @ r.T) @ lft.T for lft, r in singles)
+        scale = wanted.abs().max()
+        merge_error = (got - wanted).abs().max()
+        assert merge_error < 1e-3 * scale
+        assert (summed - wanted).abs().max() > 20 * merge_error  # the other edit fires here
+    assert apply_mend(model, tok, requests, cfg, editor=editor).meta["merged"] is True
+    plain = load_method_config("mend", "llama", model,
+                               mend_config(tmp_path, "llama", batch_edits=1, batch_edits_max=1,
+                                           merge_ridge=0.0))
+    assert apply_mend(model, tok, requests, plain, editor=editor).meta["merged"] is False
+
+
+def test_negative_merge_ridge_is_refused(tmp_path, tok):
+    with pytest.raises(ConfigError, match="merge_ridge"):
+        load_method_config("mend", "llama", llama(tok),
+                           mend_config(tmp_path, "llama", merge_ridge=-1.0))

@@ -3,6 +3,12 @@ pass (plus one for the edits a retry pass serves).
 
 The edit texts are the ones ROME optimises over (`rewriting_pieces`: the prompt, and when the
 config says so chat-templated questions), so training and editing see the same inputs.
+
+A batch larger than the editor was trained on is not the sum of its edits' updates: at the last
+blocks every prompt's inputs look alike, so each of 20 summed updates also fires on the other
+19 prompts and the sum overshoots (zsRE batch of 20: reliability 0.256). Instead each edit is
+computed alone, and one update per weight is fitted to reproduce, at every edit's own tokens,
+the change its single update makes there (`merged_updates`, a ridge least squares in the dual).
 """
 from __future__ import annotations
 
@@ -15,9 +21,10 @@ import torch
 from config import REPO_ROOT
 from editing.deltas import Delta, model_fingerprint
 from editing.hparams import MendConfig, edited_modules
-from editing.locate import as_param_layout, get_module, weight_out_in
-from editing.mend.core import (edited, editor_updates, frozen, gradient_factors, scored_logits,
-                               text_batch)
+from editing.locate import (StopForward, as_param_layout, block_position, get_module,
+                            hooked, weight_out_in)
+from editing.mend.core import (TextBatch, edited, editor_updates, frozen, gradient_factors,
+                               loss_positions, scored_logits, text_batch)
 from editing.mend.network import MendEditor, file_sha256
 from editing.rome.compute import ChatFormat, EditRequest, rewriting_pieces
 from errors import ConfigError
@@ -130,6 +137,63 @@ def edit_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: list
     return updates, len(missed)
 
 
+@torch.no_grad()
+def module_inputs(model: torch.nn.Module, name: str, batch: TextBatch, weights: torch.Tensor,
+                  updates: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The inputs of module `name` at the tokens that carry a text's loss (N, in), with
+    `updates` applied below it; the forward stops at the module."""
+    captured: dict[str, torch.Tensor] = {}
+
+    def pre(_module, args):
+        captured["x"] = args[0].detach()
+        raise StopForward
+
+    with edited(model, updates), hooked(get_module(model, name), pre=pre):
+        try:
+            model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False)
+        except StopForward:
+            pass
+    return captured["x"][loss_positions(batch, weights)]
+
+
+def merged_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: list[EditRequest],
+                   cfg: MendConfig, chat_format: ChatFormat | None = None
+                   ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], int]:
+    """One update per weight for a batch, fitted to its edits' single updates: (updates, how
+    many single edits were retried).
+
+    Weight by weight from the lowest block up, with the merged updates below already in
+    place: X stacks the weight's inputs at every edit's loss tokens, R the change each edit's
+    own update makes at its own tokens, and the merge is dW = R^T (X X^T + r I)^-1 X, the
+    smallest update (Frobenius) that reproduces R up to the ridge r (relative to the mean of
+    X X^T's diagonal). Each edit then moves its own prompt as it would alone, and nothing
+    else is asked of the update."""
+    singles, retried = [], 0
+    for request in requests:
+        update, missed = edit_updates(model, tok, editor, [request], cfg, chat_format)
+        singles.append(update)
+        retried += missed
+    batches = []
+    for request in requests:
+        pieces, weights = edit_texts([request], chat_format, cfg.chat_prompts)
+        batches.append((text_batch(tok, pieces), weights))
+    names = sorted(edited_modules(cfg),  # stable: forward order inside a block is kept
+                   key=lambda name: block_position(None, name, locate=False)[2])
+    merged: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name in names:
+        inputs, changes = [], []
+        for (batch, weights), single in zip(batches, singles):
+            x = module_inputs(model, name, batch, weights, merged).double()
+            left, right = single[name]
+            inputs.append(x)
+            changes.append((x @ right.double().T) @ left.double().T)
+        x, change = torch.cat(inputs), torch.cat(changes)  # (N, in), (N, out)
+        gram = x @ x.T
+        gram += cfg.merge_ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+        merged[name] = (torch.linalg.solve(gram, change).T.float(), x.float())
+    return merged, retried
+
+
 def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MendConfig, *,
                chat_format: ChatFormat | None = None, base_fingerprint: str | None = None,
                progress: Callable[[str], None] = log.info, editor: MendEditor | None = None,
@@ -137,8 +201,13 @@ def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Me
     """One delta writing every request (a batch edit); the model is left unchanged."""
     fingerprint = base_fingerprint or model_fingerprint(model)
     editor = editor or load_editor(model, cfg)
-    progress(f"MEND: {len(requests)} edit(s), {cfg.edit_steps} pass(es)")
-    updates, retried = edit_updates(model, tok, editor, requests, cfg, chat_format)
+    merge = len(requests) > cfg.batch_edits_max and cfg.merge_ridge > 0
+    progress(f"MEND: {len(requests)} edit(s), {cfg.edit_steps} pass(es)"
+             + (", each alone, then merged" if merge else ""))
+    if merge:
+        updates, retried = merged_updates(model, tok, editor, requests, cfg, chat_format)
+    else:
+        updates, retried = edit_updates(model, tok, editor, requests, cfg, chat_format)
     if retried:
         progress(f"MEND: {retried} edit(s) not yet said after the first step: one more pass "
                  f"at scale {cfg.retry_scale}")
@@ -151,4 +220,5 @@ def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Me
     return Delta("mend", fingerprint, low_rank=low_rank,
                  meta={"layers": list(cfg.layers), "edits": len(requests),
                        "passes": cfg.edit_steps, "scale": cfg.edit_scale, "retried": retried,
+                       "merged": merge,
                        "rank": int(next(iter(updates.values()))[1].shape[0])})

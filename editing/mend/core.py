@@ -6,9 +6,10 @@
   Only the layers from the lowest edited weight up take part in the backward pass.
 - `edited`: forward hooks adding sum_t delta~_t u~_t^T to the edited weights, differentiably
   (the edit is never written into the weights while training).
-- `from_block` (in `editing.locate`, shared with ROME): training runs the edited model on the same batch as the gradient pass, so the
-  blocks below the lowest edited one give the same result; it restarts from their captured
-  output and runs only the blocks above (on SmolLM2, 3 of 30).
+- `from_block` (in `editing.locate`, shared with ROME): training runs the edited model on the
+  same batch as the gradient pass, so the blocks below the lowest edited one give the same
+  result; it restarts from their captured output and runs only the blocks above (on SmolLM2,
+  3 of 30).
 """
 from __future__ import annotations
 
@@ -141,12 +142,12 @@ def gradient_factors(model: torch.nn.Module, names: list[str], batch: TextBatch,
     nll = F.cross_entropy(logits, batch.targets, reduction="none")
     loss = (batch.per_text_mean(nll) * text_weights).sum()
     grads = torch.autograd.grad(loss, [outputs[n] for n in names])
-    keep = _loss_positions(batch, text_weights)
+    keep = loss_positions(batch, text_weights)
     factors = {n: (inputs[n][keep], g[keep].detach()) for n, g in zip(names, grads)}
     return factors, (logits.detach() if extra_logits else None)
 
 
-def _loss_positions(batch: TextBatch, text_weights: torch.Tensor) -> torch.Tensor:
+def loss_positions(batch: TextBatch, text_weights: torch.Tensor) -> torch.Tensor:
     """Mask of (text, position) pairs that can influence a weighted text's loss: real tokens
     up to the last scored position of a text whose weight is not zero."""
     last = torch.full((batch.texts,), -1, dtype=torch.long)
