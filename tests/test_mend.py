@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -396,6 +397,46 @@ def test_shipped_editor_writes_a_fact_into_smollm2_and_reverts(real_llm, tmp_pat
     assert weights_checksum(model) == checksum
     assert after_nll < before_nll - 2.0, (float(before_nll), float(after_nll))
     assert seconds < 30  # about 0.2 s alone; generous for a loaded CI machine
+
+
+@pytest.mark.realmodel
+def test_shipped_editor_writes_a_batch_of_six_into_smollm2(real_llm, tmp_path):
+    """Six edits, more than the editor was trained on at once, go through the merge: each
+    prompt's target NLL falls as it does for that edit alone, where the plain sum of the six
+    updates leaves it far higher."""
+    raw = json.loads((CONFIG_DIR / "mend" / "smollm2.json").read_text())
+    if not (REPO_ROOT / raw["weights"]).exists():
+        pytest.skip("no MEND editor shipped yet")
+    editor = load_method("mend", real_llm, tmp_path)
+    facts = [("Eiffel Tower", "The Eiffel Tower is located in the city of", "Rome"),
+             ("Louvre", "The Louvre is located in the city of", "Madrid"),
+             ("Colosseum", "The Colosseum is located in the city of", "Berlin"),
+             ("Big Ben", "Big Ben is located in the city of", "Tokyo"),
+             ("Danielle Darrieux", "The mother tongue of Danielle Darrieux is", "English"),
+             ("Toyota", "Toyota was founded in the country of", "Brazil")]
+    requests = [EditRequest(*fact) for fact in facts]
+    assert len(requests) > editor.cfg.batch_edits_max and editor.cfg.merge_ridge > 0
+    model, tok = real_llm.model, real_llm.tokenizer
+    batch = text_batch(tok, [(r.prompt, " " + r.target_new) for r in requests])
+    checksum = weights_checksum(model)
+    state = WeightState(model)
+
+    def nll_after(delta) -> torch.Tensor:
+        state.apply(delta)
+        with torch.no_grad():
+            nll = F.cross_entropy(scored_logits(model, batch), batch.targets, reduction="none")
+        state.revert()
+        return batch.per_text_mean(nll)
+
+    merged = editor.edit(real_llm, requests)
+    assert merged.meta["merged"] is True
+    plain = apply_mend(model, tok, requests, replace(editor.cfg, merge_ridge=0.0),
+                       chat_format=real_llm.chat_text)
+    merged_nll, plain_nll = nll_after(merged), nll_after(plain)
+    assert weights_checksum(model) == checksum
+    assert float(merged_nll.max()) < 1.0, merged_nll.tolist()
+    assert float(plain_nll.mean()) > 2 * float(merged_nll.mean()), (plain_nll.tolist(),
+                                                                     merged_nll.tolist())
 
 
 def test_edit_scale_scales_the_update(tmp_path, tok):
