@@ -157,7 +157,8 @@ def module_inputs(model: torch.nn.Module, name: str, batch: TextBatch, weights: 
 
 
 def merged_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: list[EditRequest],
-                   cfg: MendConfig, chat_format: ChatFormat | None = None
+                   cfg: MendConfig, chat_format: ChatFormat | None = None,
+                   progress: Callable[[str], None] = log.info
                    ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], int]:
     """One update per weight for a batch, fitted to its edits' single updates: (updates, how
     many single edits were retried).
@@ -169,7 +170,9 @@ def merged_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: li
     X X^T's diagonal). Each edit then moves its own prompt as it would alone, and nothing
     else is asked of the update."""
     singles, retried = [], 0
-    for request in requests:
+    for i, request in enumerate(requests):
+        progress(f"MEND: edit {i + 1}/{len(requests)} alone: {request.subject} → "
+                 f"{request.target_new}")
         update, missed = edit_updates(model, tok, editor, [request], cfg, chat_format)
         singles.append(update)
         retried += missed
@@ -181,6 +184,7 @@ def merged_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: li
                    key=lambda name: block_position(None, name, locate=False)[2])
     merged: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name in names:
+        progress(f"MEND: merging the batch at {name}")
         inputs, changes = [], []
         for (batch, weights), single in zip(batches, singles):
             x = module_inputs(model, name, batch, weights, merged).double()
@@ -205,7 +209,8 @@ def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Me
     progress(f"MEND: {len(requests)} edit(s), {cfg.edit_steps} pass(es)"
              + (", each alone, then merged" if merge else ""))
     if merge:
-        updates, retried = merged_updates(model, tok, editor, requests, cfg, chat_format)
+        updates, retried = merged_updates(model, tok, editor, requests, cfg, chat_format,
+                                          progress)
     else:
         updates, retried = edit_updates(model, tok, editor, requests, cfg, chat_format)
     if retried:
