@@ -169,15 +169,13 @@ def merged_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: li
     smallest update (Frobenius) that reproduces R up to the ridge r (relative to the mean of
     X X^T's diagonal). Each edit then moves its own prompt as it would alone, and nothing
     else is asked of the update."""
-    singles, retried = [], 0
+    singles, batches, retried = [], [], 0
     for i, request in enumerate(requests):
         progress(f"MEND: edit {i + 1}/{len(requests)} alone: {request.subject} → "
                  f"{request.target_new}")
         update, missed = edit_updates(model, tok, editor, [request], cfg, chat_format)
         singles.append(update)
         retried += missed
-    batches = []
-    for request in requests:
         pieces, weights = edit_texts([request], chat_format, cfg.chat_prompts)
         batches.append((text_batch(tok, pieces), weights))
     names = sorted(edited_modules(cfg),  # stable: forward order inside a block is kept
