@@ -120,6 +120,10 @@ class MendConfig:
     # edits' single updates, with this ridge (relative to the mean of the inputs' Gram
     # diagonal; 0 = their plain sum); see editing/mend/apply.py
     merge_ridge: float
+    # where the gradient factors are read: "all" tokens up to the target (the paper), or only
+    # the tokens of the edit's subject ("subject"): at the early-middle MLPs these separate one
+    # subject from another, the last token does not (BENCHMARKS.md, session 20)
+    read_positions: str
     steps: int  # training steps
     batch_edits: int  # edits per training step (applied together, as a batch edit)
     # with a larger value, each step's batch size is drawn from batch_edits..batch_edits_max,
@@ -139,6 +143,7 @@ class MendConfig:
 
 T = TypeVar("T")
 VALUE_OPTIMIZERS = {"adam", "lbfgs"}
+READ_POSITIONS = {"all", "subject"}
 CONFIG_TYPES: dict[str, type] = {"rome": RomeConfig, "memit": MemitConfig, "ft": FtConfig,
                                  "mend": MendConfig}
 
@@ -179,6 +184,8 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
     names = {name for name, _ in model.named_modules()}
     if getattr(cfg, "batch_edits_max", 0) < getattr(cfg, "batch_edits", 0):
         raise ConfigError(f"{source}: batch_edits_max must be at least batch_edits")
+    if getattr(cfg, "read_positions", "all") not in READ_POSITIONS:
+        raise ConfigError(f"{source}: read_positions must be one of {sorted(READ_POSITIONS)}")
     if getattr(cfg, "optimizer", "adam") not in VALUE_OPTIMIZERS:
         raise ConfigError(f"{source}: optimizer must be one of {sorted(VALUE_OPTIMIZERS)}")
     if getattr(cfg, "context_target_tokens", 0) < 0:

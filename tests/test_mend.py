@@ -16,7 +16,7 @@ from editing.deltas import Delta, WeightState, weights_checksum
 from editing.hparams import edited_modules, load_method_config
 from editing.locate import from_block
 from editing.mend import apply_mend, load_editor
-from editing.mend.apply import edit_texts, new_editor
+from editing.mend.apply import edit_batch, edit_texts, new_editor
 from editing.mend.core import (edited, editor_updates, frozen, gradient_factors, lowest_module,
                                scored_logits, text_batch)
 from editing.mend.network import RunningMoments
@@ -54,7 +54,7 @@ def weight_gradients(model, tok, names, requests, cfg) -> dict[str, torch.Tensor
     """Plain autograd of the same edit loss with respect to the weights, (out, in) layout."""
     from editing.locate import get_module, weight_out_in
 
-    pieces, weights = edit_texts(requests, None, cfg.chat_prompts)
+    pieces, weights, _ = edit_texts(requests, None, cfg.chat_prompts)
     batch = text_batch(tok, pieces)
     params = [get_module(model, n).weight for n in names]
     for p in model.parameters():
@@ -242,6 +242,40 @@ def test_validation_scores_a_batch_edit_too(tmp_path, tok):
     assert set(both) == set(single) | {f"batch_{k}" for k in single}
     assert {k: both[k] for k in single} == single
     assert all(0.0 <= v <= 1.0 for v in both.values())
+
+
+def test_subject_focus_marks_only_the_subjects_tokens(tok):
+    """read_positions "subject": the factors are read at the subject's tokens; a text without
+    its subject (or with none given) keeps all of its tokens."""
+    pieces = [("Where is the Eiffel Tower", " Rome"), ("Where is it", " Rome"),
+              ("Rome is", " big")]
+    batch = text_batch(tok, pieces, subjects=["Eiffel Tower", "Eiffel Tower", None])
+    for row, (prefix, _) in enumerate(pieces):
+        ids = tok(prefix, add_special_tokens=False).input_ids
+        kept = tok.decode([i for i, on in zip(ids, batch.focus[row]) if on])
+        assert kept.strip() == ("Eiffel Tower" if row == 0 else prefix)
+    assert not batch.focus[:, max(len(tok(p).input_ids) for p, _ in pieces):].any()
+
+
+def test_subject_read_positions_take_factors_at_the_subject(tmp_path, tok):
+    model = llama(tok)
+    counts = {}
+    for mode in ("all", "subject"):
+        cfg = load_method_config("mend", "llama", model,
+                                 mend_config(tmp_path, "llama", read_positions=mode))
+        names = edited_modules(cfg)
+        batch, weights = edit_batch(tok, [EIFFEL], cfg, None)
+        with frozen(model):
+            factors, _ = gradient_factors(model, names, batch, weights)
+        counts[mode] = {len(u) for u, _ in factors.values()}
+    pieces, _, _ = edit_texts([EIFFEL], None, False)
+    subject_tokens = len(tok(" Eiffel Tower", add_special_tokens=False).input_ids)
+    assert counts["subject"] == {subject_tokens * len(pieces)}
+    assert counts["all"] == {sum(len(tok(p, add_special_tokens=False).input_ids)
+                                 for p, _ in pieces)}
+    with pytest.raises(ConfigError, match="read_positions"):
+        load_method_config("mend", "llama", model,
+                           mend_config(tmp_path, "llama", read_positions="middle"))
 
 
 def test_batch_size_range_is_checked(tmp_path, tok):
@@ -525,7 +559,7 @@ def test_a_batch_above_the_trained_size_merges_its_single_edits(tmp_path, tok):
     singles = [edit_updates(model, tok, editor, [r], cfg)[0][name] for r in requests]
     inputs = []
     for request in requests:
-        pieces, weights = edit_texts([request], None, cfg.chat_prompts)
+        pieces, weights, _ = edit_texts([request], None, cfg.chat_prompts)
         inputs.append(module_inputs(model, name, text_batch(tok, pieces), weights, {}))
     assert sum(len(x) for x in inputs) < get_module(model, name).in_features
     left, right = merged[name]

@@ -70,16 +70,27 @@ def load_editor(model: torch.nn.Module, cfg: MendConfig, path: Path | None = Non
 
 
 def edit_texts(requests: list[EditRequest], chat_format: ChatFormat | None,
-               chat_prompts: bool) -> tuple[list[tuple[str, str]], torch.Tensor]:
-    """(prefix, target) texts of all requests, and per-text loss weights (1 / texts of its
-    edit, so each edit pulls with the same strength however many texts it has)."""
-    pieces, weights = [], []
+               chat_prompts: bool) -> tuple[list[tuple[str, str]], torch.Tensor, list[str]]:
+    """(prefix, target) texts of all requests, per-text loss weights (1 / texts of its edit,
+    so each edit pulls with the same strength however many texts it has) and each text's
+    subject."""
+    pieces, weights, subjects = [], [], []
     for request in requests:
         own = [(prefix, target) for prefix, _, target in
                rewriting_pieces(request, [""], chat_format if chat_prompts else None)]
         pieces += own
         weights += [1.0 / len(own)] * len(own)
-    return pieces, torch.tensor(weights)
+        subjects += [request.subject] * len(own)
+    return pieces, torch.tensor(weights), subjects
+
+
+def edit_batch(tok, requests: list[EditRequest], cfg: MendConfig,
+               chat_format: ChatFormat | None) -> tuple[TextBatch, torch.Tensor]:
+    """The requests' edit texts as one batch, focused on their subjects' tokens when the
+    config reads the gradient factors there; and the per-text loss weights."""
+    pieces, weights, subjects = edit_texts(requests, chat_format, cfg.chat_prompts)
+    focus = subjects if cfg.read_positions == "subject" else None
+    return text_batch(tok, pieces, subjects=focus), weights
 
 
 def mend_updates(model: torch.nn.Module, editor: MendEditor, names: list[str], batch,
@@ -125,15 +136,14 @@ def edit_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: list
     a larger batch's first pass already damages the model, and a second pass read from that
     model makes it worse (a batch of 20 on zsRE: reliability 0.256 -> 0.050; BENCHMARKS.md)."""
     names = edited_modules(cfg)
-    pieces, weights = edit_texts(requests, chat_format, cfg.chat_prompts)
-    updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights,
-                           cfg.edit_steps, cfg.edit_scale)
+    batch, weights = edit_batch(tok, requests, cfg, chat_format)
+    updates = mend_updates(model, editor, names, batch, weights, cfg.edit_steps, cfg.edit_scale)
     retry = cfg.retry_scale > 0 and len(requests) <= cfg.batch_edits_max
     missed = unlanded(model, tok, requests, updates) if retry else []
     if missed:
-        pieces, weights = edit_texts(missed, chat_format, cfg.chat_prompts)
-        updates = mend_updates(model, editor, names, text_batch(tok, pieces), weights, 1,
-                               cfg.retry_scale, start=updates)
+        batch, weights = edit_batch(tok, missed, cfg, chat_format)
+        updates = mend_updates(model, editor, names, batch, weights, 1, cfg.retry_scale,
+                               start=updates)
     return updates, len(missed)
 
 
@@ -176,8 +186,7 @@ def merged_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: li
         update, missed = edit_updates(model, tok, editor, [request], cfg, chat_format)
         singles.append(update)
         retried += missed
-        pieces, weights = edit_texts([request], chat_format, cfg.chat_prompts)
-        batches.append((text_batch(tok, pieces), weights))
+        batches.append(edit_batch(tok, [request], cfg, chat_format))
     names = sorted(edited_modules(cfg),  # stable: forward order inside a block is kept
                    key=lambda name: block_position(None, name, locate=False)[2])
     merged: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}

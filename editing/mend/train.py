@@ -74,10 +74,13 @@ def step_loss(model, tok, editor, names: list[str], examples: list[Example],
     runs. Chat-templated paraphrases are much longer and go in a second batch rather than
     padding every short text to their length.
     """
-    pieces, weights = edit_texts([e.request for e in examples], chat_format, cfg.chat_prompts)
+    pieces, weights, subjects = edit_texts([e.request for e in examples], chat_format,
+                                           cfg.chat_prompts)
     equivalents = [q for e in examples for q in e.equivalents]
     unrelated = [u for e in examples for u in e.unrelated]
-    batch = text_batch(tok, pieces + equivalents + unrelated)
+    focus = (subjects + [None] * (len(equivalents) + len(unrelated))
+             if cfg.read_positions == "subject" else None)
+    batch = text_batch(tok, pieces + equivalents + unrelated, subjects=focus)
     text_weights = torch.cat([weights, torch.zeros(len(equivalents) + len(unrelated))])
     hidden: dict[str, torch.Tensor] = {}
     factors, base_logits = gradient_factors(model, names, batch, text_weights,
