@@ -46,14 +46,14 @@ class TextBatch:
         return sums / counts.clamp_min(1)
 
 
-def subject_tokens(tok, prefix: str, subject: str) -> list[bool] | None:
-    """Which tokens of `prefix` (encoded alone) belong to the last mention of `subject`, or
-    None when it is not there (or the tokenizer gives no character offsets)."""
+def subject_tokens(offsets: list[tuple[int, int]], prefix: str,
+                   subject: str) -> list[bool] | None:
+    """Which tokens of `prefix` (given by their character offsets) belong to the last mention
+    of `subject`, or None when it is not there."""
     at = prefix.casefold().rfind(subject.casefold()) if subject else -1
-    if at < 0 or not getattr(tok, "is_fast", False):
+    if at < 0:
         return None
     end = at + len(subject)
-    offsets = tok(prefix, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
     marks = [start < end and stop > at for start, stop in offsets]
     return marks if any(marks) else None
 
@@ -62,12 +62,16 @@ def text_batch(tok, pieces: list[tuple[str, str]], pad_id: int | None = None,
                subjects: list[str | None] | None = None) -> TextBatch:
     """pieces: (prefix, target text as it follows the prefix, e.g. " Paris"). With `subjects`
     (one per piece), the batch's `focus` keeps each text's subject tokens; a text without a
-    subject, or whose prefix does not contain it, keeps all its tokens."""
+    subject, or whose prefix does not contain it (or a tokenizer without character offsets),
+    keeps all its tokens."""
     rows, cols, targets, encoded, focus = [], [], [], [], []
+    offsets = subjects is not None and getattr(tok, "is_fast", False)
     for row, (prefix, target) in enumerate(pieces):
-        prefix_ids = tok(prefix, add_special_tokens=False).input_ids
+        prefix_enc = tok(prefix, add_special_tokens=False, return_offsets_mapping=offsets)
+        prefix_ids = prefix_enc.input_ids
         if subjects is not None:
-            marks = subject_tokens(tok, prefix, subjects[row] or "")
+            marks = (subject_tokens(prefix_enc.offset_mapping, prefix, subjects[row] or "")
+                     if offsets else None)
             focus.append(marks if marks is not None else [True] * len(prefix_ids))
         target_ids = tok(target, add_special_tokens=False).input_ids if target else []
         encoded.append(prefix_ids + target_ids)
