@@ -124,6 +124,10 @@ class MendConfig:
     # the tokens of the edit's subject ("subject"): at the early-middle MLPs these separate one
     # subject from another, the last token does not (BENCHMARKS.md, session 20)
     read_positions: str
+    # the editor transforms both gradient factors (the paper), or only delta~ and writes the
+    # update with the inputs u as read (false): then the update fires only on inputs like
+    # the edit's own, e.g. its subject's tokens under read_positions "subject"
+    transform_inputs: bool
     steps: int  # training steps
     batch_edits: int  # edits per training step (applied together, as a batch edit)
     # with a larger value, each step's batch size is drawn from batch_edits..batch_edits_max,

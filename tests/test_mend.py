@@ -278,6 +278,31 @@ def test_subject_read_positions_take_factors_at_the_subject(tmp_path, tok):
                            mend_config(tmp_path, "llama", read_positions="middle"))
 
 
+def test_editor_without_input_transform_writes_the_inputs_as_read(tmp_path, tok):
+    """transform_inputs false: the update's right factors are the layer inputs u themselves,
+    while delta~ is still transformed, so the update only fires on inputs like the edit's."""
+    model = llama(tok)
+    cfg = load_method_config("mend", "llama", model,
+                             mend_config(tmp_path, "llama", transform_inputs=False))
+    names = edited_modules(cfg)
+    editor = new_editor(model, cfg)
+    torch.manual_seed(0)
+    for transform in editor.transforms.values():
+        torch.nn.init.normal_(transform.up.weight, std=0.5)  # not the identity any more
+    batch, weights = edit_batch(tok, [EIFFEL], cfg, None)
+    with frozen(model):
+        factors, _ = gradient_factors(model, names, batch, weights)
+    updates = editor_updates(editor, factors)
+    editor.transform_inputs = True
+    both = editor_updates(editor, factors)
+    for name, (u, delta) in factors.items():
+        left, right = updates[name]
+        assert torch.equal(right, u)
+        assert not torch.allclose(both[name][1], u)
+        assert torch.allclose(left, both[name][0])  # delta~ is the same either way
+        assert not torch.allclose(left, -(editor.rate(name) * delta).T)
+
+
 def test_batch_size_range_is_checked(tmp_path, tok):
     with pytest.raises(ConfigError, match="batch_edits_max"):
         load_method_config("mend", "llama", llama(tok),

@@ -40,7 +40,8 @@ def new_editor(model: torch.nn.Module, cfg: MendConfig) -> MendEditor:
     for name in edited_modules(cfg):
         out_features, in_features = weight_out_in(get_module(model, name)).shape
         shapes[name] = (int(in_features), int(out_features))
-    return MendEditor(shapes, cfg.rank, cfg.initial_rate, cfg.std_floor)
+    return MendEditor(shapes, cfg.rank, cfg.initial_rate, cfg.std_floor,
+                      cfg.transform_inputs)
 
 
 def editor_path(cfg: MendConfig) -> Path:
