@@ -59,7 +59,7 @@ def load_editor(model: torch.nn.Module, cfg: MendConfig, path: Path | None = Non
         raise ConfigError(f"the MEND editor {path} does not match its checksum in the config "
                           f"(sha256 {digest[:12]}..., expected {cfg.weights_sha256[:12]}...); "
                           "restore the file or retrain it")
-    key = (str(path), digest, tuple(edited_modules(cfg)))
+    key = (str(path), digest, tuple(edited_modules(cfg)), cfg.transform_inputs)
     if key not in _EDITORS:
         editor = new_editor(model, cfg)
         editor.load_tensors(path)
