@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import json
 import time
 from pathlib import Path
 
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 0.7, 0.5])
     parser.add_argument("--retry-scales", type=float, nargs="+", default=[0.0],
                         help="retry_scale values (0 = no extra pass for unlanded edits)")
+    parser.add_argument("--overrides", type=json.loads, nargs="+", default=[{}],
+                        help="config fields to replace, one JSON object per variant "
+                             "(e.g. '{\"neighbour_count\": 8}')")
     add_model_args(parser)
     args = parser.parse_args(argv)
     set_threads(1)
@@ -51,12 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     held = [as_example(r, llm.chat_text) for source in sorted(valid)
             for r in valid[source][:args.records]]
     rows = []
-    for passes, scale, retry in itertools.product(args.passes, args.scales, args.retry_scales):
+    for overrides, passes, scale, retry in itertools.product(
+            args.overrides, args.passes, args.scales, args.retry_scales):
         setting = dataclasses.replace(cfg, edit_steps=passes, edit_scale=scale,
-                                      retry_scale=retry)
+                                      retry_scale=retry, **overrides)
         started = time.perf_counter()
         scores = validate(llm.model, llm.tokenizer, editor, held, setting, llm.chat_text)
-        rows.append({"passes": passes, "scale": scale, "retry_scale": retry, **scores,
+        rows.append({"overrides": json.dumps(overrides), "passes": passes, "scale": scale,
+                     "retry_scale": retry, **scores,
                      "seconds": round(time.perf_counter() - started, 1)})
         print(rows[-1], flush=True)
     print(markdown_table(list(rows[0]), [list(r.values()) for r in rows]))

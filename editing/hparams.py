@@ -128,6 +128,14 @@ class MendConfig:
     # update with the inputs u as read (false): then the update fires only on inputs like
     # the edit's own, e.g. its subject's tokens under read_positions "subject"
     transform_inputs: bool
+    # editing: the update is made blind to the inputs of the edit's own prompt about this many
+    # other subjects (0 = off): CounterFact's neighbour prompts reuse the edit's wording, so
+    # an update read at the last blocks fires on them as hard as on the edit (session 20)
+    neighbour_count: int
+    # ... with this ridge, relative to the mean of those inputs' Gram diagonal (small: blind)
+    neighbour_ridge: float
+    # ... and still makes its own change at the edit's own tokens (else it is only projected)
+    neighbour_keep_own: bool
     steps: int  # training steps
     batch_edits: int  # edits per training step (applied together, as a batch edit)
     # with a larger value, each step's batch size is drawn from batch_edits..batch_edits_max,
@@ -200,6 +208,10 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
         raise ConfigError(f"{source}: retry_scale must be 0 (off) or positive")
     if getattr(cfg, "merge_ridge", 0.0) < 0:
         raise ConfigError(f"{source}: merge_ridge must be 0 (plain sum) or positive")
+    if getattr(cfg, "neighbour_count", 0) < 0 or (getattr(cfg, "neighbour_count", 0)
+                                                   and cfg.neighbour_ridge <= 0):
+        raise ConfigError(f"{source}: neighbour_count must be 0 (off) or positive, with a "
+                          "positive neighbour_ridge")
     for layer in layers:
         if count is not None and not 0 <= layer < count:
             raise ConfigError(f"{source}: layer {layer} is outside the model's 0..{count - 1}")

@@ -607,3 +607,76 @@ def test_negative_merge_ridge_is_refused(tmp_path, tok):
     with pytest.raises(ConfigError, match="merge_ridge"):
         load_method_config("mend", "llama", llama(tok),
                            mend_config(tmp_path, "llama", merge_ridge=-1.0))
+
+
+def test_neighbour_blind_update_leaves_other_subjects_prompts_alone(tmp_path, tok):
+    """neighbour_count: the update barely moves any edited weight's output at the edit prompt
+    about other subjects (while the plain update does), and still moves the edit's own
+    subject tokens."""
+    from editing.mend.apply import edit_updates, module_inputs, neighbour_inputs
+
+    model = llama(tok)
+    plain = load_method_config("mend", "llama", model,
+                               mend_config(tmp_path, "llama", retry_scale=0.0))
+    blind = replace(plain, neighbour_count=1, neighbour_ridge=1e-9)
+    editor = new_editor(model, plain)
+    names = edited_modules(plain)
+    others = neighbour_inputs(model, tok, names, [EIFFEL], 1)
+    assert set(others) == set(names)
+    plain_updates, _ = edit_updates(model, tok, editor, [EIFFEL], plain)
+    blind_updates, _ = edit_updates(model, tok, editor, [EIFFEL], blind)
+    pieces, weights, subjects = edit_texts([EIFFEL], None, False)
+    own = text_batch(tok, pieces, subjects=subjects)
+    own.focus = own.focus & ~own.focus.roll(1, 1)  # the subject's first token only
+    name = max(names, key=lambda n: others[n].shape[1])  # the widest input
+    x = others[name]  # read on the unedited model, as the projection reads them
+    assert len(x) < x.shape[1]  # fewer inputs than dimensions: the projection can be exact
+    change = {k: (x @ r.T) @ left.T for k, (left, r) in
+              (("plain", plain_updates[name]), ("blind", blind_updates[name]))}
+    assert change["blind"].abs().max() < 1e-4 * change["plain"].abs().max()
+    subject_x = module_inputs(model, name, own, weights, {})
+    left, right = blind_updates[name]
+    assert ((subject_x @ right.T) @ left.T).abs().max() > 0.05 * change["plain"].abs().max()
+
+
+def test_a_prompt_without_its_subject_has_no_neighbours(tok):
+    from editing.mend.apply import neighbour_inputs
+
+    model = llama(tok)
+    stray = EditRequest("Big Ben", "Where is the Eiffel Tower", "Rome")
+    assert neighbour_inputs(model, tok, ["model.layers.0.mlp.up_proj"], [stray], 3) == {}
+
+
+def test_neighbour_count_needs_a_positive_ridge(tmp_path, tok):
+    with pytest.raises(ConfigError, match="neighbour_count"):
+        load_method_config("mend", "llama", llama(tok),
+                           mend_config(tmp_path, "llama", neighbour_count=4, neighbour_ridge=0))
+
+
+def test_neighbour_blind_update_can_keep_the_edits_own_change(tmp_path, tok):
+    """neighbour_keep_own: at the edit's own tokens the blind update changes the outputs as
+    the plain update does, and at the other subjects' prompt it still barely moves them."""
+    from editing.mend.apply import blind_to, edit_updates, module_inputs, neighbour_inputs
+
+    model = llama(tok)
+    cfg = load_method_config("mend", "llama", model,
+                             mend_config(tmp_path, "llama", retry_scale=0.0))
+    editor = new_editor(model, cfg)
+    names = edited_modules(cfg)
+    others = neighbour_inputs(model, tok, names, [EIFFEL], 1)
+    batch, weights = edit_batch(tok, [EIFFEL], cfg, None)
+    own = {name: module_inputs(model, name, batch, weights, {}) for name in names}
+    name = max(names, key=lambda n: others[n].shape[1])
+    assert len(others[name]) + len(own[name]) < others[name].shape[1]
+    plain, _ = edit_updates(model, tok, editor, [EIFFEL], cfg)
+    kept = blind_to(plain, others, 1e-9, own)[name]
+    projected = blind_to(plain, others, 1e-9)[name]
+
+    def change(x, factors):
+        left, right = factors
+        return (x @ right.T) @ left.T
+
+    wanted = change(own[name], plain[name])
+    assert (change(own[name], kept) - wanted).abs().max() < 1e-3 * wanted.abs().max()
+    assert (change(own[name], projected) - wanted).abs().max() > 0.05 * wanted.abs().max()
+    assert change(others[name], kept).abs().max() < 1e-3 * wanted.abs().max()

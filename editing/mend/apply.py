@@ -26,7 +26,7 @@ from editing.locate import (StopForward, as_param_layout, block_position, get_mo
 from editing.mend.core import (TextBatch, edited, editor_updates, frozen, gradient_factors,
                                loss_positions, scored_logits, text_batch)
 from editing.mend.network import MendEditor, file_sha256
-from editing.rome.compute import ChatFormat, EditRequest, rewriting_pieces
+from editing.rome.compute import ChatFormat, EditRequest, neighbour_requests, rewriting_pieces
 from errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -94,20 +94,82 @@ def edit_batch(tok, requests: list[EditRequest], cfg: MendConfig,
     return text_batch(tok, pieces, subjects=focus), weights
 
 
+Updates = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+@torch.no_grad()
+def neighbour_inputs(model: torch.nn.Module, tok, names: list[str],
+                     requests: list[EditRequest], count: int) -> dict[str, torch.Tensor]:
+    """Each edited weight's inputs (N, in) at the requests' prompts about `count` other
+    subjects (`neighbour_requests`), from the other subject's first token on (the tokens
+    before it are the edit prompt's own), read on the unedited model. A prompt that does not
+    name its subject has no such neighbours."""
+    others = [other for request in requests
+              if request.subject and request.subject in request.prompt
+              for other in neighbour_requests(request, count)]
+    if not others:
+        return {}
+    batch = text_batch(tok, [(other.prompt, "") for other in others],
+                       subjects=[other.subject for other in others])
+    keep = batch.mask.bool() & (batch.focus.cumsum(1) > 0)
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(name: str):
+        def pre(_module, args):
+            captured[name] = args[0].detach()[keep]
+        return pre
+
+    handles = [get_module(model, name).register_forward_pre_hook(capture(name))
+               for name in names]
+    try:
+        model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def blind_to(updates: Updates, others: dict[str, torch.Tensor], ridge: float,
+             own: dict[str, torch.Tensor] | None = None) -> Updates:
+    """The updates changed as little as possible (Frobenius) so that they barely move the
+    outputs at the inputs `others` and, with `own`, still move those inputs' outputs as
+    before: a ridge least squares in the dual, r relative to the Gram diagonal's mean. The
+    left factors stay; the right ones become R - (G^-1 E)^T Z, with Z the stacked inputs, G
+    their Gram and E the unwanted change (R's response at `others`, zero at `own`)."""
+    blind = {}
+    for name, (left, right) in updates.items():
+        x = others.get(name)
+        if x is None or not len(x):
+            blind[name] = (left, right)
+            continue
+        r = right.double()
+        kept = own.get(name) if own else None
+        z = x.double() if kept is None else torch.cat([kept.double(), x.double()])
+        unwanted = x.double() @ r.T
+        if kept is not None:
+            unwanted = torch.cat([torch.zeros(len(kept), len(r), dtype=r.dtype), unwanted])
+        gram = z @ z.T
+        gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+        blind[name] = (left, (r - torch.linalg.solve(gram, unwanted).T @ z).to(right.dtype))
+    return blind
+
+
 def mend_updates(model: torch.nn.Module, editor: MendEditor, names: list[str], batch,
                  weights: torch.Tensor, passes: int, scale: float = 1.0,
-                 start: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
-                 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                 start: Updates | None = None, shape: Callable[[Updates], Updates] | None = None
+                 ) -> Updates:
     """The edit as (left, right) factors per weight, (out, in) layout. Each pass reads the
     gradient of the model as edited so far (from `start`, if given) and adds `scale` times
-    the editor's update."""
-    updates: dict[str, tuple[torch.Tensor, torch.Tensor]] = dict(start or {})
+    the editor's update (passed through `shape` first, if given)."""
+    updates: Updates = dict(start or {})
     for _ in range(passes):
         with frozen(model), edited(model, updates):
             factors, _ = gradient_factors(model, names, batch, weights)
         with torch.no_grad():
             step = editor_updates(editor, factors)
-        step = {name: (left * scale, right) for name, (left, right) in step.items()}
+            step = {name: (left * scale, right) for name, (left, right) in step.items()}
+            if shape is not None:
+                step = shape(step)
         updates = {name: (torch.cat([updates[name][0], left], 1),
                           torch.cat([updates[name][1], right], 0)) if name in updates
                    else (left, right) for name, (left, right) in step.items()}
@@ -137,14 +199,24 @@ def edit_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: list
     a larger batch's first pass already damages the model, and a second pass read from that
     model makes it worse (a batch of 20 on zsRE: reliability 0.256 -> 0.050; BENCHMARKS.md)."""
     names = edited_modules(cfg)
+    shape = None
+    if cfg.neighbour_count:
+        others = neighbour_inputs(model, tok, names, requests, cfg.neighbour_count)
+        own = None
+        if cfg.neighbour_keep_own:
+            own_batch, own_weights = edit_batch(tok, requests, cfg, chat_format)
+            own = {name: module_inputs(model, name, own_batch, own_weights, {})
+                   for name in names}
+        shape = lambda step: blind_to(step, others, cfg.neighbour_ridge, own)  # noqa: E731
     batch, weights = edit_batch(tok, requests, cfg, chat_format)
-    updates = mend_updates(model, editor, names, batch, weights, cfg.edit_steps, cfg.edit_scale)
+    updates = mend_updates(model, editor, names, batch, weights, cfg.edit_steps, cfg.edit_scale,
+                           shape=shape)
     retry = cfg.retry_scale > 0 and len(requests) <= cfg.batch_edits_max
     missed = unlanded(model, tok, requests, updates) if retry else []
     if missed:
         batch, weights = edit_batch(tok, missed, cfg, chat_format)
         updates = mend_updates(model, editor, names, batch, weights, 1, cfg.retry_scale,
-                               start=updates)
+                               start=updates, shape=shape)
     return updates, len(missed)
 
 
