@@ -52,21 +52,27 @@ def main(argv: list[str] | None = None) -> int:
     else:
         editor = load_editor(llm.model, cfg)
     _, valid = split_by_subject()
-    held = [as_example(r, llm.chat_text) for source in sorted(valid)
-            for r in valid[source][:args.records]]
+    held = {source: [as_example(r, llm.chat_text) for r in valid[source][:args.records]]
+            for source in sorted(valid)}
     rows = []
     for overrides, passes, scale, retry in itertools.product(
             args.overrides, args.passes, args.scales, args.retry_scales):
         setting = dataclasses.replace(cfg, edit_steps=passes, edit_scale=scale,
                                       retry_scale=retry, **overrides)
         started = time.perf_counter()
-        scores = validate(llm.model, llm.tokenizer, editor, held, setting, llm.chat_text)
+        scores = {}
+        for source, examples in held.items():  # each source's scores, then their mean
+            part = validate(llm.model, llm.tokenizer, editor, examples, setting, llm.chat_text)
+            scores.update({f"{source}_{key}": value for key, value in part.items()})
+        for key in part:
+            scores[key] = round(sum(scores[f"{source}_{key}"] for source in held) / len(held), 4)
         rows.append({"overrides": json.dumps(overrides), "passes": passes, "scale": scale,
                      "retry_scale": retry, **scores,
                      "seconds": round(time.perf_counter() - started, 1)})
         print(rows[-1], flush=True)
     print(markdown_table(list(rows[0]), [list(r.values()) for r in rows]))
-    write_json(args.json, {"benchmark": "mend_select", "records": len(held), "rows": rows})
+    write_json(args.json, {"benchmark": "mend_select",
+                           "records": sum(map(len, held.values())), "rows": rows})
     return 0
 
 
