@@ -85,13 +85,18 @@ def edit_texts(requests: list[EditRequest], chat_format: ChatFormat | None,
     return pieces, torch.tensor(weights), subjects
 
 
+def factor_focus(cfg: MendConfig, subjects: list[str | None]) -> list[str | None] | None:
+    """The `subjects` argument of `text_batch` for texts with these subjects: focused on the
+    subjects' tokens when the config reads the gradient factors there, else None (all)."""
+    return subjects if cfg.read_positions == "subject" else None
+
+
 def edit_batch(tok, requests: list[EditRequest], cfg: MendConfig,
                chat_format: ChatFormat | None) -> tuple[TextBatch, torch.Tensor]:
-    """The requests' edit texts as one batch, focused on their subjects' tokens when the
-    config reads the gradient factors there; and the per-text loss weights."""
+    """The requests' edit texts as one batch (focused as `factor_focus` says) and the
+    per-text loss weights."""
     pieces, weights, subjects = edit_texts(requests, chat_format, cfg.chat_prompts)
-    focus = subjects if cfg.read_positions == "subject" else None
-    return text_batch(tok, pieces, subjects=focus), weights
+    return text_batch(tok, pieces, subjects=factor_focus(cfg, subjects)), weights
 
 
 Updates = dict[str, tuple[torch.Tensor, torch.Tensor]]

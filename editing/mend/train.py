@@ -30,7 +30,7 @@ from tqdm import tqdm
 from config import CONFIG_DIR, REPO_ROOT, default_data_dir
 from editing.hparams import MendConfig, edited_modules, load_method_config
 from editing.locate import block_input, from_block
-from editing.mend.apply import edit_texts, edit_updates, editor_path, new_editor
+from editing.mend.apply import edit_texts, edit_updates, editor_path, factor_focus, new_editor
 from editing.mend.core import (edited, editor_updates, frozen, gradient_factors, lowest_module,
                                scored_logits, text_batch)
 from editing.records import EditRecord, split_by_subject
@@ -78,8 +78,7 @@ def step_loss(model, tok, editor, names: list[str], examples: list[Example],
                                            cfg.chat_prompts)
     equivalents = [q for e in examples for q in e.equivalents]
     unrelated = [u for e in examples for u in e.unrelated]
-    focus = (subjects + [None] * (len(equivalents) + len(unrelated))
-             if cfg.read_positions == "subject" else None)
+    focus = factor_focus(cfg, subjects + [None] * (len(equivalents) + len(unrelated)))
     batch = text_batch(tok, pieces + equivalents + unrelated, subjects=focus)
     text_weights = torch.cat([weights, torch.zeros(len(equivalents) + len(unrelated))])
     hidden: dict[str, torch.Tensor] = {}
