@@ -12,6 +12,7 @@ the change its single update makes there (`merged_updates`, a ridge least square
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -204,16 +205,14 @@ def edit_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: list
     a larger batch's first pass already damages the model, and a second pass read from that
     model makes it worse (a batch of 20 on zsRE: reliability 0.256 -> 0.050; BENCHMARKS.md)."""
     names = edited_modules(cfg)
+    batch, weights = edit_batch(tok, requests, cfg, chat_format)
     shape = None
     if cfg.neighbour_count:
-        others = neighbour_inputs(model, tok, names, requests, cfg.neighbour_count)
-        own = None
-        if cfg.neighbour_keep_own:
-            own_batch, own_weights = edit_batch(tok, requests, cfg, chat_format)
-            own = {name: module_inputs(model, name, own_batch, own_weights, {})
-                   for name in names}
-        shape = lambda step: blind_to(step, others, cfg.neighbour_ridge, own)  # noqa: E731
-    batch, weights = edit_batch(tok, requests, cfg, chat_format)
+        own = ({name: module_inputs(model, name, batch, weights, {}) for name in names}
+               if cfg.neighbour_keep_own else None)
+        shape = functools.partial(
+            blind_to, others=neighbour_inputs(model, tok, names, requests, cfg.neighbour_count),
+            ridge=cfg.neighbour_ridge, own=own)
     updates = mend_updates(model, editor, names, batch, weights, cfg.edit_steps, cfg.edit_scale,
                            shape=shape)
     retry = cfg.retry_scale > 0 and len(requests) <= cfg.batch_edits_max
