@@ -103,6 +103,14 @@ def edit_batch(tok, requests: list[EditRequest], cfg: MendConfig,
 Updates = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 
+def ridge_dual_solve(x: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.Tensor:
+    """(X X^T + r I)^-1 rhs, r = `ridge` times the mean of X X^T's diagonal: the dual side of
+    a least-squares update fitted at the inputs X (rows), so the ridge is scale-free."""
+    gram = x @ x.T
+    gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
+    return torch.linalg.solve(gram, rhs)
+
+
 @torch.no_grad()
 def neighbour_inputs(model: torch.nn.Module, tok, names: list[str],
                      requests: list[EditRequest], count: int) -> dict[str, torch.Tensor]:
@@ -154,9 +162,7 @@ def blind_to(updates: Updates, others: dict[str, torch.Tensor], ridge: float,
         unwanted = x.double() @ r.T
         if kept is not None:
             unwanted = torch.cat([torch.zeros(len(kept), len(r), dtype=r.dtype), unwanted])
-        gram = z @ z.T
-        gram += ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
-        blind[name] = (left, (r - torch.linalg.solve(gram, unwanted).T @ z).to(right.dtype))
+        blind[name] = (left, (r - ridge_dual_solve(z, unwanted, ridge).T @ z).to(right.dtype))
     return blind
 
 
@@ -276,9 +282,7 @@ def merged_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: li
             inputs.append(x)
             changes.append((x @ right.double().T) @ left.double().T)
         x, change = torch.cat(inputs), torch.cat(changes)  # (N, in), (N, out)
-        gram = x @ x.T
-        gram += cfg.merge_ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype)
-        merged[name] = (torch.linalg.solve(gram, change).T.float(), x.float())
+        merged[name] = (ridge_dual_solve(x, change, cfg.merge_ridge).T.float(), x.float())
     return merged, retried
 
 
