@@ -208,8 +208,8 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
         raise ConfigError(f"{source}: retry_scale must be 0 (off) or positive")
     if getattr(cfg, "merge_ridge", 0.0) < 0:
         raise ConfigError(f"{source}: merge_ridge must be 0 (plain sum) or positive")
-    if getattr(cfg, "neighbour_count", 0) < 0 or (getattr(cfg, "neighbour_count", 0)
-                                                   and cfg.neighbour_ridge <= 0):
+    neighbours = getattr(cfg, "neighbour_count", 0)
+    if neighbours < 0 or (neighbours and cfg.neighbour_ridge <= 0):
         raise ConfigError(f"{source}: neighbour_count must be 0 (off) or positive, with a "
                           "positive neighbour_ridge")
     for layer in layers:

@@ -12,6 +12,7 @@ the change its single update makes there (`merged_updates`, a ridge least square
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -133,13 +134,10 @@ def neighbour_inputs(model: torch.nn.Module, tok, names: list[str],
             captured[name] = args[0].detach()[keep]
         return pre
 
-    handles = [get_module(model, name).register_forward_pre_hook(capture(name))
-               for name in names]
-    try:
+    with contextlib.ExitStack() as hooks:
+        for name in names:
+            hooks.enter_context(hooked(get_module(model, name), pre=capture(name)))
         model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False)
-    finally:
-        for handle in handles:
-            handle.remove()
     return captured
 
 
