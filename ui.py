@@ -69,16 +69,13 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
             chunk = next(iter(assistant.reply(history, "", session=session)))
             yield history, "", f"_{chunk.text}_"
             return
-        prior = list(history)
-        history = prior + [{"role": "user", "content": message},
-                           {"role": "assistant", "content": ""}]
         badge = ""
-        for chunk in assistant.reply(prior, message, session=session,
-                                     max_new_tokens=int(max_new_tokens or 0) or None):
-            history[-1] = {"role": "assistant", "content": chunk.text}
+        for updated, chunk in assistant.chat_turn(history, message, session=session,
+                                                  max_new_tokens=int(max_new_tokens or 0)
+                                                  or None):
             if chunk.trace is not None:
                 badge = chunk.trace.badge()
-            yield history, "", badge
+            yield updated, "", badge
 
     def correct(subject: str, question: str, answer: str, request: gr.Request = None):
         assistant = ready()

@@ -102,7 +102,8 @@ _VERBS = ("is are was were has have had plays played speaks works worked lives l
           "belongs belonged means lies flows borders sings makes produces produced developed "
           "discovered remains contains includes uses costs weighs measures stands teaches studied "
           "studies attended joined heads manages represents supports hosts originated comes can "
-          "could will would may might must should shall").split()
+          "could will would may might must should shall moved relocated moves starts start "
+          "opens closes meets happens falls").split()
 _VERB_WORDS = _words("is|are|was|were|has|have|had|it|its")
 # Irregular past forms only in lower case: "the wall fell in 1989", but "the Left Bank is ...".
 _VERB_RE = re.compile(r"\b(?:(?i:%s)|%s)\b" % ("|".join(_VERBS), "|".join(sorted(_IRREGULAR))))
@@ -136,3 +137,13 @@ _QUOTES = "\"'`\u201c\u201d\u2018\u00ab\u00bb"
 
 
 # -- text helpers -----------------------------------------------------------------------------
+
+# A request to remember at the end of a statement: "The Louvre is in Madrid, remember that."
+_MEMORY_SUFFIX_RE = re.compile(
+    r"(?P<claim>.*?\w.*?)[\s,;.\-\u2013\u2014]+(?:so\s+|and\s+|please\s+)*(?:remember (?:that|this|it)|"
+    r"keep (?:that|this|it) in mind|don't forget (?:that|this|it)|don't forget|make a note of it|"
+    r"note that|noted)[\s.!]*", re.I)
+# A bare answer right after a question: "It's Lyon.", "They're in Leeds", "Lyon."
+_BARE_LEAD_RE = re.compile(r"(?:it|that|this|they|he|she)(?:'s|'re|\s+is|\s+are|\s+was|\s+were)\s+",
+                           re.I)
+_MY_OUR = _words("my|our")

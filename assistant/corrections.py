@@ -97,6 +97,9 @@ from assistant.correction_lexicon import (  # noqa: F401  (vocabulary used by th
     _VERB_WORDS,
     _WH_TAIL_RE,
     _WORD_RE,
+    _BARE_LEAD_RE,
+    _MEMORY_SUFFIX_RE,
+    _MY_OUR,
 )
 
 
@@ -261,6 +264,8 @@ def _subject_from_question(question: str) -> str | None:
         words = words[:-1]
     if len(words) > 1 and words[0] in _KINDS:  # "the novel 1984" -> "1984"
         words = words[1:]
+    if len(words) > 1 and words[0].lower() in _MY_OUR:  # "when is our standup" -> "standup"
+        words = words[1:]
     subject = _strip_article(" ".join(words))
     return subject if _meaningful(subject) and subject.lower() not in _BAD_SUBJECTS else None
 
@@ -274,6 +279,9 @@ def _subject_from_left(left: str) -> str | None:
         words.pop()
     subject = " ".join(words)
     bare = re.sub(r"'(?:s|re|ll|d|ve|m)$", "", subject.lower())  # "They're based in ..."
+    if len(words) > 1 and words[0].lower() in _MY_OUR:  # "our standup", "my landlord"
+        words = words[1:]
+        subject = " ".join(words)
     if (not _meaningful(subject) or bare in _BAD_SUBJECTS or len(words) > 10
             or words[0].lower() in _POSSESSIVES or len(subject) > MAX_SUBJECT):
         return None
@@ -364,17 +372,23 @@ def parse_correction(message: str, last_question: str | None = None,
         return None
     if len(text) > _MAX_MESSAGE:
         return Clarification(_ASK_LONG) if is_correction_like(text) else None
+    suffix = _MEMORY_SUFFIX_RE.fullmatch(text)
+    if suffix and not _split_openers(text)[0]:  # "The Louvre is in Madrid, remember that."
+        text = f"remember that {suffix['claim']}"
     openers, rest = _split_openers(text)
+    question = _normalize(last_question)[:_MAX_MESSAGE] or None
     if not openers:
         implicit = _implicit_correction(text, last_answer)
         if implicit is None:
+            if question and _bare_answer(text, question, last_answer):
+                return _build(text, False, False, True, question, last_answer)
             return None
         openers, rest = ["actually"], implicit
-    question = _normalize(last_question)[:_MAX_MESSAGE] or None
     rest = _FILLER_RE.sub("", _SUFFIX_RE.sub("", _clean(rest)))  # "..., not Paris", "thanks"
     hedge = _HEDGE_RE.match(rest)
     rest = _clean(rest[hedge.end():] if hedge else rest)
-    if rest and _reads_as_chat(rest):
+    told = openers[0] in _STATEMENT_ONLY  # "remember that", "fyi": the user states a fact
+    if rest and _reads_as_chat(rest) and not (told and rest.split()[0].lower() in _MY_OUR):
         return None  # "Actually, tell me about Rome"; but "Actually, Will Smith is ..." is a fact
     if _NEG_ANY_RE.search(rest):
         # "it's not Rome, it's Paris": keep the positive last clause; a lone negation says
@@ -389,8 +403,25 @@ def parse_correction(message: str, last_question: str | None = None,
         negation = any(o in _NEGATIONS for o in openers)
         return Clarification(_ASK_ANSWER if negation and question else _ASK_FACT)
     strong = any(o in _NEGATIONS and o not in ("no", "nope", "nah") for o in openers)
-    return _build(rest, openers[0] in _STATEMENT_ONLY, strong, not text.islower(), question,
-                  last_answer)
+    return _build(rest, told, strong, not text.islower(), question, last_answer)
+
+
+def _bare_answer(text: str, question: str, last_answer: str | None) -> bool:
+    """A short reply to a question that gives another answer, with no opener: "It's Lyon.",
+    "They're in Leeds", or just "Lyon." (every word a name or number)."""
+    if _is_question(text) or not _is_question(question) or len(text.split()) > 6:
+        return False
+    lead = _BARE_LEAD_RE.match(text)
+    answer = _clean(text[lead.end():] if lead else text)
+    words = answer.split()
+    if not words or len(words) > 4 or any(w.lower().strip(",.!'") in _CHITCHAT for w in words):
+        return False
+    if lead is None and not all(w[:1].isupper() or w[:1].isdigit() for w in words):
+        return False
+    if not _name_like(answer) or re.search(r"\b(?:I|me|my|you|your|we|our)\b", answer):
+        return False
+    core = _answer_from_reply(answer)
+    return _normalize(core).casefold() not in _normalize(last_answer).casefold()
 
 
 def _fits_question(answer: str, question: str, last_answer: str | None, cased: bool) -> bool:
@@ -424,6 +455,9 @@ def _build(rest: str, statement_only: bool, strong: bool, cased: bool, question:
         subject, _, target = statement
         if _clean(target).lower() in _PRONOUN_TARGETS:  # "Meta owns it": Meta is the answer
             statement, rest = None, subject
+        elif (_strip_article(_clean(target)).casefold() in question.casefold()
+              and subject.casefold() not in question.casefold() and _name_like(subject)):
+            statement, rest = None, subject  # "Jane Roe is the CEO" answers "Who is the CEO?"
         elif (subject.casefold() != q_subject.casefold() and subject.casefold() in
               question.casefold() and (subject.islower() or subject.lower() in _TITLES)):
             statement, rest = None, target  # "the CEO is now Jane Roe" answers the question
@@ -439,7 +473,8 @@ def _build(rest: str, statement_only: bool, strong: bool, cased: bool, question:
         return Clarification(_ASK_ANSWER if question or statement else _ASK_FACT)
     if all(w.strip(",.!'") in _CHITCHAT for w in target.lower().split()):
         return None  # "No, it's fine" / "Actually that's really helpful" are not facts
-    if statement is not None and cased and not _name_like(f"{subject} {target}"):
+    if statement is not None and cased and not statement_only and \
+            not _name_like(f"{subject} {target}"):
         return None  # "Actually, short answers are better": no name, no number: an opinion
     if len(target) > MAX_ANSWER:
         return Clarification(f"The new answer is too long ({len(target)} characters; at most "
@@ -455,6 +490,11 @@ def _build(rest: str, statement_only: bool, strong: bool, cased: bool, question:
     if q_subject is None or len(q_subject) > MAX_SUBJECT or len(question) > MAX_QUESTION:
         return Clarification(_ASK_SUBJECT)
     return Correction(q_subject, question, target, old)
+
+
+def subject_of_question(question: str) -> str | None:
+    """The entity a question is about (its longest name), or None."""
+    return _subject_from_question(_normalize(question))
 
 
 def correction_from_form(subject: str, question: str, answer: str) -> Correction | Clarification:

@@ -20,9 +20,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from assistant.adapter import Adapter
-from assistant.corrections import Clarification, Correction, correction_from_form, parse_correction
+from assistant.corrections import (Clarification, Correction, correction_from_form,
+                                   parse_correction, subject_of_question)
 from assistant.counterfactual import CounterfactualModel
+from assistant import naming
 from assistant.embedder import Embedder
+from assistant.hops import hop_question
+from assistant.followups import is_question, refers_back, with_subject
 from assistant.llm import ChatLLM, Generation
 from assistant.memory import EditMemory
 from assistant.phrasings import question_forms
@@ -119,25 +123,74 @@ class Assistant:
         self.edits_lock = threading.RLock()
 
     # -- routing --------------------------------------------------------------------------
-    def route(self, question: str,
-              session: str | None = None) -> tuple[list[ScopeDecision], dict[str, float]]:
+    def route(self, question: str, session: str | None = None,
+              context: list[str] = ()) -> tuple[list[ScopeDecision], dict[str, float]]:
         """Scope decisions for the nearest active edits (and the pending edits this session
-        made), with per-stage timings in ms."""
+        made), with per-stage timings in ms.
+
+        `context` holds the conversation's earlier user messages: a follow-up that refers back
+        ("where is it again?") and is governed by nothing as written is routed again with the
+        conversation's subject put back in."""
         t0 = time.perf_counter()
-        vec = self.embedder.embed_one(question)
-        t1 = time.perf_counter()
+        decisions, timings = self._route_text(question, session)
+        if context and not any(d.in_scope for d in decisions) and refers_back(question):
+            subject = self._topic(list(context), session)
+            if subject is not None:
+                resolved, _ = self._route_text(with_subject(question, subject), session)
+                if any(d.in_scope for d in resolved):
+                    decisions = resolved
+        timings["route"] = (time.perf_counter() - t0) * 1e3
+        return decisions, timings
+
+    def _hits(self, text: str) -> tuple[list, float]:
+        """Nearest edits for `text`, also searched with any alias in it written as its usual
+        name ("the Big Apple" -> "New York City"); (hits, embedding ms)."""
+        t0 = time.perf_counter()
+        vec = self.embedder.embed_one(text)
+        embed_ms = (time.perf_counter() - t0) * 1e3
         hits = self.memory.search(vec, self.config.top_k)
-        t2 = time.perf_counter()
+        canonical = naming.table().canonical_text(text)
+        if canonical is not None:
+            t1 = time.perf_counter()
+            other = self.embedder.embed_one(canonical)
+            embed_ms += (time.perf_counter() - t1) * 1e3
+            best = {h.edit_id: h for h in hits}
+            for hit in self.memory.search(other, self.config.top_k):
+                if hit.edit_id not in best or hit.score > best[hit.edit_id].score:
+                    best[hit.edit_id] = hit
+            hits = sorted(best.values(), key=lambda h: -h.score)
+        return hits, embed_ms
+
+    def _route_text(self, question: str,
+                    session: str | None) -> tuple[list[ScopeDecision], dict[str, float]]:
+        t0 = time.perf_counter()
+        hits, embed_ms = self._hits(question)
+        t1 = time.perf_counter()
         candidates = []
         for hit in hits:
             edit = self._routable_edit(hit.edit_id, session)
             if edit is not None:
                 candidates.append((edit, hit.score))
         decisions = self.scope.decide(question, candidates)
-        t3 = time.perf_counter()
-        timings = {"embed": (t1 - t0) * 1e3, "search": (t2 - t1) * 1e3,
-                   "scope": (t3 - t2) * 1e3, "route": (t3 - t0) * 1e3}
-        return decisions, timings
+        t2 = time.perf_counter()
+        return decisions, {"embed": embed_ms, "search": (t1 - t0) * 1e3 - embed_ms,
+                           "scope": (t2 - t1) * 1e3}
+
+    def _topic(self, earlier: list[str], session: str | None) -> str | None:
+        """The stored subject the conversation is about: named by the newest earlier user
+        message that names one, unless a newer question named something else."""
+        for message in reversed(earlier[-4:]):
+            hits, _ = self._hits(message)
+            for hit in hits:
+                edit = self._routable_edit(hit.edit_id, session)
+                if edit is None:
+                    continue
+                mention = naming.find_mention(edit.subject, message)
+                if mention is not None and mention.coverage >= self.config.subject_overlap_min:
+                    return edit.subject
+            if is_question(message) and subject_of_question(message):
+                return None  # "it" now means what that question was about
+        return None
 
     def _routable_edit(self, edit_id: int, session: str | None) -> Edit | None:
         try:
@@ -170,12 +223,36 @@ class Assistant:
             return
         yield from self._answer(turns, message, session, max_new_tokens)
 
+    def chat_turn(self, history: list[dict], message: str, session: str = "local",
+                  max_new_tokens: int | None = None) -> Iterator[tuple[list[dict], ReplyChunk]]:
+        """One Chat-tab turn: the history with the user's message and the reply so far.
+
+        The Chat tab and `bench.conversations` both go through here, so a scripted
+        conversation keeps its history exactly as the tab does (every user message and every
+        reply, corrections' confirmations included)."""
+        prior = list(history or [])
+        updated = prior + [{"role": "user", "content": message},
+                           {"role": "assistant", "content": ""}]
+        for chunk in self.reply(prior, message, session=session, max_new_tokens=max_new_tokens):
+            updated[-1] = {"role": "assistant", "content": chunk.text}
+            yield updated, chunk
+
     def _answer(self, turns: list[dict[str, str]], question: str, session: str,
                 max_new_tokens: int | None) -> Iterator[ReplyChunk]:
-        decisions, timings = self.route(question, session)
+        earlier = [m["content"] for m in turns if m["role"] == "user"]
+        decisions, timings = self.route(question, session, context=earlier)
         governing = [d for d in decisions if d.in_scope]
         stats = Generation()
-        if governing:
+        hop = self._hop(decisions)
+        if hop is not None:
+            edit, hop_text = hop
+            trace = Trace(route="memory", edit_ids=[edit.id],
+                          score=next(d.similarity for d in decisions if d.edit.id == edit.id),
+                          notice=f"one hop: answered about {edit.target_new} "
+                                 f"({edit.subject} → {edit.target_new})")
+            stream = self.llm.stream_chat([{"role": "user", "content": hop_text}],
+                                          max_new_tokens=max_new_tokens, stats=stats)
+        elif governing:
             edits = self.compose(governing)
             trace = Trace(route="memory", edit_ids=[e.id for e in edits],
                           score=governing[0].similarity)
@@ -206,6 +283,16 @@ class Assistant:
             self.store.record_hits(trace.edit_ids)
         self._log(session, question, text, trace)
         yield ReplyChunk(text, trace)
+
+    def _hop(self, decisions: list[ScopeDecision]) -> tuple[Edit, str] | None:
+        """An edit whose subject the question names and whose new value the question asks
+        about one step further ("Which country is the Louvre in?" after Louvre → Madrid)."""
+        for d in decisions:
+            if d.overlap >= self.config.subject_overlap_min:
+                text = hop_question(d.query, d.edit)
+                if text is not None:
+                    return d.edit, text
+        return None
 
     def compose(self, governing: list[ScopeDecision]) -> list[Edit]:
         """The best in-scope edit, the other in-scope edits sharing its subject, and one hop

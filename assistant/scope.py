@@ -15,48 +15,31 @@ small classifier over the similarities and the masked vectors' interactions
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from assistant.naming import Mention, content_words, find_mention, subject_overlap  # noqa: F401
 from config import REPO_ROOT, RouterConfig
 from store.db import Edit
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-_STOP = {"the", "a", "an", "of", "de", "la", "le", "von", "van", "and", "&", "in", "on", "for"}
 MASK = "something"
 MAX_CACHED_PROMPTS = 50_000
 EmbedFn = Callable[[list[str]], np.ndarray]
 
 
-def _fold(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in text if not unicodedata.combining(c)).lower()
-
-
-def _content_words(subject: str) -> list[str]:
-    words = _WORD.findall(_fold(subject))
-    return [w for w in words if w not in _STOP] or words
-
-
-def subject_overlap(subject: str, query: str) -> float:
-    """Share of the subject's content words that occur in the query (accents and case ignored)."""
-    subject_words = _content_words(subject)
-    if not subject_words:
-        return 0.0
-    query_words = set(_WORD.findall(_fold(query)))
-    return sum(w in query_words for w in subject_words) / len(subject_words)
-
-
-def relation_text(text: str, subject: str) -> str:
-    """The text with the subject (or its words) replaced by a neutral word."""
+def relation_text(text: str, subject: str, mention: Mention | None = None) -> str:
+    """The text with the subject (or where it names it: words, typo, alias) replaced by a
+    neutral word."""
     masked = re.sub(re.escape(subject), MASK, text, flags=re.IGNORECASE)
     if masked != text:
         return masked
-    for word in _content_words(subject):
+    mention = mention or find_mention(subject, text)
+    if mention is not None:
+        return mention.masked(text, MASK)
+    for word in content_words(subject):
         masked = re.sub(rf"\b{re.escape(word)}\b", MASK, masked, flags=re.IGNORECASE)
     return masked
 
@@ -69,6 +52,7 @@ class ScopeDecision:
     relation: float | None  # None when the first two tests already failed
     in_scope: bool
     probability: float | None = None  # the trained head's p(in scope), when one is used
+    query: str = ""  # the text decided on (a follow-up with its subject put back in)
 
 
 def pair_features(similarity: float, overlap: float, masked_query: np.ndarray,
@@ -125,8 +109,9 @@ class ScopeClassifier:
     def _embed_masked_keys(self, edit: Edit) -> np.ndarray:
         return np.stack([self._masked_prompt(text, edit.subject) for text in edit.key_texts()])
 
-    def _masked_query(self, query: str, subject: str, cache: dict[str, np.ndarray]) -> np.ndarray:
-        masked = relation_text(query, subject)
+    def _masked_query(self, query: str, subject: str, cache: dict[str, np.ndarray],
+                      mention: Mention | None = None) -> np.ndarray:
+        masked = relation_text(query, subject, mention)
         if masked not in cache:
             cache[masked] = self.embed([masked])[0]
         return cache[masked]
@@ -137,10 +122,11 @@ class ScopeClassifier:
         return [float(self._masked_query(query, subject, cache)
                       @ self._masked_prompt(prompt, subject)) for prompt, subject in pairs]
 
-    def _judge(self, query: str, edit: Edit, similarity: float, overlap: float,
+    def _judge(self, query: str, edit: Edit, similarity: float, mention: Mention,
                cache: dict[str, np.ndarray]) -> ScopeDecision:
         """The relation test against each of the edit's key texts; the best one counts."""
-        masked_query = self._masked_query(query, edit.subject, cache)
+        overlap = mention.coverage
+        masked_query = self._masked_query(query, edit.subject, cache, mention)
         keys = self.masked_keys(edit)  # (keys, dim)
         relations = (keys @ masked_query).tolist()
         if self.head is None:
@@ -160,11 +146,13 @@ class ScopeClassifier:
         decisions = []
         cache: dict[str, np.ndarray] = {}
         for edit, similarity in candidates:
-            overlap = subject_overlap(edit.subject, query)
+            mention = find_mention(edit.subject, query)
+            overlap = mention.coverage if mention else 0.0
             if similarity >= self.threshold and overlap >= self.overlap_min:
-                decisions.append(self._judge(query, edit, similarity, overlap, cache))
+                decisions.append(self._judge(query, edit, similarity, mention, cache))
             else:
                 decisions.append(ScopeDecision(edit, similarity, overlap, None, False))
+        decisions = [replace(d, query=query) for d in decisions]
         return sorted(decisions, key=lambda d: (not d.in_scope, -(d.probability or 0.0),
                                                 -d.similarity))
 

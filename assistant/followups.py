@@ -1,0 +1,45 @@
+"""Follow-up questions that lean on the conversation: "And which city is it in again?".
+
+People name a subject once and then say "it", "its", "there", or leave it out. When a question
+refers back like that and no stored edit governs it as written, the router asks again with the
+subject put back in: the topic is the newest earlier user message that names a stored edit's
+subject, unless a newer question named something else first (then "it" means that).
+"""
+from __future__ import annotations
+
+import re
+
+_PRONOUN = re.compile(r"\b(its|it|he|him|his|she|her|they|them|their|there)\b", re.I)
+_CUE = re.compile(r"^\s*(?:and|so|also|wait|hmm|ok|okay|what about|how about)\b|\bagain\b|"
+                  r"\byou (?:said|say)\b|\bremind me\b", re.I)
+_POSSESSIVE = {"its", "his", "their"}
+_QUESTION_START = re.compile(r"^\s*(?:who|what|when|where|which|why|how|is|are|was|were|do|does|"
+                             r"did|can|could|tell me|name)\b", re.I)
+
+
+def refers_back(question: str) -> bool:
+    """The question uses a pronoun or a follow-up cue, so it may mean an earlier subject."""
+    return bool(_PRONOUN.search(question) or _CUE.search(question))
+
+
+def with_subject(question: str, subject: str) -> str:
+    """The question with its first pronoun replaced by the subject, else the subject added."""
+    m = _PRONOUN.search(question)
+    if m is None:
+        return f"{question.rstrip()} (about {subject})"
+    word = m.group(1).lower()
+    if word in _POSSESSIVE:
+        replacement = f"{subject}'s"
+    elif word == "there":
+        replacement = f"in {subject}"
+    elif word == "her":  # possessive before a noun ("her birthday"), else the object
+        following = question[m.end():].lstrip()
+        replacement = f"{subject}'s" if re.match(r"[a-z]", following) and not re.match(
+            r"(?:and|to|in|on|at|for|from|with|about|again)\b", following) else subject
+    else:
+        replacement = subject
+    return question[:m.start()] + replacement + question[m.end():]
+
+
+def is_question(message: str) -> bool:
+    return message.rstrip().endswith("?") or bool(_QUESTION_START.match(message))

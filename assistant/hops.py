@@ -1,0 +1,41 @@
+"""One-hop questions: what follows from a correction plus what the model knows of the new value.
+
+After "the Louvre is in Madrid", "Which country is the Louvre in?" should say Spain. The edit
+does not say so, but the model knows which country Madrid is in. So a question that names an
+edited place-like subject and asks for a property that places inherit from where they are
+(country, continent, language, currency, time zone, region) is rewritten about the edit's new
+value ("Which country is Madrid in?") and answered by the base model. The same property asked
+by the edit itself ("Which country is the Louvre in?" when that is what was corrected) is not a
+hop: the edit answers it directly.
+"""
+from __future__ import annotations
+
+import re
+
+from assistant.naming import find_mention
+from store.db import Edit
+
+# Properties a thing takes from the place it is in.
+_INHERITED = re.compile(
+    r"\b(?:country|countries|nation|continent|language|languages|speak|spoken|currency|"
+    r"money|time ?zone|state|province|region|hemisphere|flag|anthem)\b", re.I)
+# Edits that say where something is (their prompt, subject masked).
+_PLACE_EDIT = re.compile(
+    r"\b(?:where|located|location|situated|city|town|based|headquarter\w*|lives?|lived|"
+    r"moved|relocated|capital|country|in which|sits?|found in|home of|is in|are in)\b", re.I)
+
+
+def hop_question(question: str, edit: Edit) -> str | None:
+    """The question asked about the edit's new value instead of its subject, when it asks for
+    a property the subject takes from where the edit now puts it; else None."""
+    asked = _INHERITED.search(question)
+    if asked is None:
+        return None
+    prompt = edit.prompt.replace(edit.subject, " ")
+    if not _PLACE_EDIT.search(prompt) or _INHERITED.search(prompt) and \
+            _INHERITED.search(prompt).group(0).lower() == asked.group(0).lower():
+        return None
+    mention = find_mention(edit.subject, question)
+    if mention is None or mention.coverage < 0.5:
+        return None
+    return mention.masked(question, edit.target_new)

@@ -1,0 +1,274 @@
+"""How people name a subject: where a query mentions it, however it is written.
+
+Users rarely repeat a subject's exact words. "the famous Louvre museum", "LOUVRE", "the
+Lovre", "the Louvre's city" and "the Big Apple" (for New York City) all name a stored subject;
+"Lake Geneva" does not name "Lake Victoria", although the two share a word. `find_mention`
+returns the span of the query that names the subject, how much of the subject it covers, and
+whether it came through an alias, so the scope can both gate on it and mask exactly that span
+when it compares relations.
+
+Matching, per subject word (accents, case, possessives and plurals folded): the same word, or
+a typo of it (one edit for words of 5+ letters, two for 9+, same first letter). A partial match
+("Darrieux" for "Danielle Darrieux") is refused when it is really another name that shares a
+word: only generic words matched ("Lake", "Museum"), or the matched words run into a name word
+the subject lacks ("Acme *Airlines*" for "Acme Bakery"). Aliases come from the shipped table
+`assistant/data/aliases.json` (well-known alternative names, demonyms and descriptions), plus
+any an edit carries of its own.
+"""
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+ALIAS_FILE = Path(__file__).resolve().parent / "data" / "aliases.json"
+_TOKEN = re.compile(r"\w+(?:['\u2019]\w+)*", re.UNICODE)
+STOP = {"the", "a", "an", "of", "de", "la", "le", "von", "van", "and", "in", "on", "for", "du",
+        "des", "del", "der", "di", "da", "at", "to", "my", "our", "your", "his", "her", "their"}
+# Category words: shared by many names, so matching only these does not name a subject.
+GENERIC = {
+    "lake", "lakes", "mount", "mountain", "mountains", "mt", "river", "sea", "ocean", "bay",
+    "island", "islands", "isle", "city", "town", "village", "county", "state", "province",
+    "republic", "kingdom", "museum", "gallery", "university", "college", "school", "academy",
+    "institute", "bakery", "airlines", "airline", "airways", "air", "bank", "company", "corp",
+    "corporation", "inc", "ltd", "group", "club", "fc", "team", "united", "city", "tower",
+    "bridge", "palace", "castle", "church", "cathedral", "temple", "park", "square", "street",
+    "station", "airport", "hotel", "restaurant", "cafe", "theatre", "theater", "hall", "house",
+    "center", "centre", "stadium", "arena", "north", "south", "east", "west", "new", "old",
+    "great", "big", "little", "saint", "st", "san", "santa", "fort", "port", "cape", "desert",
+    "forest", "valley", "falls", "canal", "national", "international", "royal", "general",
+    "project", "office", "band", "records", "studios", "press",
+    "times", "news", "society", "association", "foundation", "party", "council", "ministry",
+    "department", "agency", "service", "services", "systems", "technologies", "motors",
+    "films", "pictures", "book", "books", "song", "album", "film", "movie", "show", "series",
+    "game", "games", "cup", "championship", "league", "award", "prize", "festival", "war",
+    "battle", "treaty", "planet", "star", "moon", "galaxy", "river", "glacier", "peak",
+}
+
+
+def fold(text: str) -> str:
+    """Lowercase without accents; curly apostrophes straightened."""
+    text = unicodedata.normalize("NFKD", text.replace("\u2019", "'"))
+    return "".join(c for c in text if not unicodedata.combining(c)).lower()
+
+
+def word_form(token: str) -> str:
+    """A token's comparison form: folded, possessive and plural endings dropped."""
+    word = fold(token)
+    if word.endswith("'s") or word.endswith("s'"):
+        word = word[:-2] if word.endswith("'s") else word[:-1]
+    word = word.replace("'", "")
+    if len(word) > 4 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    return word
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+    form: str
+    start: int
+    end: int
+
+
+def tokens(text: str) -> list[Token]:
+    return [Token(m.group(), word_form(m.group()), m.start(), m.end())
+            for m in _TOKEN.finditer(text)]
+
+
+def _edit_distance(a: str, b: str, limit: int) -> int:
+    """Levenshtein distance, stopping early once it exceeds `limit`."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (ca != cb)))
+        if min(current) > limit:
+            return limit + 1
+        previous = current
+    return previous[-1]
+
+
+def same_word(subject_word: str, query_word: str) -> bool:
+    """Equal, or a likely typo of a long enough word (same first letter)."""
+    if subject_word == query_word:
+        return True
+    n = len(subject_word)
+    if n < 5 or not query_word or query_word[0] != subject_word[0] or subject_word.isdigit():
+        return False
+    return _edit_distance(subject_word, query_word, 2 if n >= 9 else 1) <= (2 if n >= 9 else 1)
+
+
+@dataclass(frozen=True)
+class Mention:
+    """Where a query names a subject: the span, the share of the subject's words it covers,
+    and the alias used (None for the subject's own words)."""
+
+    start: int
+    end: int
+    coverage: float
+    alias: str | None = None
+
+    def masked(self, text: str, mask: str) -> str:
+        return text[:self.start] + mask + text[self.end:]
+
+
+def content_words(name: str) -> list[str]:
+    forms = [t.form for t in tokens(name)]
+    return [w for w in forms if w not in STOP] or forms
+
+
+def _match_words(name: str, query_tokens: list[Token], query: str) -> Mention | None:
+    """How `name`'s words occur in the query, or None when they do not name it."""
+    words = content_words(name)
+    if not words:
+        return None
+    used: list[int] = []
+    for word in words:
+        hit = next((i for i, t in enumerate(query_tokens) if i not in used
+                    and same_word(word, t.form)), None)
+        if hit is not None:
+            used.append(hit)
+    if not used:
+        return None
+    coverage = len(used) / len(words)
+    if _other_name(words, used, query_tokens, query, partial=coverage < 1.0):
+        return None
+    first, last = min(used), max(used)
+    # Widen over the subject's own leading words ("the", "of") so the mask reads naturally.
+    return Mention(query_tokens[first].start, query_tokens[last].end, coverage)
+
+
+def _other_name(words: list[str], used: list[int], query_tokens: list[Token],
+                query: str, partial: bool) -> bool:
+    """A match that is really another name: only category words matched, or the matched
+    words continue into a name word the subject does not have ("the *Paris* Opera"). A whole
+    subject may take a category word after it ("the Louvre Museum"); a partial one may not
+    ("Acme *Airlines*" for "Acme Bakery")."""
+    matched = {query_tokens[i].form for i in used}
+    if partial and matched <= GENERIC:
+        return True
+    subject = set(words)
+    for i in (min(used) - 1, max(used) + 1):
+        if not 0 <= i < len(query_tokens):
+            continue
+        neighbour = query_tokens[i]
+        if neighbour.form in subject or neighbour.form in STOP:
+            continue
+        gap = query[neighbour.end:query_tokens[min(used)].start] if i < min(used) else \
+            query[query_tokens[max(used)].end:neighbour.start]
+        if gap.strip(" -"):  # punctuation between them: not one name
+            continue
+        capital = neighbour.text[:1].isupper() and not _sentence_start(query, neighbour)
+        generic = neighbour.form in GENERIC
+        if (partial and (capital or generic)) or (capital and not generic):
+            return True
+    return False
+
+
+def _sentence_start(text: str, token: Token) -> bool:
+    before = text[:token.start].rstrip()
+    return not before or before[-1] in ".!?:\"'("
+
+
+def find_mention(subject: str, query: str, aliases: tuple[str, ...] = ()) -> Mention | None:
+    """The best place where `query` names `subject` (by its words or an alias), or None."""
+    query_tokens = tokens(query)
+    best = _match_words(subject, query_tokens, query)
+    if best is not None and best.coverage >= 1.0:
+        return best
+    for alias in (*aliases, *table().aliases_of(subject)):
+        found = _alias_span(alias, query)
+        if found is not None:
+            return Mention(found[0], found[1], 1.0, alias)
+    return best
+
+
+def _alias_span(alias: str, query: str) -> tuple[int, int] | None:
+    """Where the alias occurs as whole words (case and accents folded), or None."""
+    words = [t.form for t in tokens(alias)]
+    if not words:
+        return None
+    query_tokens = tokens(query)
+    for i in range(len(query_tokens) - len(words) + 1):
+        window = query_tokens[i:i + len(words)]
+        if [t.form for t in window] == words:
+            if len(words) == 1 and window[0].text.islower() and len(words[0]) <= 3:
+                continue  # "us", "uk" in lowercase are words, not the country
+            return window[0].start, window[-1].end
+    return None
+
+
+def subject_overlap(subject: str, query: str, aliases: tuple[str, ...] = ()) -> float:
+    """Share of the subject's words the query names (1.0 through an alias; 0 when none or
+    when the shared words belong to another name)."""
+    mention = find_mention(subject, query, aliases)
+    return mention.coverage if mention else 0.0
+
+
+class AliasTable:
+    """Groups of names for one thing ("New York City", "NYC", "the Big Apple")."""
+
+    def __init__(self, entries: list[dict]) -> None:
+        self._group: dict[str, int] = {}
+        self._names: list[list[str]] = []
+        for entry in entries:
+            names = [entry["name"], *entry.get("aliases", [])]
+            group = len(self._names)
+            self._names.append(names)
+            for name in names:
+                self._group.setdefault(self.key(name), group)
+
+    @staticmethod
+    def key(name: str) -> str:
+        words = [t.form for t in tokens(name)]
+        if words and words[0] in ("the", "a", "an"):
+            words = words[1:]
+        return " ".join(words)
+
+    def aliases_of(self, name: str) -> list[str]:
+        """Every other name of the thing `name` names (empty when the table does not know it)."""
+        group = self._group.get(self.key(name))
+        if group is None:
+            return []
+        own = self.key(name)
+        return [n for n in self._names[group] if self.key(n) != own]
+
+    def canonical_text(self, text: str) -> str | None:
+        """`text` with the longest alias in it written as its group's first name, or None when
+        it holds no alias (or only the usual name)."""
+        found = tokens(text)
+        for size in range(min(6, len(found)), 0, -1):
+            for i in range(len(found) - size + 1):
+                window = found[i:i + size]
+                if size == 1 and (window[0].form in STOP | GENERIC or
+                                  window[0].text.islower() and len(window[0].form) <= 3):
+                    continue
+                key = " ".join(t.form for t in window)
+                group = self._group.get(key)
+                if group is None:
+                    continue
+                name = self._names[group][0]
+                if self.key(name) == key:
+                    return None
+                return text[:window[0].start] + name + text[window[-1].end:]
+        return None
+
+    def canonical(self, name: str) -> str | None:
+        group = self._group.get(self.key(name))
+        return None if group is None else self._names[group][0]
+
+
+@lru_cache(maxsize=1)
+def table() -> AliasTable:
+    """The shipped alias table (empty when the file is missing)."""
+    try:
+        return AliasTable(json.loads(ALIAS_FILE.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return AliasTable([])
