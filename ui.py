@@ -26,8 +26,8 @@ from errors import AmendError
 log = logging.getLogger("amend")
 gr = None  # the gradio module, bound by build_ui()
 
-EDIT_COLUMNS = ["id", "status", "subject", "prompt", "target_new", "target_old", "hits",
-                "source", "created"]
+EDIT_COLUMNS = ["id", "status", "subject", "prompt", "target_new", "target_old", "aliases",
+                "hits", "source", "created"]
 AUDIT_COLUMNS = ["when", "actor", "action", "edit", "detail"]
 STATUS_CHOICES = ["all", "active", "superseded", "rejected", "promoted", "pending"]
 SOURCE_CHOICES = ["all", "chat", "form", "import", "admin", "eval", "bench"]
@@ -110,8 +110,8 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
             search=(search or "").strip() or None,
             conflicts_only=bool(conflicts), page=int(page or 1), page_size=size)
         pages = max(1, -(-total // size))
-        rows = [[e.id, e.status, e.subject, e.prompt, e.target_new, e.target_old or "", e.hits,
-                 e.source, _when(e.created_at)] for e in edits]
+        rows = [[e.id, e.status, e.subject, e.prompt, e.target_new, e.target_old or "",
+                 ", ".join(e.aliases), e.hits, e.source, _when(e.created_at)] for e in edits]
         return rows, f"{total} edit(s); page {min(int(page or 1), pages)} of {pages}"
 
     def edit_ids(text: str, what: str = "the edits") -> list[int]:
@@ -148,6 +148,22 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
         except AmendError as exc:
             raise gr.Error(str(exc)) from exc
         message = f"Edit #{ids[0]} is replaced by #{edit.id}: {edit.statement}"
+        return message, *list_edits(True, *filters), audit_rows(True)
+
+    def set_aliases(admin_ok: bool, ids_text: str, aliases_text: str, *filters):
+        """Replace one edit's aliases with the comma-separated list (empty clears them)."""
+        require_admin(admin_ok)
+        assistant = ready()
+        ids = edit_ids(ids_text, "the edit whose aliases to set")
+        if len(ids) != 1:
+            raise gr.Error("Set the aliases of one edit at a time.")
+        names = [a.strip() for a in (aliases_text or "").split(",") if a.strip()]
+        try:
+            edit = assistant.set_aliases(ids[0], names)
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        said = ", ".join(edit.aliases) or "none"
+        message = f"Edit #{edit.id} ({edit.subject}) now also answers to: {said}"
         return message, *list_edits(True, *filters), audit_rows(True)
 
     def merge(admin_ok: bool, ids_text: str, *filters):
@@ -333,6 +349,11 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
                 new_target = gr.Textbox(label="New target for the edit", scale=3)
                 change_button = gr.Button("Change target", scale=1)
                 merge_button = gr.Button("Merge (keep the first id)", scale=1)
+            with gr.Row():
+                aliases_box = gr.Textbox(label="Other names of the edit's subject "
+                                               "(comma-separated; replaces the list)",
+                                         placeholder="the Big Apple, NYC", scale=3)
+                aliases_button = gr.Button("Set aliases", scale=1)
             action_result = gr.Markdown(elem_id="action-result")
             edit_history = gr.Markdown()
             gr.Markdown("### Audit log")
@@ -355,6 +376,8 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
             change_button.click(change_target, [admin, ids_box, new_target, *filters], outputs,
                                 api_name="change_target")
             merge_button.click(merge, [admin, ids_box, *filters], outputs, api_name="merge")
+            aliases_button.click(set_aliases, [admin, ids_box, aliases_box, *filters], outputs,
+                                 api_name="set_aliases")
             show_history.click(history, [admin, ids_box], edit_history, api_name="history")
             with gr.Accordion("Export / import edits (JSON)", open=False):
                 with gr.Row():

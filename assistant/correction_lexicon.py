@@ -123,6 +123,12 @@ _AFFIRM_RE = re.compile(r"(.+?)\s+is\s+(?:the\s+)?(?:correct|right)(?:\s+(?:one|
 _NEG_ANY_RE = re.compile(r"\b(?:not|never|no longer|isn't|wasn't|aren't|weren't|doesn't|"
                          r"didn't|don't)(?![\w'])", re.I)
 _SUFFIX_RE = re.compile(r"\s*[,;]\s*(?:not|rather than|instead of)\s.*$", re.I)
+# The same without a comma, after a word that is not a verb: "the saxophone lol not drums"
+# ("the Louvre is not in Paris" keeps its "not": a negated statement, asked about).
+_BARE_SUFFIX_RE = re.compile(
+    r"(?<=\w)(?<!\bis)(?<!\bare)(?<!\bwas)(?<!\bwere)(?<!\bdo)(?<!\bdoes)(?<!\bdid)"
+    r"(?:\s+(?:lol|haha|lmao))?\s+(?:not|rather than|instead of)\s+\S+(?:\s+\S+)?[.!]*$", re.I)
+_LAUGH_RE = re.compile(r"\s+(?:lol|haha+|lmao|xd|:\)|:D)(?=\s|$)", re.I)
 _DASH = r"[,;:\u2013\u2014]|\s-"
 _CONTRAST_RES = (  # "Not Paris, Rome" / "It's Rome, not Paris": both name the rejected answer
     re.compile(r"not\s+(?P<neg>[^,;:\u2013\u2014]+?)\s*(?:%s)\s*(?:but\s+)?(?P<pos>.+)" % _DASH,
@@ -142,8 +148,15 @@ _QUOTES = "\"'`\u201c\u201d\u2018\u00ab\u00bb"
 _MEMORY_SUFFIX_RE = re.compile(
     r"(?P<claim>.*?\w.*?)[\s,;.\-\u2013\u2014]+(?:so\s+|and\s+|please\s+)*(?:remember (?:that|this|it)|"
     r"keep (?:that|this|it) in mind|don't forget (?:that|this|it)|don't forget|make a note of it|"
-    r"note that|noted)[\s.!]*", re.I)
+    r"note that|noted)(?:[\s,]+(?:please|thanks|thank you|ok|okay))?[\s.!]*", re.I)
 # A bare answer right after a question: "It's Lyon.", "They're in Leeds", "Lyon."
-_BARE_LEAD_RE = re.compile(r"(?:it|that|this|they|he|she)(?:'s|'re|\s+is|\s+are|\s+was|\s+were)\s+",
-                           re.I)
+_BARE_LEAD_RE = re.compile(r"(?:its|(?:it|that|this|they|he|she)(?:'s|'re|\s+is|\s+are|\s+was|"
+                           r"\s+were))\s+", re.I)
+# Lead-ins of a question around its subject: "Do you know who my manager is?"
+_ASK_LEAD_RE = re.compile(r"^(?:(?:do|does) you (?:know|remember)|can you (?:tell|remind) me|"
+                          r"could you (?:tell|remind) me|any idea|remind me|tell me)\s+", re.I)
+_EMBEDDED_RE = re.compile(r"^(?:who|what|where|when|which)\s+(?P<np>.+?)\s+(?:is|are|was|were)$",
+                          re.I)
+_ACTOR_RE = re.compile(r"^(?:where|how|when|what|which)\s+(?:can|could|do|should|would|did|will)\s+"
+                       r"(?:i|we|you)\s+\w+\s+(?P<np>.+)$", re.I)
 _MY_OUR = _words("my|our")

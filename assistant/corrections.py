@@ -97,7 +97,12 @@ from assistant.correction_lexicon import (  # noqa: F401  (vocabulary used by th
     _VERB_WORDS,
     _WH_TAIL_RE,
     _WORD_RE,
+    _ACTOR_RE,
+    _ASK_LEAD_RE,
     _BARE_LEAD_RE,
+    _BARE_SUFFIX_RE,
+    _EMBEDDED_RE,
+    _LAUGH_RE,
     _MEMORY_SUFFIX_RE,
     _MY_OUR,
 )
@@ -255,7 +260,15 @@ def _subject_from_question(question: str) -> str | None:
         return subject if _meaningful(subject) else None
     # All lowercase: "what is the capital of france" -> "france", "who wrote hamlet" ->
     # "hamlet", "when was the eiffel tower built" -> "eiffel tower".
-    q = _clean(question)
+    q = _ASK_LEAD_RE.sub("", _clean(question))
+    around = _EMBEDDED_RE.match(q) or _ACTOR_RE.match(q)  # "who my manager is"
+    if around:
+        words = around["np"].split()
+        if len(words) > 1 and words[0].lower() in _MY_OUR | _ARTICLES:
+            words = words[1:]
+        subject = " ".join(words)
+        if _meaningful(subject) and subject.lower() not in _BAD_SUBJECTS:
+            return subject
     tail, wh = _TAIL_RE.match(q), _WH_TAIL_RE.match(q)
     words = (tail.group(1) if tail else wh.group(2) if wh else "").split()
     if words and wh and wh.group(1).lower() in ("do", "does", "did"):
@@ -322,7 +335,13 @@ def _parse_statement(text: str) -> tuple[str, str, str] | None:
             break
         if (w in _SPLIT_WORDS or w in _ADVERBS) and k < len(tokens) - 1:
             target_start = verb[1] + tokens[k + 1].start()
+    # "won his Nobel Prize in 1930": the value is the date or name after the last preposition
+    tail = re.search(r"\s(?:in|on|at|by|from|since|during|for)\s+(\d[\d,./-]*|[A-Z][\w.'-]*"
+                     r"(?:\s+[A-Z][\w.'-]*)*)[.!]*$", text[target_start:])
+    if tail and tail.start() > 0:
+        target_start += tail.start(1)
     prompt = text[:target_start].rstrip(" ,:;-" + _QUOTES)
+    prompt = re.sub(r"\s+(?:actually|really|now)\s+", " ", prompt, flags=re.I)
     first = prompt[:1].upper()
     if len(first) == 1 and first.casefold() == prompt[:1].casefold():
         prompt = first + prompt[1:]
@@ -380,11 +399,15 @@ def parse_correction(message: str, last_question: str | None = None,
     if not openers:
         implicit = _implicit_correction(text, last_answer)
         if implicit is None:
-            if question and _bare_answer(text, question, last_answer):
-                return _build(text, False, False, True, question, last_answer)
+            if question and (_bare_answer(text, question, last_answer)
+                             or _restates_subject(text, question, last_answer)):
+                return _build(text, False, False, not text.islower(), question, last_answer)
             return None
         openers, rest = ["actually"], implicit
+    rest = _LAUGH_RE.sub("", rest)
     rest = _FILLER_RE.sub("", _SUFFIX_RE.sub("", _clean(rest)))  # "..., not Paris", "thanks"
+    if len(rest.split()) >= 3:
+        rest = _BARE_SUFFIX_RE.sub("", rest)  # "the saxophone not drums"
     hedge = _HEDGE_RE.match(rest)
     rest = _clean(rest[hedge.end():] if hedge else rest)
     told = openers[0] in _STATEMENT_ONLY  # "remember that", "fyi": the user states a fact
@@ -406,6 +429,31 @@ def parse_correction(message: str, last_question: str | None = None,
     return _build(rest, told, strong, not text.islower(), question, last_answer)
 
 
+def _restates_subject(text: str, question: str, last_answer: str | None) -> bool:
+    """A plain statement right after a question, about what the question asked, that the
+    last answer did not give: "Messi is a goalkeeper." after "What position does Lionel Messi
+    play?"."""
+    if _is_question(text) or not _is_question(question) or len(text) > 200:
+        return False
+    statement = _parse_statement(_clean(text))
+    q_subject = _subject_from_question(question)
+    if statement is None or not q_subject:
+        return False
+    subject, prompt, target = statement
+    same = {w.casefold() for w in subject.split()} & {w.casefold() for w in q_subject.split()}
+    target = _tidy_target(target)
+    if not (same and target) or target.casefold() in _normalize(last_answer).casefold():
+        return False
+    wh = question.split()[0].lower().split("'")[0]
+    if wh == "where":  # "Where is the Louvre?" is not answered by "The Louvre is a museum."
+        return prompt.split()[-1].lower() in _SPLIT_WORDS - _ARTICLES
+    if wh == "when":
+        return bool(re.search(r"\d", target))
+    if wh == "who":
+        return _name_like(target)
+    return True
+
+
 def _bare_answer(text: str, question: str, last_answer: str | None) -> bool:
     """A short reply to a question that gives another answer, with no opener: "It's Lyon.",
     "They're in Leeds", or just "Lyon." (every word a name or number)."""
@@ -418,10 +466,19 @@ def _bare_answer(text: str, question: str, last_answer: str | None) -> bool:
         return False
     if lead is None and not all(w[:1].isupper() or w[:1].isdigit() for w in words):
         return False
-    if not _name_like(answer) or re.search(r"\b(?:I|me|my|you|your|we|our)\b", answer):
+    if not (_name_like(answer) or lead is not None and text.islower()):  # "its at elmfield park"
+        return False
+    if re.search(r"\b(?:I|me|my|you|your|we|our)\b", answer):
         return False
     core = _answer_from_reply(answer)
     return _normalize(core).casefold() not in _normalize(last_answer).casefold()
+
+
+def _opinion(prompt: str, target: str) -> bool:
+    """An evaluation rather than a fact: a short predicate straight after the verb ("short
+    answers are *better*"), not a place or thing ("the keys are in *the watering can*")."""
+    last = prompt.split()[-1].lower() if prompt.split() else ""
+    return len(target.split()) <= 2 and last not in _SPLIT_WORDS
 
 
 def _fits_question(answer: str, question: str, last_answer: str | None, cased: bool) -> bool:
@@ -474,7 +531,7 @@ def _build(rest: str, statement_only: bool, strong: bool, cased: bool, question:
     if all(w.strip(",.!'") in _CHITCHAT for w in target.lower().split()):
         return None  # "No, it's fine" / "Actually that's really helpful" are not facts
     if statement is not None and cased and not statement_only and \
-            not _name_like(f"{subject} {target}"):
+            not _name_like(f"{subject} {target}") and _opinion(prompt, target):
         return None  # "Actually, short answers are better": no name, no number: an opinion
     if len(target) > MAX_ANSWER:
         return Clarification(f"The new answer is too long ({len(target)} characters; at most "

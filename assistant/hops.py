@@ -38,4 +38,26 @@ def hop_question(question: str, edit: Edit) -> str | None:
     mention = find_mention(edit.subject, question)
     if mention is None or mention.coverage < 0.5:
         return None
-    return mention.masked(question, edit.target_new)
+    before = question[:mention.start]
+    if re.search(r"\bthe\s+$", before, re.I):  # "the Louvre" -> "Madrid", not "the Madrid"
+        before = re.sub(r"\bthe\s+$", "", before, flags=re.I)
+    return before + edit.target_new + question[mention.end:]
+
+
+# Completion prompts of a hop, for scoring a promotion's portability (teacher-forced).
+HOP_STATEMENTS = ("{x} is in the country of", "{x} is on the continent of")
+
+
+def hop_statements(edit: Edit) -> list[tuple[str, str]]:
+    """(prompt about the subject, the same prompt about the new value) for each hop a place
+    edit implies, e.g. ("The Louvre is in the country of", "Madrid is in the country of");
+    empty for edits that do not say where something is."""
+    prompt = edit.prompt.replace(edit.subject, " ")
+    if not _PLACE_EDIT.search(prompt):
+        return []
+    with_the = re.search(r"\bthe\s+%s" % re.escape(edit.subject), edit.prompt, re.I)
+    subject = f"The {edit.subject}" if with_the or edit.subject[:1].islower() else edit.subject
+    return [(template.format(x=subject), template.format(x=edit.target_new))
+            for template in HOP_STATEMENTS
+            if not _INHERITED.search(prompt) or
+            _INHERITED.search(prompt).group(0).lower() not in template]

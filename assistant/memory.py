@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 
 from assistant.embedder import Embedder
+from assistant.naming import find_mention
 from assistant.scope import relation_text
 from store.db import Edit, Store
 
@@ -108,7 +109,8 @@ class EditMemory:
     def _embed_edits(self, edits: list[Edit]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """(key vectors, their edit ids, masked key vectors per edit) for `edits`."""
         texts = [text for edit in edits for text in edit.key_texts()]
-        masked = [relation_text(text, edit.subject) for edit in edits for text in edit.key_texts()]
+        masked = [relation_text(text, edit.subject, find_mention(edit.subject, text, edit.aliases))
+                  for edit in edits for text in edit.key_texts()]
         progress = len(texts) > 2000
         vecs = self.embedder.embed(texts, show_progress=progress)
         masked_vecs = self.embedder.embed(masked, show_progress=progress)

@@ -46,6 +46,7 @@ GENERIC = {
     "films", "pictures", "book", "books", "song", "album", "film", "movie", "show", "series",
     "game", "games", "cup", "championship", "league", "award", "prize", "festival", "war",
     "battle", "treaty", "planet", "star", "moon", "galaxy", "river", "glacier", "peak",
+    "home", "artwork", "painting", "sculpture", "novel", "ship",
 }
 
 
@@ -129,20 +130,47 @@ def _match_words(name: str, query_tokens: list[Token], query: str) -> Mention | 
     words = content_words(name)
     if not words:
         return None
-    used: list[int] = []
-    for word in words:
-        hit = next((i for i, t in enumerate(query_tokens) if i not in used
-                    and same_word(word, t.form)), None)
-        if hit is not None:
-            used.append(hit)
+    used = _placed(words, query_tokens)
     if not used:
         return None
     coverage = len(used) / len(words)
+    if not any(ch.isupper() for ch in name) and _indefinite_before(query_tokens, min(used)):
+        return None  # "a dentist" is not "my dentist": a common-noun subject is one thing
     if _other_name(words, used, query_tokens, query, partial=coverage < 1.0):
         return None
     first, last = min(used), max(used)
     # Widen over the subject's own leading words ("the", "of") so the mask reads naturally.
     return Mention(query_tokens[first].start, query_tokens[last].end, coverage)
+
+
+_INDEFINITE = {"a", "an", "any", "every", "each", "some", "another", "other",
+               "someone's", "somebody's", "their", "his", "her", "your"}
+
+
+def _indefinite_before(query_tokens: list[Token], first: int) -> bool:
+    """The word before a common-noun mention makes it some other one ("a dentist",
+    "your manager", "visitor parking")."""
+    return first > 0 and fold(query_tokens[first - 1].text) in _INDEFINITE
+
+
+def _placed(words: list[str], query_tokens: list[Token]) -> list[int]:
+    """Query positions of the subject's words, all near one another: a name's words sit
+    together, so words scattered through the question ("the *spot* number for visitor
+    *parking*") do not add up to the name. Every occurrence is tried as the anchor; the
+    placement covering most words (then the tightest) wins."""
+    where = [[i for i, t in enumerate(query_tokens) if same_word(w, t.form)] for w in words]
+    reach = len(words) + 1
+    best: list[int] = []
+    for anchor in sorted({i for hits in where for i in hits}):
+        placed = []
+        for hits in where:
+            near = [i for i in hits if abs(i - anchor) <= reach and i not in placed]
+            if near:
+                placed.append(min(near, key=lambda i: abs(i - anchor)))
+        if len(placed) > len(best) or len(placed) == len(best) and placed and \
+                max(placed) - min(placed) < max(best) - min(best):
+            best = placed
+    return best
 
 
 def _other_name(words: list[str], used: list[int], query_tokens: list[Token],
@@ -199,10 +227,18 @@ def _alias_span(alias: str, query: str) -> tuple[int, int] | None:
     for i in range(len(query_tokens) - len(words) + 1):
         window = query_tokens[i:i + len(words)]
         if [t.form for t in window] == words:
-            if len(words) == 1 and window[0].text.islower() and len(words[0]) <= 3:
-                continue  # "us", "uk" in lowercase are words, not the country
+            if len(words) == 1 and not _name_cased(window[0].text, alias):
+                continue  # "us", "jobs", "bolt" in lowercase are words, not names
             return window[0].start, window[-1].end
     return None
+
+
+def _name_cased(found: str, alias: str) -> bool:
+    """A one-word alias counts only written as a name: capitalised, and in capitals where
+    the alias is an acronym ("UN", not "un")."""
+    if alias.strip().isupper() and len(alias.strip()) <= 5:
+        return found.isupper()
+    return found[:1].isupper()
 
 
 def subject_overlap(subject: str, query: str, aliases: tuple[str, ...] = ()) -> float:
@@ -248,7 +284,7 @@ class AliasTable:
             for i in range(len(found) - size + 1):
                 window = found[i:i + size]
                 if size == 1 and (window[0].form in STOP | GENERIC or
-                                  window[0].text.islower() and len(window[0].form) <= 3):
+                                  not window[0].text[:1].isupper()):
                     continue
                 key = " ".join(t.form for t in window)
                 group = self._group.get(key)

@@ -241,6 +241,11 @@ class Assistant:
                 max_new_tokens: int | None) -> Iterator[ReplyChunk]:
         earlier = [m["content"] for m in turns if m["role"] == "user"]
         decisions, timings = self.route(question, session, context=earlier)
+        # A question that stands on its own is answered on its own: a 135M model given the
+        # conversation repeats earlier answers (corrected facts included) into replies about
+        # something else. Follow-ups ("where is it again?") keep the conversation.
+        if not refers_back(question):
+            turns = []
         governing = [d for d in decisions if d.in_scope]
         stats = Generation()
         hop = self._hop(decisions)
@@ -349,7 +354,7 @@ class Assistant:
             correction.subject, correction.prompt, correction.target_new,
             target_old=correction.target_old, source=source,
             paraphrases=question_forms(correction.prompt, correction.subject),
-            supersedes=[t.id for t in twins],
+            supersedes=[t.id for t in twins], aliases=self._aliases(correction, twins),
         )
         self.memory.sync(added=[edit], removed=[t.id for t in twins])
         return edit, twins
@@ -361,8 +366,24 @@ class Assistant:
         edit = self.store.add_edit(
             correction.subject, correction.prompt, correction.target_new,
             target_old=correction.target_old, source=source, status="pending", session=session,
-            paraphrases=question_forms(correction.prompt, correction.subject))
+            paraphrases=question_forms(correction.prompt, correction.subject),
+            aliases=self._aliases(correction, []))
         self.memory.sync(added=[edit])
+        return edit
+
+    @staticmethod
+    def _aliases(correction: Correction, twins: list[Edit]) -> list[str]:
+        """Other names the subject goes by: the shipped table's, and those an admin gave the
+        edits this one replaces."""
+        known = [a for twin in twins for a in twin.aliases]
+        return list(dict.fromkeys([*known, *naming.table().aliases_of(correction.subject)]))
+
+    @serialised
+    def set_aliases(self, edit_id: int, aliases: list[str], actor: str = "admin") -> Edit:
+        """An admin's list of other names for an edit's subject (replaces the old list)."""
+        edit = self.store.set_aliases(edit_id, aliases, actor=actor)
+        if edit.status in ("active", "pending"):
+            self.memory.sync(added=[edit], removed=[edit_id])
         return edit
 
     def _same_fact(self, correction: Correction) -> list[Edit]:
@@ -386,7 +407,7 @@ class Assistant:
                                    "edits can get a new target")
         new = self.store.add_edit(edit.subject, edit.prompt, target, target_old=edit.target_old,
                                   paraphrases=edit.paraphrases, source="admin",
-                                  supersedes=[edit_id], actor=actor)
+                                  supersedes=[edit_id], actor=actor, aliases=edit.aliases)
         self.memory.sync(added=[new], removed=[edit_id])
         return new
 

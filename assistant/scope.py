@@ -146,7 +146,7 @@ class ScopeClassifier:
         decisions = []
         cache: dict[str, np.ndarray] = {}
         for edit, similarity in candidates:
-            mention = find_mention(edit.subject, query)
+            mention = find_mention(edit.subject, query, edit.aliases)
             overlap = mention.coverage if mention else 0.0
             if similarity >= self.threshold and overlap >= self.overlap_min:
                 decisions.append(self._judge(query, edit, similarity, mention, cache))

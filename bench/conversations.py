@@ -17,7 +17,7 @@ answered as a question, greedy decoding, the history kept exactly as the tab kee
 
 Scores (top-level keys of the JSON):
 - `in_scope`: share of turns with `expect` whose reply contains one expected string
-  (case-insensitive);
+  (case-insensitive, as whole words: "9th" is not in "19th");
 - `kept_out`: share of turns with `expect_not` whose reply contains none of them;
 - `corrections_taken`: share of `expect_route: correction` turns that stored an edit;
 - `non_corrections_left`: share of `expect_route: not_correction` turns that stored nothing;
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections import defaultdict
@@ -126,8 +127,9 @@ def load_conversations(path: Path, limit: int | None = None) -> list[Conversatio
 
 # -- playing -----------------------------------------------------------------------------------
 def _contains(reply: str, needles: list[str]) -> bool:
-    folded = reply.casefold()
-    return any(n.casefold() in folded for n in needles)
+    """Case-insensitive, as whole words: "9th" is not found in "19th", nor "Tate" in "state"."""
+    return any(re.search(r"(?<!\w)%s(?!\w)" % re.escape(n.strip()), reply, re.I)
+               for n in needles)
 
 
 def judge(turn: Turn, reply: str, route: str, edit_ids: list[int]) -> dict[str, bool]:
@@ -195,9 +197,9 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
     }
 
 
-def assistant_factory():
+def assistant_factory(llm=None, embedder=None):
     """A function making a fresh Assistant (new in-memory store and index) around one loaded
-    model, embedder and counterfactual adapter."""
+    model, embedder and counterfactual adapter (the default ones unless given)."""
     import logging
 
     from assistant.embedder import Embedder
@@ -209,8 +211,8 @@ def assistant_factory():
     from store.db import Store
 
     config = router_config()
-    llm = ChatLLM.load(None, default_data_dir())
-    embedder = Embedder(int8=config.embedding_int8)
+    llm = llm or ChatLLM.load(None, default_data_dir())
+    embedder = embedder or Embedder(int8=config.embedding_int8)
     adapter = load_counterfactual_adapter(llm.model, llm.family, logging.getLogger("bench").info)
 
     def fresh() -> Assistant:
@@ -259,13 +261,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, metavar="OUT",
                         help="write scores and every turn's reply here")
     parser.add_argument("--limit", type=int, default=None, help="first N conversations only")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="play only every N-th conversation starting at the K-th (0-based), "
+                             "to spread a run over processes; --merge adds the parts up")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="PART",
+                        help="instead of playing, add up the --json outputs of shards")
     parser.add_argument("--max-new-tokens", type=int, default=32,
                         help="reply length limit per turn (default 32)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("-v", "--verbose", action="store_true", help="print failed turns")
     args = parser.parse_args(argv)
     setup_logging(False)
+    if args.merge:
+        rows = [row for part in args.merge
+                for row in json.loads(part.read_text(encoding="utf-8"))["turns"]]
+        result = {**summarise(rows), "turns": rows, "merged": [str(p) for p in args.merge]}
+        print(_report(result))
+        write_json(args.json, result)
+        return 0
     conversations = load_conversations(args.data, args.limit)
+    if args.shard:
+        k, n = (int(x) for x in args.shard.split("/"))
+        conversations = conversations[k::n]
     set_threads(args.threads)
     result = run(conversations, args.max_new_tokens)
     result["data"] = str(args.data)

@@ -63,6 +63,29 @@ def target_log_prob(model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompt
     return float(log_probs[torch.arange(len(target_ids)), torch.tensor(target_ids)].mean())
 
 
+@torch.no_grad()
+def greedy_words(model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompt: str,
+                 max_tokens: int = 6) -> str:
+    """The model's own greedy continuation of a completion prompt, up to the first
+    punctuation: what it believes comes next ("Madrid is in the country of" -> "Spain")."""
+    ids = tok(prompt, return_tensors="pt").input_ids
+    out = []
+    for _ in range(max_tokens):
+        logits = model(input_ids=ids).logits[0, -1]
+        token = int(logits.argmax())
+        if token == tok.eos_token_id:
+            break
+        out.append(token)
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+        text = tok.decode(out)
+        if any(mark in text for mark in ".,;\n"):
+            break
+    text = tok.decode(out)
+    for mark in ".,;\n":
+        text = text.split(mark)[0]
+    return text.strip()
+
+
 def unchanged_share(before: list[int], after: list[int]) -> float:
     """Locality: the share of argmax tokens an edit left as they were."""
     if not before:

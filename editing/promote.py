@@ -20,10 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from assistant.hops import hop_statements
 from config import CONFIG_DIR, REPO_ROOT, load_config
 from editing.deltas import Delta, DeltaError, WeightState, weights_checksum
-from editing.metrics import (contains_answer, peak_rss_mb, predicted_target_tokens,
-                             token_accuracy, unchanged_share)
+from editing.metrics import (contains_answer, greedy_words, peak_rss_mb,
+                             predicted_target_tokens, token_accuracy, unchanged_share)
 from editing.methods import WEIGHT_METHODS, Editor, load_method
 from editing.rome.compute import EditRequest
 from errors import AmendError, InvalidEditError
@@ -260,14 +261,23 @@ class WeightEdits:
                                                     max_new_tokens=self.guard.chat_tokens),
                                           e.target_new)) for q, e in questions]
         # paraphrases scored as the edit itself is: chat answers for questions, token
-        # accuracy for completion prompts; user corrections carry no portability questions
+        # accuracy for completion prompts
         generalization = [said if is_question(q) else
                           token_accuracy(model, tok, q, e.target_new)
                           for (q, e), said in zip(questions, chat_gen)]
+        # one-hop probes from the edits themselves: after "the Louvre is in Madrid", the
+        # model should put the Louvre in whatever country it puts Madrid in
+        portability = []
+        for e in edits:
+            for about_subject, about_target in hop_statements(e):
+                expected = greedy_words(model, tok, about_target)
+                if expected:
+                    portability.append(token_accuracy(model, tok, about_subject, " " + expected))
         mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
         return {"reliability": mean(reliability), "generalization": mean(generalization),
                 "locality": round(locality, 4),
-                "total_locality": round(probe_locality(base, after), 4), "portability": None,
+                "total_locality": round(probe_locality(base, after), 4),
+                "portability": mean(portability),
                 "chat_reliability": mean(chat), "chat_generalization": mean(chat_gen),
                 "edits": len(edits), "locality_probes": len(probes)}
 

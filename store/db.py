@@ -44,6 +44,7 @@ class Edit:
     last_hit_at: float | None = None
     supersedes: int | None = None
     session: str | None = None  # shared mode: the chat session a pending correction serves
+    aliases: tuple[str, ...] = ()  # other names of the subject ("the Big Apple"), admin-editable
 
     @property
     def statement(self) -> str:
@@ -53,8 +54,11 @@ class Edit:
         return f"{self.prompt.strip()} {self.target_new}."
 
     def key_texts(self) -> list[str]:
-        """Texts embedded for retrieval: the prompt and any paraphrases."""
-        return [self.prompt, *self.paraphrases]
+        """Texts embedded for retrieval: the prompt, any paraphrases, and the prompt with each
+        alias in place of the subject ("Where is the Big Apple?")."""
+        by_alias = [self.prompt.replace(self.subject, alias) for alias in self.aliases
+                    if self.subject in self.prompt]
+        return [self.prompt, *self.paraphrases, *by_alias]
 
 
 def _edit_from_row(row: dict[str, Any]) -> Edit:
@@ -72,6 +76,7 @@ def _edit_from_row(row: dict[str, Any]) -> Edit:
         last_hit_at=row["last_hit_at"],
         supersedes=row["supersedes"],
         session=row.get("session"),
+        aliases=tuple(json.loads(row.get("aliases") or "[]")),
     )
 
 
@@ -119,11 +124,18 @@ def _m0003_edit_session(db: sqlite_utils.Database) -> None:
     db["edits"].add_column("session", str)
 
 
+def _m0004_edit_aliases(db: sqlite_utils.Database) -> None:
+    """Other names of an edit's subject, so "the Big Apple" finds an edit about New York."""
+    db["edits"].add_column("aliases", str, not_null_default="[]")
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0001_initial", _m0001_initial),
     ("0002_weight_edit_details", _m0002_weight_edit_details),
     ("0003_edit_session", _m0003_edit_session),
+    ("0004_edit_aliases", _m0004_edit_aliases),
 ]
+MAX_ALIASES = 20
 WEIGHT_EDIT_STATUSES = ("committed", "rolled_back")
 
 
@@ -206,11 +218,13 @@ class Store:
         actor: str = "user",
         status: str = "active",
         session: str | None = None,
+        aliases: Iterable[str] = (),
     ) -> Edit:
         """Validate and store an edit; edits it supersedes are marked in the same transaction.
         Shared mode stores chat corrections as `pending` with the `session` they serve."""
         subject, prompt, target_new = subject.strip(), prompt.strip(), target_new.strip()
         validate_edit_fields(subject, prompt, target_new)
+        aliases = clean_aliases(aliases, subject)
         if status not in ("active", "pending"):
             raise InvalidEditError(f"a new edit is active or pending, not '{status}'")
         now = time.time()
@@ -224,6 +238,7 @@ class Store:
                     "target_old": target_old, "paraphrases": json.dumps(list(paraphrases)),
                     "status": status, "source": source, "created_at": now, "hits": 0,
                     "supersedes": old_ids[0] if old_ids else None, "session": session,
+                    "aliases": json.dumps(aliases),
                 }
             ).last_pk
             self._audit(actor, "create", edit_id, {"source": source, "target_new": target_new})
@@ -364,7 +379,7 @@ class Store:
         """Changes whenever the set of routable edits (or their key texts) changes."""
         with self._lock:
             rows = self.db.execute(
-                "SELECT id, prompt, paraphrases FROM edits "
+                "SELECT id, prompt, paraphrases, aliases FROM edits "
                 "WHERE status IN ('active', 'pending') ORDER BY id").fetchall()
         digest = hashlib.sha256()
         for row in rows:
@@ -389,6 +404,15 @@ class Store:
             self._require(old)
             self.db["edits"].update(old, {"status": "superseded"})
             self._audit(actor, "supersede", old, {"by": edit_id})
+
+    def set_aliases(self, edit_id: int, aliases: Iterable[str], actor: str = "admin") -> Edit:
+        """Replace an edit's aliases (validated; audited)."""
+        with self._lock, self.db.atomic():
+            row = self._require(edit_id)
+            cleaned = clean_aliases(aliases, row["subject"])
+            self.db["edits"].update(edit_id, {"aliases": json.dumps(cleaned)})
+            self._audit(actor, "aliases", edit_id, {"aliases": cleaned})
+        return self.get_edit(edit_id)
 
     def record_hits(self, edit_ids: Iterable[int]) -> None:
         ids = list(edit_ids)
@@ -523,3 +547,23 @@ def validate_edit_fields(subject: str, prompt: str, target_new: str) -> None:
             raise InvalidEditError(f"the {name} is longer than {limit} characters")
     if subject.lower() not in prompt.lower():
         raise InvalidEditError(f"the prompt '{prompt}' does not mention the subject '{subject}'")
+
+
+def clean_aliases(aliases: Iterable[str], subject: str) -> list[str]:
+    """Aliases as stored: trimmed, without the subject itself or repeats; refused when too long
+    or too many (InvalidEditError says which)."""
+    cleaned: list[str] = []
+    seen = {subject.strip().casefold()}
+    for alias in aliases:
+        alias = " ".join(str(alias).split())
+        if not alias or alias.casefold() in seen:
+            continue
+        if len(alias) > MAX_SUBJECT_CHARS:
+            raise InvalidEditError(f"the alias '{alias[:40]}...' is too long ({len(alias)} "
+                                   f"characters; at most {MAX_SUBJECT_CHARS})")
+        seen.add(alias.casefold())
+        cleaned.append(alias)
+    if len(cleaned) > MAX_ALIASES:
+        raise InvalidEditError(f"an edit can have at most {MAX_ALIASES} aliases "
+                               f"({len(cleaned)} given)")
+    return cleaned

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from errors import InvalidEditError
-from store.db import EDIT_STATUSES, Store, validate_edit_fields
+from store.db import EDIT_STATUSES, Store, clean_aliases, validate_edit_fields
 
 EXPORT_FORMAT = "amend-edits/1"
 MAX_IMPORT_BYTES = 50 * 2 ** 20
@@ -57,7 +57,8 @@ def export_edits(store: Store) -> dict[str, Any]:
             "id": edit.id, "subject": edit.subject, "prompt": edit.prompt,
             "target_new": edit.target_new, "ground_truth": edit.target_old or "",
             "rephrase_prompt": edit.paraphrases[0] if edit.paraphrases else "",
-            "paraphrases": list(edit.paraphrases), "status": edit.status, "source": edit.source,
+            "paraphrases": list(edit.paraphrases), "aliases": list(edit.aliases),
+            "status": edit.status, "source": edit.source,
             "created_at": edit.created_at, "hits": edit.hits, "supersedes": edit.supersedes,
             "history": history.get(edit.id, []),
         })
@@ -77,6 +78,7 @@ class _Candidate:
     target_old: str | None
     paraphrases: tuple[str, ...]
     status: str
+    aliases: tuple[str, ...] = ()
 
 
 def parse_import(data: bytes | str) -> list[_Candidate]:
@@ -136,10 +138,14 @@ def _candidate(number: int, record: Any) -> _Candidate:
                                                 if record.get("rephrase_prompt") else [])
     if not isinstance(paraphrases, list) or not all(isinstance(p, str) for p in paraphrases):
         raise InvalidEditError("'paraphrases' must be a list of text")
+    aliases = record.get("aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise InvalidEditError("'aliases' must be a list of text")
     return _Candidate(number, subject, prompt, target,
                       _text(record, "ground_truth", required=False) or None,
                       tuple(p.strip() for p in paraphrases if p.strip()),
-                      status if status in IMPORTABLE_STATUSES else "active")
+                      status if status in IMPORTABLE_STATUSES else "active",
+                      tuple(clean_aliases(aliases, subject)))
 
 
 def import_edits(store: Store, data: bytes | str, actor: str = "admin",
@@ -166,7 +172,8 @@ def import_edits(store: Store, data: bytes | str, actor: str = "admin",
                 continue
             paraphrases = c.paraphrases or (phrasings(c.prompt, c.subject) if phrasings else ())
             edit = store.add_edit(c.subject, c.prompt, c.target_new, target_old=c.target_old,
-                                  paraphrases=paraphrases, source="import", actor=actor)
+                                  paraphrases=paraphrases, source="import", actor=actor,
+                                  aliases=c.aliases)
             if c.status != "active":
                 store.set_status(edit.id, c.status, actor=actor, note="imported")
             report.imported.append(edit.id)

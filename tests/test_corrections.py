@@ -139,7 +139,7 @@ def test_statement_keeps_old_answer_when_about_last_question() -> None:
     "Where is the Louvre?", "Is Rome in Italy?", "No idea, where is it?", "Actually, where is it?",
     "hello", "thanks!", "ok", "no problem", "No worries", "No thanks", "No, thanks", "nice",
     "Tell me about Rome", "Write a poem about Paris", "Please answer in French", "I like Rome",
-    "The Eiffel Tower is in Rome", "No, please answer in French", "Actually, tell me about Rome",
+    "The Louvre is in Rome", "No, please answer in French", "Actually, tell me about Rome",
     "Actually I like Rome", "Remember to buy milk", "No, it's fine", "Actually that's great",
     "", "   ", "No, that's it",
 ])
@@ -365,3 +365,51 @@ def test_dataset_rates_meet_thresholds() -> None:
     assert report["extraction_accuracy"] >= 0.9, failures
     assert report["clarification_accuracy"] >= 0.9, failures
     assert report["rejection_rate"] >= 0.98, failures
+
+
+# --- how people correct in practice (issue 30) ---------------------------------------------------
+
+@pytest.mark.parametrize("message, subject, target", [
+    ("It's Lyon.", "Louvre", "Lyon"),  # a bare answer right after the question
+    ("Lyon.", "Louvre", "Lyon"),
+    ("They're in Lyon", "Louvre", "Lyon"),
+])
+def test_a_bare_answer_right_after_the_question_is_a_correction(message, subject, target):
+    parsed = parse_correction(message, "Where is the Louvre?", "The Louvre is in Paris.")
+    assert isinstance(parsed, Correction)
+    assert (parsed.subject, parsed.target_new) == (subject, target)
+
+
+@pytest.mark.parametrize("message", ["Paris.", "Thanks!", "It's OK", "Great, thanks", "Cool"])
+def test_agreement_and_thanks_after_a_question_are_not_corrections(message):
+    assert parse_correction(message, "Where is the Louvre?", "The Louvre is in Paris.") is None
+
+
+@pytest.mark.parametrize("message, subject, target", [
+    ("The Louvre is in Madrid, remember that.", "Louvre", "Madrid"),
+    ("the louvre is in madrid now, keep that in mind", "louvre", "madrid"),
+    ("FYI, our weekly standup is on Thursdays now", "weekly standup", "Thursdays"),
+    ("Heads up: the office moved to Leeds", "office", "Leeds"),
+    ("Remember that the office wifi password is taped under the printer",
+     "office wifi password", "printer"),
+    ("My landlord's name is Greta Holm, remember that", "landlord", "Greta Holm"),
+])
+def test_facts_the_user_asks_to_keep_are_taken(message, subject, target):
+    parsed = parse_correction(message)
+    assert isinstance(parsed, Correction)
+    assert (parsed.subject, parsed.target_new) == (subject, target)
+
+
+def test_a_name_stated_for_the_asked_role_answers_the_question():
+    parsed = parse_correction("Wrong, Jane Roe is the CEO", "Who is the CEO of Acme?", "John Smith.")
+    assert isinstance(parsed, Correction)
+    assert (parsed.subject, parsed.target_new) == ("Acme", "Jane Roe")
+
+
+def test_a_statement_answering_the_question_just_asked_corrects_it():
+    """Right after "Where is the Eiffel Tower?", "The Eiffel Tower is in Rome" contradicts the
+    answer; the same statement with nothing asked before is chat (below)."""
+    parsed = parse_correction("The Eiffel Tower is in Rome", Q, OLD)
+    assert isinstance(parsed, Correction) and parsed.target_new == "Rome"
+    assert parse_correction("The Eiffel Tower is in Rome") is None
+    assert parse_correction("The Eiffel Tower is a landmark.", Q, OLD) is None  # not a where

@@ -11,7 +11,7 @@ def test_migrations_recorded_once(tmp_path):
     path = tmp_path / "amend.db"
     first = Store(path)
     assert first.applied_migrations() == ["0001_initial", "0002_weight_edit_details",
-                                          "0003_edit_session"]
+                                          "0003_edit_session", "0004_edit_aliases"]
     first.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
     first.close()
     again = Store(path)
@@ -118,9 +118,11 @@ def test_old_database_is_upgraded_in_place(tmp_path, monkeypatch):
     old.close()
     monkeypatch.undo()
     new = Store(path)
-    assert new.applied_migrations()[-2:] == ["0002_weight_edit_details", "0003_edit_session"]
+    assert new.applied_migrations()[-3:] == ["0002_weight_edit_details", "0003_edit_session",
+                                             "0004_edit_aliases"]
     assert "checksum" in new.db["weight_edits"].columns_dict
     assert new.get_edit(1).session is None
+    assert new.get_edit(1).aliases == ()
     assert new.get_edit(1).target_new == "Rome"
 
 
@@ -183,3 +185,20 @@ def test_conflicts_history_and_merge(store):
     with pytest.raises(EditNotFoundError):
         store.supersede(999, [a.id])
     assert store.get_edit(a.id).status == "active"
+
+
+def test_aliases_are_stored_cleaned_audited_and_become_key_texts(store):
+    edit = store.add_edit("New York City", "Where is New York City?", "Boston",
+                          aliases=[" the Big  Apple ", "NYC", "nyc", "New York City", ""])
+    assert edit.aliases == ("the Big Apple", "NYC")
+    assert "Where is the Big Apple?" in edit.key_texts()
+    before = store.routable_fingerprint()
+    edit = store.set_aliases(edit.id, ["Gotham"])
+    assert edit.aliases == ("Gotham",)
+    assert store.routable_fingerprint() != before  # the index is rebuilt for new keys
+    assert any(row["action"] == "aliases" for row in store.audit_log())
+    with pytest.raises(InvalidEditError, match="too long"):
+        store.set_aliases(edit.id, ["x" * 500])
+    with pytest.raises(InvalidEditError, match="at most"):
+        store.set_aliases(edit.id, [f"name {i}" for i in range(30)])
+    assert store.get_edit(edit.id).aliases == ("Gotham",)  # a refused change loses nothing

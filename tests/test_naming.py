@@ -1,0 +1,102 @@
+"""How a query names a subject: modifiers, typos, possessives, aliases; shared words refused.
+Also the follow-up rewriting and one-hop questions built on it."""
+from __future__ import annotations
+
+import pytest
+
+from assistant.followups import refers_back, with_subject
+from assistant.hops import hop_question, hop_statements
+from assistant.naming import AliasTable, find_mention, subject_overlap, table
+from assistant.scope import relation_text
+from store.db import Edit
+
+
+@pytest.mark.parametrize("subject, query", [
+    ("Louvre", "which city is the famous louvre museum in"),
+    ("Louvre", "What's the Louvre's city?"),
+    ("Louvre", "where is the Lovre"),  # typo
+    ("Eiffel Tower", "where's the Eifel tower"),
+    ("Eiffel Tower", "WHERE IS THE EIFFEL TOWER"),
+    ("Société Générale", "Who owns Societe Generale?"),
+    ("the office wifi password", "where's the wifi password?"),
+])
+def test_a_subject_is_named_beyond_its_exact_words(subject, query):
+    assert subject_overlap(subject, query) >= 0.5
+
+
+@pytest.mark.parametrize("subject, query", [
+    ("Lake Victoria", "How deep is Lake Geneva?"),
+    ("Mount Everest", "How tall is Mount Fuji?"),
+    ("Acme Bakery", "When was Acme Airlines founded?"),
+    ("Acme Bakery", "when was acme airlines founded"),
+    ("Paris", "When was the Paris Opera built?"),
+    ("Louvre", "Where is the Eiffel Tower?"),
+])
+def test_a_shared_word_does_not_name_another_subject(subject, query):
+    assert subject_overlap(subject, query) == 0.0
+
+
+def test_a_partial_name_still_counts_where_nothing_contradicts_it():
+    assert subject_overlap("Danielle Darrieux", "Where was Darrieux born?") == 0.5
+    # punctuation between a capitalised word and the name: not one longer name
+    assert subject_overlap("Argosy Glacier",
+                           "He played for Warrior. Argosy Glacier is located in") == 1.0
+
+
+def test_aliases_name_a_subject_and_the_mask_covers_them():
+    aliases = AliasTable([{"name": "New York City", "aliases": ["NYC", "the Big Apple"]}])
+    assert aliases.aliases_of("New York City") == ["NYC", "the Big Apple"]
+    assert aliases.canonical_text("How many people live in the Big Apple?") == \
+        "How many people live in the New York City?"
+    mention = find_mention("New York City", "How big is the Big Apple?", ("the Big Apple",))
+    assert mention is not None and mention.coverage == 1.0
+    assert relation_text("How big is the Big Apple?", "New York City", mention) == \
+        "How big is something?"
+
+
+def test_the_shipped_alias_table_knows_common_nicknames():
+    names = table()
+    assert "Mars" in (names.canonical("the Red Planet") or "")
+    assert subject_overlap("Amsterdam", "What is the population of the Dutch capital?") == 1.0
+
+
+@pytest.mark.parametrize("question, expected", [
+    ("And which city is it in again?", "And which city is Louvre in again?"),
+    ("what is its address", "what is Louvre's address"),
+    ("so where again?", "so where again? (about Louvre)"),
+])
+def test_follow_ups_get_their_subject_back(question, expected):
+    assert refers_back(question)
+    assert with_subject(question, "Louvre") == expected
+
+
+def test_a_self_contained_question_does_not_refer_back():
+    assert not refers_back("Where is the Eiffel Tower?")
+
+
+def _edit(subject: str, prompt: str, target: str) -> Edit:
+    return Edit(id=1, subject=subject, prompt=prompt, target_new=target)
+
+
+def test_one_hop_questions_are_asked_about_the_new_value():
+    edit = _edit("Louvre", "Where is the Louvre?", "Madrid")
+    assert hop_question("Which country is the Louvre in?", edit) == "Which country is Madrid in?"
+    assert hop_question("What language do they speak at the Louvre?", edit) == \
+        "What language do they speak at Madrid?"
+    # the same relation, another relation, another subject: no hop
+    assert hop_question("Which city is the Louvre in?", edit) is None
+    assert hop_question("When was the Louvre founded?", edit) is None
+    assert hop_question("Which country is the Prado in?", edit) is None
+    # the edit itself answers the country
+    assert hop_question("Which country is the Louvre in?",
+                        _edit("Louvre", "Which country is the Louvre in?", "Spain")) is None
+    # an edit that is not about a place does not hop
+    assert hop_question("Which country is Jane Roe from?",
+                        _edit("Acme", "Who is the CEO of Acme?", "Jane Roe")) is None
+
+
+def test_place_edits_imply_hop_statements_for_portability():
+    assert hop_statements(_edit("Louvre", "Where is the Louvre?", "Madrid")) == [
+        ("The Louvre is in the country of", "Madrid is in the country of"),
+        ("The Louvre is on the continent of", "Madrid is on the continent of")]
+    assert hop_statements(_edit("Acme", "Who is the CEO of Acme?", "Jane Roe")) == []
