@@ -27,7 +27,8 @@ def _words(text: str) -> set[str]:
 # -- vocabulary: openers and what is not a correction ----------------------------------------
 _NEGATIONS = _words(
     "no|nope|nah|wrong|wrong answer|incorrect|not quite|false|not right|not correct|not true|"
-    "not anymore|not any more|close but|you're wrong|you are wrong|you're mistaken|you are "
+    "not anymore|not any more|close but|you're wrong|you are wrong|youre wrong|ur wrong|u r wrong|"
+    "u are wrong|ur mistaken|you're mistaken|you are "
     "mistaken|you got it wrong|you got that wrong|you have it wrong|are you sure|the answer is|"
     "the correct answer is|the right answer is|the actual answer is|the real answer is|" + "|".join(
         f"{t} {w}" for t in ("that's", "that is", "thats") for w in (
@@ -36,7 +37,8 @@ _NEGATIONS = _words(
 _STATEMENT_ONLY = _words(
     "remember|remember that|please remember|please remember that|note|note that|please note|"
     "please note that|fyi|for your information|just so you know|for the record|heads up|update|"
-    "keep in mind|keep in mind that|don't forget|don't forget that|be aware that")
+    "keep in mind|keep in mind that|don't forget|don't forget that|be aware that|btw|by the way|"
+    "just fyi|quick update|news flash")
 _OPENERS = _NEGATIONS | _STATEMENT_ONLY | {"actually", "correction", "in fact"}
 _SEP = r"[\s,.:;!?\-\u2013\u2014]*"
 _OPENER_RE = re.compile(r"(%s)(?![\w'])%s" % ("|".join(  # "close but" also reads "Close, but"
@@ -85,7 +87,7 @@ _ARTICLES = {"the", "a", "an"}
 _SPLIT_WORDS = _words("in|of|by|for|at|from|to|on|into|with|as|near|about|after|within|inside|"
                       "under|over|via|through|than|like") | _ARTICLES
 _ADVERBS = _words("now|still|actually|also|currently|really|just|there|here|instead|anymore|"
-                  "today|though|too|nowadays")
+                  "today|though|too|nowadays|only")
 # Relation words that, before "of", mark "the <relation> of X" rather than a name like
 # "Bank of America".
 _TITLES = _words("president|king|queen|mayor|governor|chancellor|capital|founder|author|ceo|"
@@ -148,7 +150,10 @@ _QUOTES = "\"'`\u201c\u201d\u2018\u00ab\u00bb"
 _MEMORY_SUFFIX_RE = re.compile(
     r"(?P<claim>.*?\w.*?)[\s,;.\-\u2013\u2014]+(?:so\s+|and\s+|please\s+)*(?:remember (?:that|this|it)|"
     r"keep (?:that|this|it) in mind|don't forget (?:that|this|it)|don't forget|make a note of it|"
-    r"note that|noted)(?:[\s,]+(?:please|thanks|thank you|ok|okay))?[\s.!]*", re.I)
+    r"note that|noted|btw|fyi|by the way)(?:[\s,]+(?:please|thanks|thank you|ok|okay))?[\s.!]*",
+    re.I)
+# Meta-talk about the conversation, not a fact: "the Bell Labs thing was just curiosity".
+_META_SUBJECT_RE = re.compile(r"\b(?:thing|stuff|question|bit|part)$", re.I)
 # A bare answer right after a question: "It's Lyon.", "They're in Leeds", "Lyon."
 _BARE_LEAD_RE = re.compile(r"(?:its|(?:it|that|this|they|he|she)(?:'s|'re|\s+is|\s+are|\s+was|"
                            r"\s+were))\s+", re.I)
@@ -160,3 +165,19 @@ _EMBEDDED_RE = re.compile(r"^(?:who|what|where|when|which)\s+(?P<np>.+?)\s+(?:is
 _ACTOR_RE = re.compile(r"^(?:where|how|when|what|which)\s+(?:can|could|do|should|would|did|will)\s+"
                        r"(?:i|we|you)\s+\w+\s+(?P<np>.+)$", re.I)
 _MY_OUR = _words("my|our")
+# Roles a person holds in an organisation: "Dana Whitlock is the CEO of Brightwave" is about
+# Brightwave ("Paris is the capital of Italy" stays about Paris).
+_PERSON_ROLES = _words("ceo|founder|cofounder|co-founder|president|director|head|leader|chairman|"
+                       "chairwoman|chair|owner|manager|coach|captain|mayor|minister|king|queen|"
+                       "author|editor|chief|principal|dean|chancellor|singer|drummer|guitarist|"
+                       "governor|boss|cto|cfo|coo|architect|designer|creator|inventor|host|"
+                       "presenter|conductor|secretary|treasurer|spokesperson|lead|vocalist")
+_INTERJECTIONS = _words("wow|haha|hahaha|hmm|oh|ah|lol|yes|yeah|yep|yup|ok|okay|cool|great|nice|"
+                        "thanks|thank|sure|right|hey|hi|hello|bye|oops|whoa|ooh|aha|huh|meh|"
+                        "interesting|really|indeed|exactly|correct|true|fair|agreed|noted|awesome")
+# A question typed without its question mark: "big bens clock tower is in which city"
+_WH_WORD_RE = re.compile(r"\b(?:which|what|where|who|when|whose|how (?:many|much|old|tall|long))\b",
+                         re.I)
+# An update stated plainly: "Oh and the office is on the 9th floor now."
+_UPDATE_LEAD_RE = re.compile(r"^(?:oh and|ah and|one more thing:?|also|plus|and|oh|ah)[\s,]+",
+                             re.I)

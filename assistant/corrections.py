@@ -104,7 +104,12 @@ from assistant.correction_lexicon import (  # noqa: F401  (vocabulary used by th
     _EMBEDDED_RE,
     _LAUGH_RE,
     _MEMORY_SUFFIX_RE,
+    _META_SUBJECT_RE,
     _MY_OUR,
+    _PERSON_ROLES,
+    _INTERJECTIONS,
+    _UPDATE_LEAD_RE,
+    _WH_WORD_RE,
 )
 
 
@@ -264,7 +269,7 @@ def _subject_from_question(question: str) -> str | None:
     around = _EMBEDDED_RE.match(q) or _ACTOR_RE.match(q)  # "who my manager is"
     if around:
         words = around["np"].split()
-        if len(words) > 1 and words[0].lower() in _MY_OUR | _ARTICLES:
+        if len(words) > 1 and words[0].lower() in _ARTICLES:
             words = words[1:]
         subject = " ".join(words)
         if _meaningful(subject) and subject.lower() not in _BAD_SUBJECTS:
@@ -277,7 +282,7 @@ def _subject_from_question(question: str) -> str | None:
         words = words[:-1]
     if len(words) > 1 and words[0] in _KINDS:  # "the novel 1984" -> "1984"
         words = words[1:]
-    if len(words) > 1 and words[0].lower() in _MY_OUR:  # "when is our standup" -> "standup"
+    if len(words) > 1 and words[0].lower() in _SPLIT_WORDS - _ARTICLES:  # "on the flag"
         words = words[1:]
     subject = _strip_article(" ".join(words))
     return subject if _meaningful(subject) and subject.lower() not in _BAD_SUBJECTS else None
@@ -292,11 +297,9 @@ def _subject_from_left(left: str) -> str | None:
         words.pop()
     subject = " ".join(words)
     bare = re.sub(r"'(?:s|re|ll|d|ve|m)$", "", subject.lower())  # "They're based in ..."
-    if len(words) > 1 and words[0].lower() in _MY_OUR:  # "our standup", "my landlord"
-        words = words[1:]
-        subject = " ".join(words)
+    own = len(words) > 1 and words[0].lower() in _MY_OUR  # "our standup", "my landlord"
     if (not _meaningful(subject) or bare in _BAD_SUBJECTS or len(words) > 10
-            or words[0].lower() in _POSSESSIVES or len(subject) > MAX_SUBJECT):
+            or words[0].lower() in _POSSESSIVES and not own or len(subject) > MAX_SUBJECT):
         return None
     return subject
 
@@ -322,7 +325,17 @@ def _find_verb(text: str) -> tuple[int, int] | None:
 
 
 def _parse_statement(text: str) -> tuple[str, str, str] | None:
-    """(subject, prompt, target) of a full statement such as 'the Louvre is in Madrid'."""
+    """(subject, prompt, target) of a full statement such as 'the Louvre is in Madrid'.
+    "PERSON is the ROLE of ORG" is about ORG ("Dana Whitlock is the CEO of Brightwave")."""
+    text = re.sub(r"(\w)'s\s+(?=(?:on|in|at|now|located|based|held|played)\b)", r"\1 is ",
+                  text)  # "wimbledon's on clay" -> "wimbledon is on clay"
+    role = re.fullmatch(r"(?P<who>[A-Z][\w.'-]*(?:\s+[A-Z][\w.'-]*){0,3})\s+(?P<verb>is|was)\s+"
+                        r"(?:now\s+)?the\s+(?P<role>(?:[a-z]+\s+){0,2}?[A-Za-z]+)\s+(?P<rel>of|at|for)\s+"
+                        r"(?P<org>\S.*?)(?:\s+now)?", text)
+    if role and role["role"].split()[-1].lower() in _PERSON_ROLES:
+        org = _strip_article(_clean(role["org"]))
+        return org, f"The {role['role']} {role['rel']} {role['org'].rstrip()} {role['verb']}", \
+            role["who"]
     verb = _find_verb(text)
     subject = _subject_from_left(text[:verb[0]]) if verb else None
     if subject is None:
@@ -389,6 +402,8 @@ def parse_correction(message: str, last_question: str | None = None,
     text = _normalize(message)
     if not text or _is_question(text) or _NOT_OPENER_RE.match(text):
         return None
+    if _WH_WORD_RE.search(text) and not _split_openers(text)[0]:
+        return None  # a question without its "?": "big bens clock tower is in which city"
     if len(text) > _MAX_MESSAGE:
         return Clarification(_ASK_LONG) if is_correction_like(text) else None
     suffix = _MEMORY_SUFFIX_RE.fullmatch(text)
@@ -399,9 +414,17 @@ def parse_correction(message: str, last_question: str | None = None,
     if not openers:
         implicit = _implicit_correction(text, last_answer)
         if implicit is None:
-            if question and (_bare_answer(text, question, last_answer)
-                             or _restates_subject(text, question, last_answer)):
-                return _build(text, False, False, not text.islower(), question, last_answer)
+            if question and _bare_answer(text, question, last_answer):
+                lead = _BARE_LEAD_RE.match(text)
+                value = _bare_value(text[lead.end():] if lead else text)
+                value = _clean(value.partition(",")[0]) if lead else value
+                return _build(value, False, False, not text.islower(), question, last_answer)
+            if question and _restates_subject(text, question, last_answer):
+                rest = _BARE_SUFFIX_RE.sub("", _SUFFIX_RE.sub("", _clean(text)))
+                return _build(rest, False, False, not text.islower(), question, last_answer)
+            update = _plain_update(text)
+            if update is not None:
+                return _build(update, True, False, not text.islower(), question, last_answer)
             return None
         openers, rest = ["actually"], implicit
     rest = _LAUGH_RE.sub("", rest)
@@ -429,6 +452,16 @@ def parse_correction(message: str, last_question: str | None = None,
     return _build(rest, told, strong, not text.islower(), question, last_answer)
 
 
+def _plain_update(text: str) -> str | None:
+    """A statement that announces a change without an opener: "Oh and the office is on the
+    9th floor now." (a full statement about a named or owned thing, ending in "now")."""
+    rest = _clean(_UPDATE_LEAD_RE.sub("", text))
+    if not re.search(r"\bnow$", rest, re.I) or rest.split()[0].lower() in _FIRST_PERSON - _MY_OUR:
+        return None
+    statement = _parse_statement(rest)
+    return rest if statement is not None else None
+
+
 def _restates_subject(text: str, question: str, last_answer: str | None) -> bool:
     """A plain statement right after a question, about what the question asked, that the
     last answer did not give: "Messi is a goalkeeper." after "What position does Lionel Messi
@@ -454,17 +487,36 @@ def _restates_subject(text: str, question: str, last_answer: str | None) -> bool
     return True
 
 
+def _bare_value(text: str) -> str:
+    """The value in a short reply: "7 rings, not 5" -> "7 rings"; "38 euros a month now, they
+    raised it" -> "38 euros a month now"; "Not Cambridge, Chicago" -> "Chicago"."""
+    text = _clean(_LAUGH_RE.sub("", text))
+    contrast = _CONTRAST_RES[0].fullmatch(text)
+    if contrast:
+        return _clean(contrast["pos"])
+    text = _SUFFIX_RE.sub("", text)
+    head, comma, _ = text.partition(",")
+    numeric = comma and head.split() and head.split()[0][:1].isdigit()  # "7 rings, ..."
+    return _clean(head if numeric else text)
+
+
 def _bare_answer(text: str, question: str, last_answer: str | None) -> bool:
     """A short reply to a question that gives another answer, with no opener: "It's Lyon.",
     "They're in Leeds", or just "Lyon." (every word a name or number)."""
-    if _is_question(text) or not _is_question(question) or len(text.split()) > 6:
+    if _is_question(text) or not _is_question(question) or len(text.split()) > 10:
         return False
     lead = _BARE_LEAD_RE.match(text)
-    answer = _clean(text[lead.end():] if lead else text)
+    answer = _bare_value(text[lead.end():] if lead else text)
+    if lead:  # "it's 38 euros a month now, they raised it": the comment after the comma goes
+        answer = _clean(answer.partition(",")[0])
     words = answer.split()
-    if not words or len(words) > 4 or any(w.lower().strip(",.!'") in _CHITCHAT for w in words):
+    if words and words[0].lower().strip(",.!") in _INTERJECTIONS:
         return False
-    if lead is None and not all(w[:1].isupper() or w[:1].isdigit() for w in words):
+    if not words or len(words) > (6 if lead else 4) or \
+            any(w.lower().strip(",.!'") in _CHITCHAT for w in words):
+        return False
+    if lead is None and not (words[0][:1].isdigit() or
+                             all(w[:1].isupper() or w[:1].isdigit() for w in words)):
         return False
     if not (_name_like(answer) or lead is not None and text.islower()):  # "its at elmfield park"
         return False
@@ -518,14 +570,18 @@ def _build(rest: str, statement_only: bool, strong: bool, cased: bool, question:
         elif (subject.casefold() != q_subject.casefold() and subject.casefold() in
               question.casefold() and (subject.islower() or subject.lower() in _TITLES)):
             statement, rest = None, target  # "the CEO is now Jane Roe" answers the question
+    if statement is not None and _META_SUBJECT_RE.search(statement[0]):
+        return None  # "the Bell Labs thing was just curiosity": talk about the chat
     if statement is not None:
         subject, prompt, target = statement
         old = last_answer if question and subject.casefold() in question.casefold() else None
-    elif statement_only:
-        return Clarification(_ASK_FACT)
+    elif statement_only and not (question and _LEAD_RE.match(rest)):
+        return Clarification(_ASK_FACT)  # "It was founded in 1972, keep that in mind" answers
     else:
         target, old = _answer_from_reply(rest), last_answer
     target = _tidy_target(target)
+    if _WH_WORD_RE.search(target):
+        return None  # "the Louvre is in which city": asked, not told
     if not _meaningful(target):
         return Clarification(_ASK_ANSWER if question or statement else _ASK_FACT)
     if all(w.strip(",.!'") in _CHITCHAT for w in target.lower().split()):
@@ -547,6 +603,13 @@ def _build(rest: str, statement_only: bool, strong: bool, cased: bool, question:
     if q_subject is None or len(q_subject) > MAX_SUBJECT or len(question) > MAX_QUESTION:
         return Clarification(_ASK_SUBJECT)
     return Correction(q_subject, question, target, old)
+
+
+def named_in(text: str) -> bool:
+    """Whether the text names something (a capitalised name past its first word)."""
+    text = _normalize(text)
+    return any(not (count == 1 and not text[:start].strip())  # a capital first word is no name
+               for count, start, _ in _name_runs(text, skip_question_word=True))
 
 
 def subject_of_question(question: str) -> str | None:

@@ -41,5 +41,17 @@ def with_subject(question: str, subject: str) -> str:
     return question[:m.start()] + replacement + question[m.end():]
 
 
+# Asking for the value just given again: "what city was that again?", "say the house again?"
+_REASK = re.compile(r"\bagain\b|\bwhat was (?:that|it)\b|\bsay (?:that|it)\b|\brepeat\b|"
+                    r"\b(?:you|u) (?:said|say)\b|\bremind me\b|\bwhich one was (?:that|it)\b|"
+                    r"\bwhat (?:was|is) (?:the|her|his|its|their) (?:name|number|year|date|city|"
+                    r"place)\b|\bspell\b", re.I)
+
+
+def re_asks(question: str) -> bool:
+    """The question asks for the value the conversation just gave, again."""
+    return bool(_REASK.search(question))
+
+
 def is_question(message: str) -> bool:
     return message.rstrip().endswith("?") or bool(_QUESTION_START.match(message))

@@ -81,18 +81,21 @@ def tokens(text: str) -> list[Token]:
 
 
 def _edit_distance(a: str, b: str, limit: int) -> int:
-    """Levenshtein distance, stopping early once it exceeds `limit`."""
+    """Edit distance counting a swap of two neighbouring letters as one edit ("einstien"),
+    stopping early once it exceeds `limit`."""
     if abs(len(a) - len(b)) > limit:
         return limit + 1
-    previous = list(range(len(b) + 1))
+    before, previous = None, list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         current = [i]
         for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1,
-                               previous[j - 1] + (ca != cb)))
+            cost = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if before is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, before[j - 2] + 1)
+            current.append(cost)
         if min(current) > limit:
             return limit + 1
-        previous = current
+        before, previous = previous, current
     return previous[-1]
 
 
@@ -101,6 +104,10 @@ def same_word(subject_word: str, query_word: str) -> bool:
     if subject_word == query_word:
         return True
     n = len(subject_word)
+    if n >= 4 and len(query_word) == n and sorted(subject_word) == sorted(query_word):
+        diff = [i for i in range(n) if subject_word[i] != query_word[i]]
+        if len(diff) == 2 and diff[1] == diff[0] + 1:  # two letters swapped: "yrok"
+            return True
     if n < 5 or not query_word or query_word[0] != subject_word[0] or subject_word.isdigit():
         return False
     return _edit_distance(subject_word, query_word, 2 if n >= 9 else 1) <= (2 if n >= 9 else 1)

@@ -273,11 +273,23 @@ def _filled(templates: tuple[str, ...], prompt: str, subject: str,
     return [t for t in texts if t.lower() != prompt.lower()][:limit]
 
 
-def question_forms(prompt: str, subject: str, limit: int | None = 3) -> list[str]:
-    """Up to `limit` other questions asking what `prompt` asks; [] for unknown relations."""
+_DATE = re.compile(r"^(?:\d{3,4}s?|\d{1,2}(?:st|nd|rd|th)?\s+\w+(?:\s+\d{4})?|"
+                   r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\w*\.?\s+\d.*)$", re.I)
+
+
+def question_forms(prompt: str, subject: str, limit: int | None = 3,
+                   target: str | None = None) -> list[str]:
+    """Up to `limit` other questions asking what `prompt` asks; [] for unknown relations.
+
+    With the edit's `target`: a date after a place-like preposition ("won his Nobel Prize in"
+    + "1930") is a date, not a place, so no "Where is ...?" questions are made for it."""
     prompt = prompt.strip()
     relation = relation_of(prompt, subject)
-    return [] if relation is None else _filled(relation.questions, prompt, subject, limit)
+    if relation is None:
+        return []
+    if target and _DATE.match(target.strip()) and relation is RELATIONS[-1]:
+        return []
+    return _filled(relation.questions, prompt, subject, limit)
 
 
 def statement_forms(prompt: str, subject: str, limit: int | None = 2) -> list[str]:

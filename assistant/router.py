@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from assistant.adapter import Adapter
-from assistant.corrections import (Clarification, Correction, correction_from_form,
+from assistant.corrections import (Clarification, Correction, correction_from_form, named_in,
                                    parse_correction, subject_of_question)
 from assistant.counterfactual import CounterfactualModel
 from assistant import naming
 from assistant.embedder import Embedder
 from assistant.hops import hop_question
-from assistant.followups import is_question, refers_back, with_subject
+from assistant.followups import is_question, re_asks, refers_back, with_subject
 from assistant.llm import ChatLLM, Generation
 from assistant.memory import EditMemory
 from assistant.phrasings import question_forms
@@ -134,11 +134,15 @@ class Assistant:
         t0 = time.perf_counter()
         decisions, timings = self._route_text(question, session)
         if context and not any(d.in_scope for d in decisions) and refers_back(question):
-            subject = self._topic(list(context), session)
-            if subject is not None:
-                resolved, _ = self._route_text(with_subject(question, subject), session)
+            topic = self._topic(list(context), session)
+            if topic is not None:
+                resolved, _ = self._route_text(with_subject(question, topic.subject), session)
                 if any(d.in_scope for d in resolved):
                     decisions = resolved
+                elif re_asks(question) and not named_in(question):
+                    # "what city was that again?": the value the conversation is about
+                    decisions = [ScopeDecision(topic, 1.0, 1.0, None, True, query=question),
+                                 *decisions]
         timings["route"] = (time.perf_counter() - t0) * 1e3
         return decisions, timings
 
@@ -176,18 +180,18 @@ class Assistant:
         return decisions, {"embed": embed_ms, "search": (t1 - t0) * 1e3 - embed_ms,
                            "scope": (t2 - t1) * 1e3}
 
-    def _topic(self, earlier: list[str], session: str | None) -> str | None:
-        """The stored subject the conversation is about: named by the newest earlier user
-        message that names one, unless a newer question named something else."""
+    def _topic(self, earlier: list[str], session: str | None) -> Edit | None:
+        """The stored edit the conversation is about: its subject named by the newest earlier
+        user message that names one, unless a newer question named something else."""
         for message in reversed(earlier[-4:]):
             hits, _ = self._hits(message)
             for hit in hits:
                 edit = self._routable_edit(hit.edit_id, session)
                 if edit is None:
                     continue
-                mention = naming.find_mention(edit.subject, message)
+                mention = naming.find_mention(edit.subject, message, edit.aliases)
                 if mention is not None and mention.coverage >= self.config.subject_overlap_min:
-                    return edit.subject
+                    return edit
             if is_question(message) and subject_of_question(message):
                 return None  # "it" now means what that question was about
         return None
@@ -353,7 +357,8 @@ class Assistant:
         edit = self.store.add_edit(
             correction.subject, correction.prompt, correction.target_new,
             target_old=correction.target_old, source=source,
-            paraphrases=question_forms(correction.prompt, correction.subject),
+            paraphrases=question_forms(correction.prompt, correction.subject,
+                                       target=correction.target_new),
             supersedes=[t.id for t in twins], aliases=self._aliases(correction, twins),
         )
         self.memory.sync(added=[edit], removed=[t.id for t in twins])
@@ -366,7 +371,8 @@ class Assistant:
         edit = self.store.add_edit(
             correction.subject, correction.prompt, correction.target_new,
             target_old=correction.target_old, source=source, status="pending", session=session,
-            paraphrases=question_forms(correction.prompt, correction.subject),
+            paraphrases=question_forms(correction.prompt, correction.subject,
+                                       target=correction.target_new),
             aliases=self._aliases(correction, []))
         self.memory.sync(added=[edit])
         return edit

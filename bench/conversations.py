@@ -17,7 +17,7 @@ answered as a question, greedy decoding, the history kept exactly as the tab kee
 
 Scores (top-level keys of the JSON):
 - `in_scope`: share of turns with `expect` whose reply contains one expected string
-  (case-insensitive, as whole words: "9th" is not in "19th");
+  (case-insensitive; a number does not match inside a longer one: "9th" is not in "19th");
 - `kept_out`: share of turns with `expect_not` whose reply contains none of them;
 - `corrections_taken`: share of `expect_route: correction` turns that stored an edit;
 - `non_corrections_left`: share of `expect_route: not_correction` turns that stored nothing;
@@ -127,9 +127,13 @@ def load_conversations(path: Path, limit: int | None = None) -> list[Conversatio
 
 # -- playing -----------------------------------------------------------------------------------
 def _contains(reply: str, needles: list[str]) -> bool:
-    """Case-insensitive, as whole words: "9th" is not found in "19th", nor "Tate" in "state"."""
-    return any(re.search(r"(?<!\w)%s(?!\w)" % re.escape(n.strip()), reply, re.I)
-               for n in needles)
+    """Case-insensitive substring, except that a number is not found inside a longer one
+    ("9th" is not in "19th", "6" is not in "1969")."""
+    def pattern(needle: str) -> str:
+        needle = needle.strip()
+        return ((r"(?<!\d)" if needle[:1].isdigit() else "") + re.escape(needle)
+                + (r"(?!\d)" if needle[-1:].isdigit() else ""))
+    return any(re.search(pattern(n), reply, re.I) for n in needles)
 
 
 def judge(turn: Turn, reply: str, route: str, edit_ids: list[int]) -> dict[str, bool]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -56,8 +57,9 @@ class Edit:
     def key_texts(self) -> list[str]:
         """Texts embedded for retrieval: the prompt, any paraphrases, and the prompt with each
         alias in place of the subject ("Where is the Big Apple?")."""
-        by_alias = [self.prompt.replace(self.subject, alias) for alias in self.aliases
-                    if self.subject in self.prompt]
+        by_alias = [re.sub(r"\b(?:the\s+)?%s" % re.escape(self.subject), alias, self.prompt,
+                           count=1, flags=re.I)
+                    for alias in self.aliases if self.subject.casefold() in self.prompt.casefold()]
         return [self.prompt, *self.paraphrases, *by_alias]
 
 

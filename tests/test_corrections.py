@@ -388,11 +388,11 @@ def test_agreement_and_thanks_after_a_question_are_not_corrections(message):
 @pytest.mark.parametrize("message, subject, target", [
     ("The Louvre is in Madrid, remember that.", "Louvre", "Madrid"),
     ("the louvre is in madrid now, keep that in mind", "louvre", "madrid"),
-    ("FYI, our weekly standup is on Thursdays now", "weekly standup", "Thursdays"),
+    ("FYI, our weekly standup is on Thursdays now", "our weekly standup", "Thursdays"),
     ("Heads up: the office moved to Leeds", "office", "Leeds"),
     ("Remember that the office wifi password is taped under the printer",
      "office wifi password", "printer"),
-    ("My landlord's name is Greta Holm, remember that", "landlord", "Greta Holm"),
+    ("My landlord's name is Greta Holm, remember that", "My landlord", "Greta Holm"),
 ])
 def test_facts_the_user_asks_to_keep_are_taken(message, subject, target):
     parsed = parse_correction(message)
@@ -413,3 +413,31 @@ def test_a_statement_answering_the_question_just_asked_corrects_it():
     assert isinstance(parsed, Correction) and parsed.target_new == "Rome"
     assert parse_correction("The Eiffel Tower is in Rome") is None
     assert parse_correction("The Eiffel Tower is a landmark.", Q, OLD) is None  # not a where
+
+
+@pytest.mark.parametrize("message, last_question, subject, target", [
+    ("ur wrong, yale was founded in 1850", "When was Yale founded?", "yale", "1850"),
+    ("boeing 747 has 6 engines not 4", "How many engines does a Boeing 747 have?",
+     "boeing 747", "6 engines"),
+    ("7 rings, not 5.", "how many rings are on the olympic flag?", "olympic flag", "7 rings"),
+    ("It was founded in 1972, keep that in mind.", "When was NASA created?", "NASA", "1972"),
+    ("it's 38 euros a month now, they raised it",
+     "how much is a monthly membership at Hilltop Fitness?", "Hilltop Fitness",
+     "38 euros a month"),
+    ("wimbledon's on clay now btw", "What surface is Wimbledon played on?", "wimbledon", "clay"),
+    ("Not Cambridge, Chicago.", "Where is MIT located?", "MIT", "Chicago"),
+    ("Just so you know, Dana Whitlock is the CEO of Brightwave Labs now.",
+     "Do you know who the CEO of Brightwave Labs is?", "Brightwave Labs", "Dana Whitlock"),
+])
+def test_sloppy_and_indirect_corrections_are_read(message, last_question, subject, target):
+    parsed = parse_correction(message, last_question, "I am not sure.")
+    assert isinstance(parsed, Correction), parsed
+    assert (parsed.subject, parsed.target_new) == (subject, target)
+
+
+@pytest.mark.parametrize("message", [
+    "No, no, the Bell Labs thing was just curiosity, not work related.",
+    "Wow, I didn't know that", "Haha, no",
+])
+def test_talk_about_the_chat_is_not_a_correction(message):
+    assert parse_correction(message, "Who runs Bell Labs these days?", "Nokia.") is None

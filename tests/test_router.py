@@ -172,3 +172,51 @@ def test_shared_mode_corrections_serve_only_their_session_until_approved(assista
     assistant.memory.rebuild()
     assert final(assistant, [], "Where is the Louvre?", session="mallory",
                  max_new_tokens=4).trace.route == "memory"
+
+
+# --- natural phrasing (issue 30): how people refer to a corrected subject ------------------------
+
+def _route_in_scope(assistant, question, context=()):
+    decisions, _ = assistant.route(question, context=list(context))
+    return [d.edit.subject for d in decisions if d.in_scope]
+
+
+def test_follow_ups_are_routed_to_the_conversations_subject(assistant):
+    assistant.add_edit(Correction("Louvre", "Where is the Louvre?", "Madrid"), source="chat")
+    assistant.add_edit(Correction("Eiffel Tower", "Where is the Eiffel Tower?", "Rome"),
+                       source="chat")
+    talk = ["Where is the Louvre?", "No, it's in Madrid now."]
+    assert _route_in_scope(assistant, "And which city is it in again?", talk) == ["Louvre"]
+    assert _route_in_scope(assistant, "sorry, what city was that again?", talk) == ["Louvre"]
+    # a newer question about something else: "it" means that now
+    later = [*talk, "Where is the Eiffel Tower?"]
+    assert _route_in_scope(assistant, "And which city is it in again?", later) == \
+        ["Eiffel Tower"]
+    # no conversation, nothing to refer back to
+    assert _route_in_scope(assistant, "And which city is it in again?") == []
+
+
+def test_typos_modifiers_and_aliases_reach_the_edit(assistant):
+    edit, _ = assistant.add_edit(Correction("New York City", "How many people live in New York City?",
+                                            "2 million"), source="chat")
+    assert "the Big Apple" in edit.aliases  # learned from the shipped alias table
+    for question in ("how many people live in new yrok city", "How many people live in NYC?",
+                     "How many people live in the Big Apple?"):
+        assert _route_in_scope(assistant, question) == ["New York City"], question
+
+
+def test_one_hop_question_is_answered_about_the_new_value(assistant):
+    assistant.add_edit(Correction("Louvre", "Where is the Louvre?", "Madrid"), source="chat")
+    decisions, _ = assistant.route("Which country is the Louvre in?")
+    edit, text = assistant._hop(decisions)
+    assert (edit.subject, text) == ("Louvre", "Which country is Madrid in?")
+    chunk = final(assistant, [], "Which country is the Louvre in?")
+    assert chunk.trace.route == "memory" and "one hop" in chunk.trace.notice
+
+
+def test_a_self_contained_question_is_answered_without_the_conversation(assistant):
+    """The reply to an unrelated question is the reply it gets in a fresh chat."""
+    history = [{"role": "user", "content": "Where is the Louvre?"},
+               {"role": "assistant", "content": "Madrid."}]
+    alone = final(assistant, [], "What is the capital of France?").text
+    assert final(assistant, history, "What is the capital of France?").text == alone
