@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.phrasings import OTHER_ATTRIBUTES, RELATIONS, relation_of
 from assistant.naming import Mention, content_words, find_mention, subject_overlap  # noqa: F401
 from config import REPO_ROOT, RouterConfig
 from store.db import Edit
@@ -57,15 +56,10 @@ class ScopeDecision:
 
 
 def pair_features(similarity: float, overlap: float, masked_query: np.ndarray,
-                  masked_prompt: np.ndarray, other: float | None = None) -> np.ndarray:
-    """The head's input: 4 scalars, then (with `other`, the query's best masked similarity
-    to a question of another relation) that and the edit's lead over it, then the masked
-    vectors' product and distance."""
+                  masked_prompt: np.ndarray) -> np.ndarray:
+    """The head's input: 4 scalars, then the masked vectors' product and distance."""
     relation = float(masked_query @ masked_prompt)
-    values = [similarity, overlap, relation, similarity * relation]
-    if other is not None:
-        values += [other, relation - other]
-    scalars = np.array(values, dtype=np.float32)
+    scalars = np.array([similarity, overlap, relation, similarity * relation], dtype=np.float32)
     return np.concatenate([scalars, masked_query * masked_prompt,
                            np.abs(masked_query - masked_prompt)]).astype(np.float32)
 
@@ -77,8 +71,6 @@ class ScopeHead:
         self.w1, self.b1 = weights["w1"], weights["b1"]  # (F, H), (H,)
         self.w2, self.b2 = weights["w2"], weights["b2"]  # (H,), ()
         self.threshold = float(weights["threshold"])
-        # trained with the relation-bank contrast features (two more scalars)
-        self.contrast = bool(weights.get("contrast", False))
 
     @classmethod
     def load(cls, path: Path) -> "ScopeHead":
@@ -91,45 +83,6 @@ class ScopeHead:
         return 1.0 / (1.0 + np.exp(-(hidden @ self.w2 + self.b2)))
 
 
-class RelationBank:
-    """Masked questions for every relation the phrasings know, plus common other attributes
-    ("How old is something?"), embedded once: the other things a question about a subject
-    could be asking. An edit's scope excludes a question that one of these (of another
-    relation) matches better than the edit's own keys do."""
-
-    def __init__(self, embed: EmbedFn) -> None:
-        self._embed = embed
-        self._vectors: np.ndarray | None = None
-        self._owners: list[object] = []
-
-    _shared: dict[int, tuple[np.ndarray, list[object]]] = {}  # per embedder: embedded once
-
-    def _load(self) -> None:
-        key = id(getattr(self._embed, "__self__", self._embed))
-        if key in self._shared:
-            self._vectors, self._owners = self._shared[key]
-            return
-        texts, owners = [], []
-        for relation in RELATIONS:
-            for question in relation.questions:
-                texts.append(question.format(s=MASK))
-                owners.append(relation)
-        for question in OTHER_ATTRIBUTES:
-            texts.append(question.format(s=MASK))
-            owners.append(question)
-        self._vectors = self._embed(texts)
-        self._owners = owners
-        self._shared[key] = (self._vectors, owners)
-
-    def best_other(self, masked_query: np.ndarray, own: object | None) -> float:
-        """The highest masked similarity of the query to a question of another relation."""
-        if self._vectors is None:
-            self._load()
-        scores = self._vectors @ masked_query
-        others = [s for s, owner in zip(scores.tolist(), self._owners) if owner is not own]
-        return max(others) if others else -1.0
-
-
 class ScopeClassifier:
     """In scope = similar enough, names the subject, and asks about the same relation."""
 
@@ -140,7 +93,6 @@ class ScopeClassifier:
         self.relation_min = config.relation_threshold
         self.embed = embed
         self.head = head
-        self.bank = RelationBank(embed)
         self.masked_keys = masked_keys or self._embed_masked_keys
         # Masked prompt vectors, keyed by (prompt, subject): edits are few and stable, so
         # each prompt is embedded once rather than on every query.
@@ -181,14 +133,12 @@ class ScopeClassifier:
             relation = max(relations)
             return ScopeDecision(edit, similarity, overlap, relation,
                                  relation >= self.relation_min)
-        other = (self.bank.best_other(masked_query, relation_of(edit.prompt, edit.subject))
-                 if self.head.contrast else None)
-        features = np.stack([pair_features(similarity, overlap, masked_query, key, other)
+        features = np.stack([pair_features(similarity, overlap, masked_query, key)
                              for key in keys])
         probabilities = self.head.probability(features)
         best = int(np.argmax(probabilities))
-        in_scope = bool(probabilities[best] >= self.head.threshold)
-        return ScopeDecision(edit, similarity, overlap, relations[best], in_scope,
+        return ScopeDecision(edit, similarity, overlap, relations[best],
+                             bool(probabilities[best] >= self.head.threshold),
                              float(probabilities[best]))
 
     def decide(self, query: str, candidates: list[tuple[Edit, float]]) -> list[ScopeDecision]:

@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from assistant.phrasings import OTHER_ATTRIBUTES, RELATIONS, question_forms, relation_of
-from assistant.scope import (RelationBank, ScopeHead, pair_features, relation_text,
-                             subject_overlap)
+from assistant.phrasings import OTHER_ATTRIBUTES, question_forms, relation_of
+from assistant.scope import ScopeHead, pair_features, relation_text, subject_overlap
 from config import CONFIG_DIR, REPO_ROOT, router_config
 from editing.records import TRAIN_FILES
 
@@ -44,26 +43,12 @@ def normalise_record(rec: dict) -> dict:
     return rec
 
 
-# How people wrap a question in chat; used on in- and out-of-scope queries alike, so the
-# head learns the relation, not the wrapping.
-CHAT_WRAPPERS = ("{q}", "{q}", "Quick question: {q}", "Remind me, {l}", "Do you know {l}",
-                 "{q} I forgot.", "Hey, {l}", "I was wondering, {l}")
-
-
-def chat_wrapped(question: str, rng: random.Random) -> str:
-    lower = question[:1].lower() + question[1:]
-    return rng.choice(CHAT_WRAPPERS).format(q=question, l=lower)
-
-
 def other_attributes(prompt: str, subject: str) -> list[str]:
     """Questions about `subject` that ask something else than `prompt`: the OTHER_ATTRIBUTES
-    and every known relation's questions, except those of the prompt's own relation ("Who
-    designed X?" is in scope of an architect edit)."""
+    not of the prompt's own relation ("Who designed X?" is in scope of an architect edit)."""
     own = relation_of(prompt, subject)
-    attributes = [q.format(s=subject) for q in OTHER_ATTRIBUTES]
-    attributes = [q for q in attributes if own is None or relation_of(q, subject) is not own]
-    return [*attributes, *(q.format(s=subject) for r in RELATIONS if r is not own
-                           for q in r.questions)]
+    questions = [q.format(s=subject) for q in OTHER_ATTRIBUTES]
+    return [q for q in questions if own is None or relation_of(q, subject) is not own]
 
 
 def calibration_pairs(records: list[dict], seed: int = 0) -> list[tuple[str, str, str, bool]]:
@@ -77,14 +62,13 @@ def calibration_pairs(records: list[dict], seed: int = 0) -> list[tuple[str, str
         pairs.append((subject, prompt, rec["locality_prompt"], False))
         questions = question_forms(prompt, subject, limit=None)
         if questions:  # chat users ask questions about statement-style edits...
-            pairs.append((subject, prompt, chat_wrapped(rng.choice(questions), rng), True))
+            pairs.append((subject, prompt, rng.choice(questions), True))
             if len(questions) > 1:  # ...and a chat edit stored as a question is asked again
                 first, second = rng.sample(questions, 2)
-                pairs.append((subject, first, chat_wrapped(second, rng), True))
-                for other_question in rng.sample(other_attributes(first, subject), 2):
-                    pairs.append((subject, first, chat_wrapped(other_question, rng), False))
-        for other_question in rng.sample(other_attributes(prompt, subject), 2):
-            pairs.append((subject, prompt, chat_wrapped(other_question, rng), False))
+                pairs.append((subject, first, second, True))
+                pairs.append((subject, first, rng.choice(other_attributes(first, subject)),
+                              False))
+        pairs.append((subject, prompt, rng.choice(other_attributes(prompt, subject)), False))
         other = rng.choice(records)
         if other["subject"] == subject:
             continue
@@ -130,14 +114,10 @@ class PairTable:
         self.masked_q = np.stack([vectors[relation_text(q, s)] for s, _, q, _ in pairs])
         self.masked_p = np.stack([vectors[relation_text(p, s)] for s, p, _, _ in pairs])
         self.relations = (self.masked_q * self.masked_p).sum(axis=1)
-        bank = RelationBank(embed)
-        self.others = np.array([bank.best_other(q, relation_of(p, s))
-                                for (s, p, _, _), q in zip(pairs, self.masked_q)])
 
     def features(self) -> np.ndarray:
-        return np.stack([pair_features(s, o, q, p, b) for s, o, q, p, b in
-                         zip(self.sims, self.overlaps, self.masked_q, self.masked_p,
-                             self.others)])
+        return np.stack([pair_features(s, o, q, p) for s, o, q, p in
+                         zip(self.sims, self.overlaps, self.masked_q, self.masked_p)])
 
 
 def fit_rule(table: PairTable, gate: np.ndarray) -> dict:
@@ -223,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     gate = subject_gate & (table.sims >= sim_gate)
     features = table.features()
     weights = fit_head(features[train & gate], table.labels[train & gate])
-    head = ScopeHead({**weights, "threshold": np.float32(0.5), "contrast": True})
+    head = ScopeHead({**weights, "threshold": np.float32(0.5)})
     probabilities = head.probability(features)
     threshold = best_threshold(probabilities[train], gate[train], table.labels[train])
     head_pred = gate & (probabilities >= threshold)
@@ -239,8 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     args.report.parent.mkdir(parents=True, exist_ok=True)
     args.report.write_text(json.dumps(report, indent=2))
     if args.write:
-        _write(report, {**weights, "threshold": np.float32(threshold), "contrast": True},
-               use_head)
+        _write(report, {**weights, "threshold": np.float32(threshold)}, use_head)
 
 
 def _compare_cross_encoder(pairs, gate: np.ndarray, train: np.ndarray, test: np.ndarray,
@@ -270,7 +249,7 @@ def _compare_cross_encoder(pairs, gate: np.ndarray, train: np.ndarray, test: np.
 
 def _subset(table: PairTable, mask: np.ndarray) -> PairTable:
     sub = object.__new__(PairTable)
-    for name in ("labels", "sims", "overlaps", "masked_q", "masked_p", "relations", "others"):
+    for name in ("labels", "sims", "overlaps", "masked_q", "masked_p", "relations"):
         setattr(sub, name, getattr(table, name)[mask])
     return sub
 
