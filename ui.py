@@ -137,31 +137,30 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
         lines = assistant.bulk_status(edit_ids(ids_text), status)
         return "  \n".join(lines), *list_edits(True, *filters), audit_rows(True)
 
-    def change_target(admin_ok: bool, ids_text: str, target: str, *filters):
+    def on_one_edit(admin_ok: bool, ids_text: str, what: str, action):
+        """Run `action(assistant, edit_id)` on the one edit named, as an admin; AmendError
+        becomes a message on the page."""
         require_admin(admin_ok)
         assistant = ready()
-        ids = edit_ids(ids_text, "the edit to change")
+        ids = edit_ids(ids_text, f"the edit to {what}")
         if len(ids) != 1:
-            raise gr.Error("Change the target of one edit at a time.")
+            raise gr.Error(f"{what[:1].upper()}{what[1:]} one edit at a time.")
         try:
-            edit = assistant.change_target(ids[0], target or "")
+            return ids[0], action(assistant, ids[0])
         except AmendError as exc:
             raise gr.Error(str(exc)) from exc
-        message = f"Edit #{ids[0]} is replaced by #{edit.id}: {edit.statement}"
+
+    def change_target(admin_ok: bool, ids_text: str, target: str, *filters):
+        old, edit = on_one_edit(admin_ok, ids_text, "change",
+                                lambda a, i: a.change_target(i, target or ""))
+        message = f"Edit #{old} is replaced by #{edit.id}: {edit.statement}"
         return message, *list_edits(True, *filters), audit_rows(True)
 
     def set_aliases(admin_ok: bool, ids_text: str, aliases_text: str, *filters):
         """Replace one edit's aliases with the comma-separated list (empty clears them)."""
-        require_admin(admin_ok)
-        assistant = ready()
-        ids = edit_ids(ids_text, "the edit whose aliases to set")
-        if len(ids) != 1:
-            raise gr.Error("Set the aliases of one edit at a time.")
         names = [a.strip() for a in (aliases_text or "").split(",") if a.strip()]
-        try:
-            edit = assistant.set_aliases(ids[0], names)
-        except AmendError as exc:
-            raise gr.Error(str(exc)) from exc
+        _, edit = on_one_edit(admin_ok, ids_text, "give aliases to",
+                              lambda a, i: a.set_aliases(i, names))
         said = ", ".join(edit.aliases) or "none"
         message = f"Edit #{edit.id} ({edit.subject}) now also answers to: {said}"
         return message, *list_edits(True, *filters), audit_rows(True)

@@ -266,6 +266,7 @@ def _subject_from_question(question: str) -> str | None:
     # All lowercase: "what is the capital of france" -> "france", "who wrote hamlet" ->
     # "hamlet", "when was the eiffel tower built" -> "eiffel tower".
     q = _ASK_LEAD_RE.sub("", _clean(question))
+    q = re.sub(r"^(who|what|where|when|how|which)'s\b", r"\1 is", q, flags=re.I)
     around = _EMBEDDED_RE.match(q) or _ACTOR_RE.match(q)  # "who my manager is"
     if around:
         words = around["np"].split()

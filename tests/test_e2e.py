@@ -119,6 +119,13 @@ def test_ask_correct_ask_again_restart(data_dir, tmp_path):
         assert [row[4] for row in edits["data"]] == ["Rome"] and info.startswith("1 edit")
         edit_id = edits["data"][0][0]
         assert "create" in app.client.predict(str(edit_id), api_name="/history")
+        # another name for the subject, set by the admin, reaches the edit from the chat
+        message, *_ = app.client.predict(str(edit_id), "the Iron Lady, Tour Eiffel", "",
+                                         "all", "all", 0, 0, False, 1, 50,
+                                         api_name="/set_aliases")
+        assert "the Iron Lady, Tour Eiffel" in message
+        history, trace = app.ask("Which city is the Iron Lady in?", [])
+        assert "Rome" in last_text(history) and "route: **memory**" in trace
         with pytest.raises(Exception, match="whole numbers"):
             app.client.predict("x", "", "all", "all", 0, 0, False, 1, 50, api_name="/reject")
 
