@@ -44,6 +44,46 @@ def relation_text(text: str, subject: str, mention: Mention | None = None) -> st
     return masked
 
 
+# What kind of answer a question wants, from its first question phrase. A question wanting
+# a person does not ask what an edit giving a year says ("Who was the captain of the
+# Titanic?" vs "What year did the Titanic sink?"); unknown kinds never veto.
+_ASKS = (("person", re.compile(r"\b(?:who|whom|whose)\b", re.I)),
+         ("number", re.compile(r"\b(?:when|how (?:many|much|old|tall|long|big|high|far|deep)|"
+                               r"what (?:year|date|time|day)|which (?:year|date|day)|"
+                               r"in what year|in which year)\b", re.I)),
+         ("place", re.compile(r"\b(?:where|what (?:city|country|town|state|continent)|"
+                              r"which (?:city|country|town|state|continent))\b", re.I)))
+_ASKS_AT_START = re.compile(r"^(?:who|whom|whose|when|where|what|which|how|in what|in which)\b",
+                            re.I)
+_PLACE_PREPOSITION = re.compile(r"\b(?:in|at|from|near)\s*$", re.I)
+
+
+def answer_kind(question: str) -> str | None:
+    """person / number / place for a question whose first question phrase says so (a
+    statement that starts "When X was killed, ..." asks nothing)."""
+    text = question.strip()
+    if not text.endswith("?") and ("," in text or not _ASKS_AT_START.match(text)):
+        return None
+    found = [(m.start(), kind) for kind, pattern in _ASKS
+             for m in [pattern.search(question)] if m]
+    return min(found)[1] if found else None
+
+
+def edit_kind(edit: Edit) -> str | None:
+    """The kind of answer an edit gives: its question's, else read off a statement's target
+    (digits: a number) or its last word (a place preposition: a place)."""
+    if edit.prompt.rstrip().endswith("?"):
+        return answer_kind(edit.prompt)
+    if any(ch.isdigit() for ch in edit.target_new):
+        return "number"
+    return "place" if _PLACE_PREPOSITION.search(edit.prompt) else None
+
+
+def kinds_clash(query: str, edit: Edit) -> bool:
+    asked, given = answer_kind(query), edit_kind(edit)
+    return asked is not None and given is not None and asked != given
+
+
 @dataclass(frozen=True)
 class ScopeDecision:
     edit: Edit
@@ -148,7 +188,8 @@ class ScopeClassifier:
         for edit, similarity in candidates:
             mention = find_mention(edit.subject, query, edit.aliases)
             overlap = mention.coverage if mention else 0.0
-            if similarity >= self.threshold and overlap >= self.overlap_min:
+            if similarity >= self.threshold and overlap >= self.overlap_min and \
+                    not kinds_clash(query, edit):
                 decisions.append(self._judge(query, edit, similarity, mention, cache))
             else:
                 decisions.append(ScopeDecision(edit, similarity, overlap, None, False))

@@ -185,3 +185,20 @@ def test_question_forms_tell_dates_kin_and_places_apart(prompt, subject, first):
     order of RELATIONS and composite keywords keep them apart."""
     forms = question_forms(prompt, subject, limit=2)
     assert (forms[0] if forms else None) == first
+
+
+def test_an_edit_does_not_answer_a_question_wanting_another_kind_of_answer():
+    from assistant.scope import answer_kind, kinds_clash
+
+    year = Edit(id=1, subject="Titanic", prompt="What year did the Titanic sink?", target_new="1923")
+    club = Edit(id=2, subject="Ronaldo", prompt="Ronaldo plays for", target_new="Celtic")
+    home = Edit(id=3, subject="Sherlock Holmes", prompt="Sherlock Holmes lives in",
+                target_new="Dublin")
+    assert answer_kind("Who was the captain of the Titanic?") == "person"
+    assert kinds_clash("Who was the captain of the Titanic?", year)
+    assert not kinds_clash("When did the Titanic go down?", year)
+    assert not kinds_clash("How many Ballon d'Ors has Ronaldo won?", club)  # club: unknown kind
+    assert kinds_clash("When was Sherlock Holmes born?", home)
+    assert not kinds_clash("Which city is Sherlock Holmes's home in?", home)
+    # a statement that opens with "When" asks nothing
+    assert answer_kind("When Charles IV of Spain was killed, the locals held a") is None
