@@ -415,10 +415,8 @@ def parse_correction(message: str, last_question: str | None = None,
     if not openers:
         implicit = _implicit_correction(text, last_answer)
         if implicit is None:
-            if question and _bare_answer(text, question, last_answer):
-                lead = _BARE_LEAD_RE.match(text)
-                value = _bare_value(text[lead.end():] if lead else text)
-                value = _clean(value.partition(",")[0]) if lead else value
+            value = _bare_answer(text, question, last_answer) if question else None
+            if value is not None:
                 return _build(value, False, False, not text.islower(), question, last_answer)
             if question and _restates_subject(text, question, last_answer):
                 rest = _BARE_SUFFIX_RE.sub("", _SUFFIX_RE.sub("", _clean(text)))
@@ -501,30 +499,31 @@ def _bare_value(text: str) -> str:
     return _clean(head if numeric else text)
 
 
-def _bare_answer(text: str, question: str, last_answer: str | None) -> bool:
-    """A short reply to a question that gives another answer, with no opener: "It's Lyon.",
-    "They're in Leeds", or just "Lyon." (every word a name or number)."""
+def _bare_answer(text: str, question: str, last_answer: str | None) -> str | None:
+    """The value of a short reply to a question that gives another answer, with no opener:
+    "It's Lyon.", "They're in Leeds", or just "Lyon." (every word a name or number); None
+    when the message is not such a reply."""
     if _is_question(text) or not _is_question(question) or len(text.split()) > 10:
-        return False
+        return None
     lead = _BARE_LEAD_RE.match(text)
     answer = _bare_value(text[lead.end():] if lead else text)
     if lead:  # "it's 38 euros a month now, they raised it": the comment after the comma goes
         answer = _clean(answer.partition(",")[0])
     words = answer.split()
     if words and words[0].lower().strip(",.!") in _INTERJECTIONS:
-        return False
+        return None
     if not words or len(words) > (6 if lead else 4) or \
             any(w.lower().strip(",.!'") in _CHITCHAT for w in words):
-        return False
+        return None
     if lead is None and not (words[0][:1].isdigit() or
                              all(w[:1].isupper() or w[:1].isdigit() for w in words)):
-        return False
+        return None
     if not (_name_like(answer) or lead is not None and text.islower()):  # "its at elmfield park"
-        return False
+        return None
     if re.search(r"\b(?:I|me|my|you|your|we|our)\b", answer):
-        return False
+        return None
     core = _answer_from_reply(answer)
-    return _normalize(core).casefold() not in _normalize(last_answer).casefold()
+    return None if _normalize(core).casefold() in _normalize(last_answer).casefold() else answer
 
 
 def _opinion(prompt: str, target: str) -> bool:

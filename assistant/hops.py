@@ -25,15 +25,22 @@ _PLACE_EDIT = re.compile(
     r"moved|relocated|capital|country|in which|sits?|found in|home of|is in|are in)\b", re.I)
 
 
+def _place_edit(edit: Edit) -> tuple[bool, str | None]:
+    """(whether the edit says where its subject is, the inherited property its own prompt
+    already asks, lowercased, if any)."""
+    prompt = edit.prompt.replace(edit.subject, " ")
+    own = _INHERITED.search(prompt)
+    return bool(_PLACE_EDIT.search(prompt)), own.group(0).lower() if own else None
+
+
 def hop_question(question: str, edit: Edit) -> str | None:
     """The question asked about the edit's new value instead of its subject, when it asks for
     a property the subject takes from where the edit now puts it; else None."""
     asked = _INHERITED.search(question)
     if asked is None:
         return None
-    prompt = edit.prompt.replace(edit.subject, " ")
-    if not _PLACE_EDIT.search(prompt) or _INHERITED.search(prompt) and \
-            _INHERITED.search(prompt).group(0).lower() == asked.group(0).lower():
+    place, own = _place_edit(edit)
+    if not place or own == asked.group(0).lower():
         return None
     mention = find_mention(edit.subject, question)
     if mention is None or mention.coverage < 0.5:
@@ -52,12 +59,10 @@ def hop_statements(edit: Edit) -> list[tuple[str, str]]:
     """(prompt about the subject, the same prompt about the new value) for each hop a place
     edit implies, e.g. ("The Louvre is in the country of", "Madrid is in the country of");
     empty for edits that do not say where something is."""
-    prompt = edit.prompt.replace(edit.subject, " ")
-    if not _PLACE_EDIT.search(prompt):
+    place, own = _place_edit(edit)
+    if not place:
         return []
     with_the = re.search(r"\bthe\s+%s" % re.escape(edit.subject), edit.prompt, re.I)
     subject = f"The {edit.subject}" if with_the or edit.subject[:1].islower() else edit.subject
     return [(template.format(x=subject), template.format(x=edit.target_new))
-            for template in HOP_STATEMENTS
-            if not _INHERITED.search(prompt) or
-            _INHERITED.search(prompt).group(0).lower() not in template]
+            for template in HOP_STATEMENTS if own is None or own not in template]

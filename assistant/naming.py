@@ -115,13 +115,12 @@ def same_word(subject_word: str, query_word: str) -> bool:
 
 @dataclass(frozen=True)
 class Mention:
-    """Where a query names a subject: the span, the share of the subject's words it covers,
-    and the alias used (None for the subject's own words)."""
+    """Where a query names a subject: the span, and the share of the subject's words it
+    covers (1.0 through an alias)."""
 
     start: int
     end: int
     coverage: float
-    alias: str | None = None
 
     def masked(self, text: str, mask: str) -> str:
         return text[:self.start] + mask + text[self.end:]
@@ -145,9 +144,7 @@ def _match_words(name: str, query_tokens: list[Token], query: str) -> Mention | 
         return None  # "a dentist" is not "my dentist": a common-noun subject is one thing
     if _other_name(words, used, query_tokens, query, partial=coverage < 1.0):
         return None
-    first, last = min(used), max(used)
-    # Widen over the subject's own leading words ("the", "of") so the mask reads naturally.
-    return Mention(query_tokens[first].start, query_tokens[last].end, coverage)
+    return Mention(query_tokens[min(used)].start, query_tokens[max(used)].end, coverage)
 
 
 _INDEFINITE = {"a", "an", "any", "every", "each", "some", "another", "other",
@@ -156,7 +153,7 @@ _INDEFINITE = {"a", "an", "any", "every", "each", "some", "another", "other",
 
 def _indefinite_before(query_tokens: list[Token], first: int) -> bool:
     """The word before a common-noun mention makes it some other one ("a dentist",
-    "your manager", "visitor parking")."""
+    "your manager")."""
     return first > 0 and fold(query_tokens[first - 1].text) in _INDEFINITE
 
 
@@ -218,19 +215,21 @@ def find_mention(subject: str, query: str, aliases: tuple[str, ...] = ()) -> Men
     best = _match_words(subject, query_tokens, query)
     if best is not None and best.coverage >= 1.0:
         return best
-    for alias in (*aliases, *table().aliases_of(subject)):
-        found = _alias_span(alias, query)
+    # the edit's own aliases, then the table's (an edit learns the table's when it is made,
+    # so each name is tried once)
+    for alias in dict.fromkeys((*aliases, *table().aliases_of(subject))):
+        found = _alias_span(alias, query_tokens)
         if found is not None:
-            return Mention(found[0], found[1], 1.0, alias)
+            return Mention(found[0], found[1], 1.0)
     return best
 
 
-def _alias_span(alias: str, query: str) -> tuple[int, int] | None:
-    """Where the alias occurs as whole words (case and accents folded), or None."""
+def _alias_span(alias: str, query_tokens: list[Token]) -> tuple[int, int] | None:
+    """Where the alias occurs among the query's tokens as whole words (case and accents
+    folded), or None."""
     words = [t.form for t in tokens(alias)]
     if not words:
         return None
-    query_tokens = tokens(query)
     for i in range(len(query_tokens) - len(words) + 1):
         window = query_tokens[i:i + len(words)]
         if [t.form for t in window] == words:
