@@ -257,7 +257,10 @@ def _drop_relation(name: str) -> str:
 
 
 def _subject_from_question(question: str) -> str | None:
-    """The entity a question is about: its longest capitalised name, else the tail noun phrase."""
+    """The entity a question is about: its longest capitalised name, else the tail noun phrase.
+    An aside after the question mark ("... in? I keep blanking") is not part of it."""
+    if "?" in question[:-1]:
+        question = question[:question.index("?") + 1]
     runs = _name_runs(question, skip_question_word=True)
     if runs:
         best = max(runs, key=lambda r: (r[0], -r[1]))  # longest; ties go to the first
@@ -379,8 +382,16 @@ def _answer_from_reply(text: str) -> str:
     return text[prep.end():] if prep else text
 
 
+# A comment after the value: ", they reassigned everyone", "this year", "from now on".
+_AFTERTHOUGHT_RE = re.compile(
+    r"(?:,\s*(?:they|we|he|she|it|i|you|so|because|since)\b.*"
+    r"|\s+(?:this|next) (?:year|time|week|month|season)|\s+these days|\s+from now on"
+    r"|\s+for now)$", re.I)
+
+
 def _tidy_target(text: str) -> str:
     """Drop what is not the value: 'a goaltender', 'the Nile', 'Rome now', '330 m tall'."""
+    text = _AFTERTHOUGHT_RE.sub("", _clean(text))  # "B17 now, they reassigned everyone"
     words = _clean(text).split()
     while len(words) > 1 and (words[0].lower() in ("a", "an") or words[0] == "the" and
                               words[1][:1].isupper()):
@@ -465,7 +476,8 @@ def _restates_subject(text: str, question: str, last_answer: str | None) -> bool
     """A plain statement right after a question, about what the question asked, that the
     last answer did not give: "Messi is a goalkeeper." after "What position does Lionel Messi
     play?"."""
-    if _is_question(text) or not _is_question(question) or len(text) > 200:
+    if _is_question(text) or not _is_question(question) or len(text) > 200 or \
+            _reads_as_chat(_clean(text)):  # "tell me my parking spot so I can note it"
         return False
     statement = _parse_statement(_clean(text))
     q_subject = _subject_from_question(question)
@@ -568,7 +580,7 @@ def _build(rest: str, statement_only: bool, strong: bool, cased: bool, question:
               and subject.casefold() not in question.casefold() and _name_like(subject)):
             statement, rest = None, subject  # "Jane Roe is the CEO" answers "Who is the CEO?"
         elif (subject.casefold() != q_subject.casefold() and subject.casefold() in
-              question.casefold() and (subject.islower() or subject.lower() in _TITLES)):
+              question.casefold() and _strip_article(subject).lower() in _TITLES):
             statement, rest = None, target  # "the CEO is now Jane Roe" answers the question
     if statement is not None and _META_SUBJECT_RE.search(statement[0]):
         return None  # "the Bell Labs thing was just curiosity": talk about the chat

@@ -20,7 +20,7 @@ import numpy as np
 from assistant.embedder import Embedder
 from assistant.naming import find_mention
 from assistant.scope import relation_text
-from store.db import Edit, Store
+from store.db import KEY_SCHEME, Edit, Store
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ class EditMemory:
             return f"{self.index_path.name} is unreadable ({str(exc).splitlines()[0][:120]})"
         if meta.get("fingerprint") != self.store.routable_fingerprint():
             return f"{self.index_path.name} is stale (the store changed since it was saved)"
+        if meta.get("key_scheme", 1) != KEY_SCHEME:
+            return f"{self.index_path.name} was built from an older set of key texts"
         if meta.get("embedder") != self.embedder.name or index.d != self.embedder.dim:
             return (f"{self.index_path.name} was built by embedder {meta.get('embedder')!r}, "
                     f"this run uses {self.embedder.name!r}")
@@ -97,6 +99,7 @@ class EditMemory:
             tmp = self.index_path.with_suffix(".faiss.tmp")
             faiss.write_index(self.index, str(tmp))
             meta = {"fingerprint": self.store.routable_fingerprint(), "embedder": self.embedder.name,
+                    "key_scheme": KEY_SCHEME,
                     "vectors": int(self.index.ntotal)}
             meta_tmp = self._meta_path.with_suffix(".json.tmp")
             meta_tmp.write_text(json.dumps(meta), encoding="utf-8")

@@ -25,6 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 ALIAS_FILE = Path(__file__).resolve().parent / "data" / "aliases.json"
+SYNONYM_FILE = Path(__file__).resolve().parent / "data" / "synonyms.json"
 _TOKEN = re.compile(r"\w+(?:['\u2019]\w+)*", re.UNICODE)
 STOP = {"the", "a", "an", "of", "de", "la", "le", "von", "van", "and", "in", "on", "for", "du",
         "des", "del", "der", "di", "da", "at", "to", "my", "our", "your", "his", "her", "their"}
@@ -62,8 +63,8 @@ def word_form(token: str) -> str:
     if word.endswith("'s") or word.endswith("s'"):
         word = word[:-2] if word.endswith("'s") else word[:-1]
     word = word.replace("'", "")
-    if len(word) > 4 and word.endswith("s") and not word.endswith("ss"):
-        word = word[:-1]
+    if (len(word) > 4 or word.endswith("ys")) and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]  # "keys", "days" too
     return word
 
 
@@ -221,7 +222,20 @@ def find_mention(subject: str, query: str, aliases: tuple[str, ...] = ()) -> Men
         found = _alias_span(alias, query_tokens)
         if found is not None:
             return Mention(found[0], found[1], 1.0)
+    # everyday synonyms: "the backup key" names "the spare keys", "the work wi-fi password"
+    # names "the office wifi password"
+    several = len(content_words(subject)) > 1
+    for variant in synonyms().variants(subject):
+        found = _match_words(variant, query_tokens, query)
+        if found is None or best is not None and found.coverage <= best.coverage:
+            continue
+        first = next(i for i, t in enumerate(query_tokens) if t.start == found.start)
+        if several or first > 0 and query_tokens[first - 1].form in _DETERMINERS:
+            best = found  # a one-word subject's synonym must be used as a noun ("our work")
     return best
+
+
+_DETERMINERS = {"the", "my", "our", "this", "that"}
 
 
 def _alias_span(alias: str, query_tokens: list[Token]) -> tuple[int, int] | None:
@@ -314,3 +328,68 @@ def table() -> AliasTable:
         return AliasTable(json.loads(ALIAS_FILE.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return AliasTable([])
+
+
+class SynonymTable:
+    """Everyday words and phrases used for one another ("spare" / "backup", "wifi" / "wi-fi",
+    "holiday party" / "christmas do"), for subjects that are common nouns, not names."""
+
+    MAX_VARIANTS = 24
+
+    def __init__(self, groups: list[list[str]]) -> None:
+        self._groups: list[list[str]] = []
+        self._index: dict[str, list[int]] = {}
+        for group in groups:
+            forms = list(dict.fromkeys(" ".join(t.form for t in tokens(w)) for w in group))
+            forms = [f for f in forms if f]
+            if len(forms) < 2:
+                continue
+            for form in forms:
+                self._index.setdefault(form, []).append(len(self._groups))
+            self._groups.append(forms)
+
+    @lru_cache(maxsize=4096)
+    def variants(self, name: str) -> tuple[str, ...]:
+        """`name` with one or two of its words or phrases replaced by a synonym."""
+        words = [t.form for t in tokens(name)]
+        spots = []  # (start, end, alternatives)
+        for size in (3, 2, 1):
+            for i in range(len(words) - size + 1):
+                phrase = " ".join(words[i:i + size])
+                if phrase in STOP or any(i < e and s < i + size for s, e, _ in spots):
+                    continue
+                others = [f for g in self._index.get(phrase, ()) for f in self._groups[g]
+                          if f != phrase]
+                if others:
+                    spots.append((i, i + size, list(dict.fromkeys(others))))
+        spots.sort()
+        found: list[str] = []
+
+        def fill(choice: dict[int, str]) -> str:
+            out, i = [], 0
+            while i < len(words):
+                spot = next((sp for sp in spots if sp[0] == i), None)
+                if spot is not None and i in choice:
+                    out.append(choice[i])
+                    i = spot[1]
+                else:
+                    out.append(words[i])
+                    i += 1
+            return " ".join(out)
+
+        for spot in spots:
+            found += [fill({spot[0]: alt}) for alt in spot[2]]
+        for a in range(len(spots)):
+            for b in range(a + 1, len(spots)):
+                found += [fill({spots[a][0]: x, spots[b][0]: y})
+                          for x in spots[a][2][:4] for y in spots[b][2][:4]]
+        return tuple(dict.fromkeys(found))[:self.MAX_VARIANTS]
+
+
+@lru_cache(maxsize=1)
+def synonyms() -> SynonymTable:
+    """The shipped everyday-synonym table (empty when the file is missing)."""
+    try:
+        return SynonymTable(json.loads(SYNONYM_FILE.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return SynonymTable([])

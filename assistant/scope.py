@@ -70,17 +70,54 @@ def answer_kind(question: str) -> str | None:
 
 
 def edit_kind(edit: Edit) -> str | None:
-    """The kind of answer an edit gives: its question's, else read off a statement's target
-    (digits: a number) or its last word (a place preposition: a place)."""
-    if edit.prompt.rstrip().endswith("?"):
-        return answer_kind(edit.prompt)
+    """The kind of answer an edit gives: its question's, else read off a statement: digits in
+    its target (a number), a place preposition at its end (a place), or a role it names ("The
+    CEO of Apple is": a person)."""
+    if "?" in edit.prompt:  # a question, perhaps with an aside after it ("... in? silly, I know")
+        return answer_kind(edit.prompt[:edit.prompt.index("?") + 1])
     if any(ch.isdigit() for ch in edit.target_new):
         return "number"
-    return "place" if _PLACE_PREPOSITION.search(edit.prompt) else None
+    if _PLACE_PREPOSITION.search(edit.prompt):
+        return "place"
+    role = _ROLE.search(edit.prompt)
+    return "person" if role and re.search(r"\b(?:is|was)\s*$", edit.prompt) else None
+
+
+# Words that can answer "when" or "how many" without a digit ("on Tuesdays", "seven").
+_NUMERIC_WORDS = re.compile(
+    r"\b(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|"
+    r"fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|"
+    r"seventy|eighty|ninety|hundred|thousand|million|billion|dozen|half|once|twice|none|"
+    r"january|february|march|april|may|june|july|august|september|october|november|december|"
+    r"jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|"
+    r"mondays?|tuesdays?|wednesdays?|thursdays?|fridays?|saturdays?|sundays?|weekends?|"
+    r"weekdays?|daily|weekly|monthly|yearly|annually|spring|summer|autumn|fall|winter|"
+    r"morning|afternoon|evening|night|noon|midday|midnight|dawn|dusk|christmas|easter|"
+    r"century|decade|ago|bc|ad|today|tomorrow|yesterday|never|always)\b", re.I)
+# A statement about a role ("The CEO of Apple is", "My dentist is") gives a person.
+_ROLE = re.compile(
+    r"\b(?:ceo|president|founder|co-founder|author|writer|director|manager|boss|head|chair|"
+    r"chairman|chairwoman|leader|owner|mayor|governor|captain|coach|drummer|singer|guitarist|"
+    r"bassist|dentist|doctor|gp|accountant|lawyer|teacher|landlord|landlady|neighbour|"
+    r"neighbor|prime minister|king|queen|pope|inventor|creator|composer|painter|architect|"
+    r"designer|presenter|host|voice actor)s?\b", re.I)
+
+
+# Questions only a number or a date answers ("how high is its status" may want a word).
+_COUNT = re.compile(r"^(?:\W*\w+\W+){0,3}?(?:how (?:many|much|old)|when|"
+                    r"(?:in )?(?:what|which) year)\b", re.I)
+
+
+def _numeric(value: str) -> bool:
+    return any(ch.isdigit() for ch in value) or bool(_NUMERIC_WORDS.search(value))
 
 
 def kinds_clash(query: str, edit: Edit) -> bool:
+    """The query wants another kind of answer than the edit gives: a person, a place, or a
+    number or date that the edit's value ("goalkeeper", "the back door") cannot be."""
     asked, given = answer_kind(query), edit_kind(edit)
+    if asked == "number" and _COUNT.search(query) and not _numeric(edit.target_new):
+        return True
     return asked is not None and given is not None and asked != given
 
 

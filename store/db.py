@@ -28,6 +28,12 @@ MAX_PROMPT_CHARS = 500
 MAX_TARGET_CHARS = 200
 
 
+# A statement prompt ending in one of these already says what it asks ("The Louvre is in").
+_PREPOSITIONS = frozenset("in at on from by for to of with near under into inside since "
+                          "during".split())
+KEY_SCHEME = 2  # version of Edit.key_texts(); a saved index built by another is rebuilt
+
+
 @dataclass(frozen=True)
 class Edit:
     """One stored correction: `prompt` (which names `subject`) should be answered `target_new`."""
@@ -55,12 +61,17 @@ class Edit:
         return f"{self.prompt.strip()} {self.target_new}."
 
     def key_texts(self) -> list[str]:
-        """Texts embedded for retrieval: the prompt, any paraphrases, and the prompt with each
-        alias in place of the subject ("Where is the Big Apple?")."""
+        """Texts embedded for retrieval: the prompt, any paraphrases, the prompt with each
+        alias in place of the subject ("Where is the Big Apple?"), and a statement prompt with
+        its value ("Mount Everest is 9,412 metres": the value says what "is" is about).
+        Changing these texts means bumping KEY_SCHEME, so saved indexes are rebuilt."""
         by_alias = [re.sub(r"\b(?:the\s+)?%s" % re.escape(self.subject), alias, self.prompt,
                            count=1, flags=re.I)
                     for alias in self.aliases if self.subject.casefold() in self.prompt.casefold()]
-        return [self.prompt, *self.paraphrases, *by_alias]
+        last = self.prompt.rstrip().rsplit(None, 1)[-1].lower() if self.prompt.strip() else ""
+        filled = [] if self.prompt.rstrip().endswith("?") or last in _PREPOSITIONS else \
+            [f"{self.prompt.rstrip()} {self.target_new}"]
+        return [self.prompt, *self.paraphrases, *by_alias, *filled]
 
 
 def _edit_from_row(row: dict[str, Any]) -> Edit:

@@ -441,3 +441,26 @@ def test_sloppy_and_indirect_corrections_are_read(message, last_question, subjec
 ])
 def test_talk_about_the_chat_is_not_a_correction(message):
     assert parse_correction(message, "Who runs Bell Labs these days?", "Nokia.") is None
+
+
+@pytest.mark.parametrize("message, last_question, subject, target", [
+    # an aside after the question's "?" is not what it asked about
+    ("Heads up: our office moved to Leeds.",
+     "Can you remind me which city our office is in? I keep blanking.", "our office", "Leeds"),
+    # a comment after the value is not part of it
+    ("Heads up: my parking spot is B17 now, they reassigned everyone",
+     "What's my parking spot number at work?", "my parking spot", "B17"),
+    ("The company holiday party is at The Copper Kettle this year, keep that in mind.",
+     "Where's the company holiday party being held?", "company holiday party",
+     "The Copper Kettle"),
+])
+def test_notices_about_private_facts_after_a_question_are_taken(message, last_question,
+                                                                subject, target):
+    parsed = parse_correction(message, last_question, "I'm not sure.")
+    assert isinstance(parsed, Correction)
+    assert (parsed.subject, parsed.target_new) == (subject, target)
+
+
+def test_a_request_after_a_question_is_not_a_correction():
+    assert parse_correction("tell me my parking spot so I can save it in my notes",
+                            "Which is my parking spot?", "B17.") is None

@@ -1,4 +1,5 @@
 """The FAISS edit memory: search by edit id, persistence, rebuild when missing/corrupt/stale."""
+import json
 import logging
 
 import numpy as np
@@ -25,7 +26,7 @@ def test_paraphrase_keys_collapse_to_one_hit(store, embedder, tmp_path):
     edit = store.add_edit("Louvre", "The Louvre is in", "Madrid",
                           paraphrases=["Where is the Louvre?", "The Louvre museum is located in"])
     memory.sync(added=[edit])
-    assert memory.size == 3
+    assert memory.size == 3  # "The Louvre is in" already says what it asks: no filled key
     hits = memory.search(embedder.embed_one("Where is the Louvre?"), k=8)
     assert [h.edit_id for h in hits] == [edit.id]
     assert hits[0].score > 0.99
@@ -106,3 +107,26 @@ def test_corrupt_relations_file_triggers_rebuild(store, embedder, tmp_path):
     again = _memory(store, embedder, tmp_path)
     assert "unreadable" in again.rebuilt_reason
     assert set(again.relations) == {1}
+
+
+def test_index_from_an_older_key_scheme_is_rebuilt(store, embedder, tmp_path):
+    memory = _memory(store, embedder, tmp_path)
+    memory.sync(added=[store.add_edit("Louvre", "The Louvre is in", "Madrid")])
+    meta_path = memory.index_path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta["key_scheme"] = 1
+    meta_path.write_text(json.dumps(meta))
+    again = _memory(store, embedder, tmp_path)
+    assert "older set of key texts" in again.rebuilt_reason
+    assert again.size == 1
+
+
+def test_statement_edit_is_found_by_what_its_value_is_about(store, embedder, tmp_path):
+    """"Mount Everest is" says nothing of height; "Mount Everest is 9,412 metres" does."""
+    memory = _memory(store, embedder, tmp_path)
+    edit = store.add_edit("Mount Everest", "Mount Everest is", "9,412 metres")
+    assert edit.key_texts()[-1] == "Mount Everest is 9,412 metres"
+    memory.sync(added=[edit])
+    plain = float(embedder.embed_one("how tall is mt everest?")[0] @ embedder.embed_one(edit.prompt)[0])
+    hits = memory.search(embedder.embed_one("how tall is mt everest?"), k=8)
+    assert hits[0].score > plain

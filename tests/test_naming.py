@@ -100,3 +100,17 @@ def test_place_edits_imply_hop_statements_for_portability():
         ("The Louvre is in the country of", "Madrid is in the country of"),
         ("The Louvre is on the continent of", "Madrid is on the continent of")]
     assert hop_statements(_edit("Acme", "Who is the CEO of Acme?", "Jane Roe")) == []
+
+
+@pytest.mark.parametrize("subject, query", [
+    ("spare keys", "where's the backup key to the house?"),
+    ("office wifi password", "quick one - where's the password for the work wi-fi?"),
+    ("our office", "which city is our workplace in?"),
+    ("IT helpdesk extension", "what number do I ring for tech support at work"),
+])
+def test_everyday_synonyms_name_a_common_noun_subject(subject, query):
+    assert find_mention(subject, query) is not None
+
+
+def test_a_one_word_subjects_synonym_must_be_used_as_a_noun():
+    assert find_mention("our office", "where do you work?") is None

@@ -197,7 +197,19 @@ def test_an_edit_does_not_answer_a_question_wanting_another_kind_of_answer():
     assert answer_kind("Who was the captain of the Titanic?") == "person"
     assert kinds_clash("Who was the captain of the Titanic?", year)
     assert not kinds_clash("When did the Titanic go down?", year)
-    assert not kinds_clash("How many Ballon d'Ors has Ronaldo won?", club)  # club: unknown kind
+    assert not kinds_clash("Which club does Ronaldo play for now?", club)  # club: unknown kind
+    # a count or a date wants a number, and "Celtic" is none
+    assert kinds_clash("How many Ballon d'Ors has Ronaldo won?", club)
+    assert kinds_clash("When did Ronaldo join them?", club)
+    standup = Edit(id=4, subject="weekly standup", prompt="The weekly standup is on",
+                   target_new="Thursdays")
+    assert not kinds_clash("When is the weekly standup?", standup)  # a day is a date
+    ceo = Edit(id=5, subject="Apple", prompt="The CEO of Apple is", target_new="Priya Ramaswamy")
+    assert kinds_clash("Where is Apple headquartered?", ceo)  # a role gives a person
+    # "how high is its status" may want a word: only counts and dates need a number
+    status = Edit(id=6, subject="box turtle", prompt="The conservation status of box turtle is",
+                  target_new="Endangered")
+    assert not kinds_clash("How high is the conservation status of the box turtle?", status)
     assert kinds_clash("When was Sherlock Holmes born?", home)
     assert not kinds_clash("Which city is Sherlock Holmes's home in?", home)
     # a statement that opens with "When" asks nothing
