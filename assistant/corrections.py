@@ -53,6 +53,7 @@ class Clarification:
     question: str
 
 
+from assistant import naming
 from assistant.correction_lexicon import (  # noqa: F401  (vocabulary used by the rules)
     _ACTUALLY_RE,
     _ADVERBS,
@@ -328,6 +329,16 @@ def _find_verb(text: str) -> tuple[int, int] | None:
     return best
 
 
+def _known_name_end(text: str) -> int:
+    """Where a name from the alias table that opens the text ends (0 when none does)."""
+    words = list(re.finditer(r"[\w'-]+", text[:80]))
+    start = 1 if words and words[0].group().lower() == "the" else 0
+    for end in range(min(len(words), start + 5), start + 1, -1):  # two words or more
+        if naming.table().canonical(text[words[start].start():words[end - 1].end()]):
+            return words[end - 1].end()
+    return 0
+
+
 def _parse_statement(text: str) -> tuple[str, str, str] | None:
     """(subject, prompt, target) of a full statement such as 'the Louvre is in Madrid'.
     "PERSON is the ROLE of ORG" is about ORG ("Dana Whitlock is the CEO of Brightwave")."""
@@ -341,6 +352,10 @@ def _parse_statement(text: str) -> tuple[str, str, str] | None:
         return org, f"The {role['role']} {role['rel']} {role['org'].rstrip()} {role['verb']}", \
             role["who"]
     verb = _find_verb(text)
+    known = _known_name_end(text)
+    if verb and verb[0] < known:  # "angel falls is in brazil": "falls" is part of a name
+        verb = _find_verb(text[known:])
+        verb = (verb[0] + known, verb[1] + known) if verb else None
     subject = _subject_from_left(text[:verb[0]]) if verb else None
     if subject is None:
         return None

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from assistant.embedder import default_embedding_path
+from errors import ModelNotFoundError
+
 ALIAS_FILE = Path(__file__).resolve().parent / "data" / "aliases.json"
 SYNONYM_FILE = Path(__file__).resolve().parent / "data" / "synonyms.json"
 _TOKEN = re.compile(r"\w+(?:['\u2019]\w+)*", re.UNICODE)
@@ -100,10 +103,25 @@ def _edit_distance(a: str, b: str, limit: int) -> int:
     return previous[-1]
 
 
+@lru_cache(maxsize=1)
+def known_words() -> frozenset[str]:
+    """Whole words of the embedding model's vocabulary: a query word found there is a word
+    in its own right ("manages"), not a typo of a subject word ("manager")."""
+    try:
+        path = default_embedding_path() / "vocab.txt"
+        return frozenset(w for w in path.read_text(encoding="utf-8").split()
+                         if w.isalpha() and len(w) > 3)
+    except (ModelNotFoundError, OSError):
+        return frozenset()
+
+
 def same_word(subject_word: str, query_word: str) -> bool:
-    """Equal, or a likely typo of a long enough word (same first letter)."""
+    """Equal, or a likely typo of a long enough word (same first letter, and not a word of
+    its own)."""
     if subject_word == query_word:
         return True
+    if query_word in known_words():
+        return False
     n = len(subject_word)
     if n >= 4 and len(query_word) == n and sorted(subject_word) == sorted(query_word):
         diff = [i for i in range(n) if subject_word[i] != query_word[i]]
@@ -141,7 +159,9 @@ def _match_words(name: str, query_tokens: list[Token], query: str) -> Mention | 
     if not used:
         return None
     coverage = len(used) / len(words)
-    if not any(ch.isupper() for ch in name) and _indefinite_before(query_tokens, min(used)):
+    if not any(ch.isupper() or ch.isdigit() for ch in name) and \
+            not query_tokens[min(used)].text[:1].isupper() and \
+            _indefinite_before(query_tokens, min(used)):
         return None  # "a dentist" is not "my dentist": a common-noun subject is one thing
     if _other_name(words, used, query_tokens, query, partial=coverage < 1.0):
         return None
@@ -191,14 +211,20 @@ def _other_name(words: list[str], used: list[int], query_tokens: list[Token],
     for i in (min(used) - 1, max(used) + 1):
         if not 0 <= i < len(query_tokens):
             continue
+        if i > max(used) and re.search(r"['\u2019]s?$", query_tokens[max(used)].text):
+            continue  # "Hermione's house": a possessive ends the name
         neighbour = query_tokens[i]
+        bare = re.sub(r"['\u2019]s$", "", neighbour.text)
+        if i > max(used) and bare.isupper() and len(bare) <= 4:
+            continue  # "Qantas HQ", "Brightwave Labs CEO": an abbreviation after the name
         if neighbour.form in subject or neighbour.form in STOP:
             continue
         gap = query[neighbour.end:query_tokens[min(used)].start] if i < min(used) else \
             query[query_tokens[max(used)].end:neighbour.start]
         if gap.strip(" -"):  # punctuation between them: not one name
             continue
-        capital = neighbour.text[:1].isupper() and not _sentence_start(query, neighbour)
+        capital = (neighbour.text[:1].isupper() and not _sentence_start(query, neighbour)
+                   or neighbour.text[:1].isdigit())  # "Boeing *737*" is not "Boeing 747"
         generic = neighbour.form in GENERIC
         if (partial and (capital or generic)) or (capital and not generic):
             return True
@@ -221,7 +247,15 @@ def find_mention(subject: str, query: str, aliases: tuple[str, ...] = ()) -> Men
     for alias in dict.fromkeys((*aliases, *table().aliases_of(subject))):
         found = _alias_span(alias, query_tokens)
         if found is not None:
-            return Mention(found[0], found[1], 1.0)
+            span = [i for i, t in enumerate(query_tokens) if found[0] <= t.start < found[1]]
+            if not _other_name(content_words(alias), span, query_tokens, query, partial=False):
+                return Mention(found[0], found[1], 1.0)  # not "Katie *Holmes*" for Sherlock
+        if len(content_words(alias)) > 1:  # "new yrok city": a typo in a name of 2+ words
+            typo = _match_words(alias, query_tokens, query)
+            if typo is not None and typo.coverage >= 1.0 and \
+                    not _other_name(content_words(alias), _span_positions(typo, query_tokens),
+                                    query_tokens, query, partial=True):
+                return typo
     # everyday synonyms: "the backup key" names "the spare keys", "the work wi-fi password"
     # names "the office wifi password"
     several = len(content_words(subject)) > 1
@@ -236,6 +270,10 @@ def find_mention(subject: str, query: str, aliases: tuple[str, ...] = ()) -> Men
 
 
 _DETERMINERS = {"the", "my", "our", "this", "that"}
+
+
+def _span_positions(mention: Mention, query_tokens: list[Token]) -> list[int]:
+    return [i for i, t in enumerate(query_tokens) if mention.start <= t.start < mention.end]
 
 
 def _alias_span(alias: str, query_tokens: list[Token]) -> tuple[int, int] | None:

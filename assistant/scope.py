@@ -174,6 +174,7 @@ class ScopeClassifier:
         # Masked prompt vectors, keyed by (prompt, subject): edits are few and stable, so
         # each prompt is embedded once rather than on every query.
         self._masked_prompts: dict[tuple[str, str], np.ndarray] = {}
+        self._plain: dict[str, np.ndarray] = {}  # key texts and named queries, unmasked
 
     def _masked_prompt(self, prompt: str, subject: str) -> np.ndarray:
         key = (prompt, subject)
@@ -192,6 +193,21 @@ class ScopeClassifier:
         if masked not in cache:
             cache[masked] = self.embed([masked])[0]
         return cache[masked]
+
+    def _named_similarity(self, query: str, edit: Edit, mention: Mention) -> float:
+        """Similarity of the query to the edit's key texts with the mention written as the
+        subject: a typo, alias or synonym ("wimbeldon", "tech support") lowers the plain
+        similarity although the query names the subject."""
+        named = mention.masked(query, edit.subject)
+        if named == query:
+            return 0.0
+        texts = edit.key_texts()
+        missing = [t for t in (named, *texts) if t not in self._plain]
+        if missing:
+            if len(self._plain) >= MAX_CACHED_PROMPTS:
+                self._plain.clear()
+            self._plain.update(zip(missing, self.embed(missing)))
+        return float(max(self._plain[named] @ self._plain[t] for t in texts))
 
     def relation_similarity(self, query: str, pairs: list[tuple[str, str]]) -> list[float]:
         """Similarity of `query` to each (prompt, subject) with the subject masked out."""
@@ -225,6 +241,8 @@ class ScopeClassifier:
         for edit, similarity in candidates:
             mention = find_mention(edit.subject, query, edit.aliases)
             overlap = mention.coverage if mention else 0.0
+            if mention is not None and similarity < self.threshold <= similarity + 0.2:
+                similarity = max(similarity, self._named_similarity(query, edit, mention))
             if similarity >= self.threshold and overlap >= self.overlap_min and \
                     not kinds_clash(query, edit):
                 decisions.append(self._judge(query, edit, similarity, mention, cache))

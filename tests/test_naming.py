@@ -114,3 +114,25 @@ def test_everyday_synonyms_name_a_common_noun_subject(subject, query):
 
 def test_a_one_word_subjects_synonym_must_be_used_as_a_noun():
     assert find_mention("our office", "where do you work?") is None
+
+
+@pytest.mark.parametrize("subject, query", [
+    ("nyc", "new yrok city population"),  # a typo inside an alias of two words or more
+    ("Hermione Granger", "hermoine's house?"),  # a possessive ends the name
+    ("Qantas", "I need to send a letter to Qantas HQ, which city?"),  # an abbreviation after it
+    ("Brightwave Labs", "Need the Brightwave Labs CEO's full name"),
+    ("boeing 747", "Tell me how many engines a Boeing 747 has"),  # digits: a name, not "a X"
+    ("Apple", "Who's the boss over at the iPhone maker?"),  # a description from the table
+])
+def test_names_written_loosely_are_found(subject, query):
+    assert find_mention(subject, query) is not None
+
+
+@pytest.mark.parametrize("subject, query", [
+    ("my manager", "who manages the England men's football team right now?"),  # a word, no typo
+    ("Sherlock Holmes", "Where is Katie Holmes from?"),  # a surname alias after another name
+    ("Golden Gate Bridge", "Where is Golden Gate Park?"),
+    ("boeing 747", "How many engines does a Boeing 737 have?"),  # another number
+])
+def test_other_names_and_real_words_are_not_taken_for_the_subject(subject, query):
+    assert find_mention(subject, query) is None
