@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 
 _PRONOUN = re.compile(r"\b(its|it|he|him|his|she|her|they|them|their|there)\b", re.I)
-_CUE = re.compile(r"^\s*(?:and|so|also|wait|hmm|ok|okay|what about|how about)\b|\bagain\b|"
+_CUE = re.compile(r"^\s*(?:and|so|also|wait|hmm|ok|okay|sorry|what about|how about)\b|\bagain\b|"
+                  r"\b(?:was|is) that\b|"
                   r"\byou (?:said|say)\b|\bremind me\b", re.I)
 _POSSESSIVE = {"its", "his", "their"}
 _QUESTION_START = re.compile(r"^\s*(?:who|what|when|where|which|why|how|is|are|was|were|do|does|"
@@ -45,7 +46,8 @@ def with_subject(question: str, subject: str) -> str:
 _REASK = re.compile(r"\bagain\b|\bwhat was (?:that|it)\b|\bsay (?:that|it)\b|\brepeat\b|"
                     r"\b(?:you|u) (?:said|say)\b|\bremind me\b|\bwhich one was (?:that|it)\b|"
                     r"\bwhat (?:was|is) (?:the|her|his|its|their) (?:name|number|year|date|city|"
-                    r"place)\b|\bspell\b", re.I)
+                    r"place)\b|\bspell\b|\b(?:which|what) \w+ (?:was|is) (?:that|it)\b|"
+                    r"\bwhat was that\b", re.I)
 
 
 def re_asks(question: str) -> bool:

@@ -33,7 +33,7 @@ from assistant.phrasings import question_forms
 from assistant.scope import ScopeDecision, make_scope, subject_overlap
 from config import RouterConfig
 from errors import AmendError, EditNotFoundError, InvalidEditError
-from store.db import Edit, Store
+from store.db import MAX_ALIASES, Edit, Store
 
 EMPTY_HINT = ("Type a question, or correct my last answer in plain words "
               "(for example: \"No, it's Rome\" or \"Actually, the Louvre is in Madrid\").")
@@ -382,7 +382,9 @@ class Assistant:
         """Other names the subject goes by: the shipped table's, and those an admin gave the
         edits this one replaces."""
         known = [a for twin in twins for a in twin.aliases]
-        return list(dict.fromkeys([*known, *naming.table().aliases_of(correction.subject)]))
+        names = dict.fromkeys([*known, *naming.table().aliases_of(correction.subject)])
+        names.pop(correction.subject, None)
+        return list(names)[:MAX_ALIASES]  # the store keeps at most this many
 
     @serialised
     def set_aliases(self, edit_id: int, aliases: list[str], actor: str = "admin") -> Edit:

@@ -136,3 +136,10 @@ def test_names_written_loosely_are_found(subject, query):
 ])
 def test_other_names_and_real_words_are_not_taken_for_the_subject(subject, query):
     assert find_mention(subject, query) is None
+
+
+@pytest.mark.parametrize("question", ["sorry, which year was that?", "what was that number?",
+                                      "which door was that by?"])
+def test_asking_for_that_again_refers_back(question):
+    from assistant.followups import re_asks
+    assert refers_back(question) and re_asks(question)
