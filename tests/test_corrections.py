@@ -464,3 +464,10 @@ def test_notices_about_private_facts_after_a_question_are_taken(message, last_qu
 def test_a_request_after_a_question_is_not_a_correction():
     assert parse_correction("tell me my parking spot so I can save it in my notes",
                             "Which is my parking spot?", "B17.") is None
+
+
+def test_a_known_name_is_kept_whole_when_a_word_of_it_looks_like_a_verb():
+    parsed = parse_correction("thats wrong, angel falls is in brazil",
+                              "Which country is Angel Falls in?", "Venezuela.")
+    assert isinstance(parsed, Correction)
+    assert (parsed.subject.casefold(), parsed.target_new) == ("angel falls", "brazil")
