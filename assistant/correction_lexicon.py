@@ -57,7 +57,12 @@ _CLOSING_RE = re.compile(
     r"not\s+(?:really|today|now|yet|at all|necessary|needed)\b|nothing\b|never\s*mind\b|"
     r"forget\s+(?:it|that|about)\b|(?:you'?re|you are)\s+(?:right|correct)\b|my bad\b|"
     r"(?:that|it)?\s*makes sense\b|all (?:good|clear|set|done)\b|that(?:'ll| will)? (?:do|works|"
-    r"helps)\b|good for now\b|no (?:more|further|other)\b|noted\b|understood\b|got it\b", re.I)
+    r"helps)\b|good for now\b|no (?:more|further|other)\b|noted\b|understood\b|got it\b|"
+    # steering the conversation: "one more thing", "hold on", "scratch that", "carry on"
+    r"(?:one|a couple|a few|some) more\b|(?:another|a different|different) (?:question|thing)\b|"
+    r"(?:hold|hang) on\b|scratch that\b|carry on\b|go on\b|all sorted\b|no problem\b|"
+    r"(?:that|this) one'?s? (?:is )?fine\b|(?:that'?s|it'?s|that is|it is) (?:fine|okay|ok)\b|"
+    r"(?:just )?(?:curious|wondering|checking)\b", re.I)
 _FILLER_RE = re.compile(r"(?:^|[\s,.;:!\-\u2013\u2014]+)(?:thanks|thank you|thx|cheers|sorry|lol|"
                         r"again|at all)(?:\s+(?:so much|a lot))?[\s.!]*$", re.I)
 _QUESTION_WORDS = _words("who|what|where|which|when|why|how|whose|whom|is|are|was|were|does|do|"

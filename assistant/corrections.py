@@ -140,6 +140,11 @@ def _is_question(text: str) -> bool:
     return text.rstrip(" )\"'").endswith(("?", "\uff1f"))
 
 
+def _asked(text: str) -> bool:
+    """The last message asked something, with or without its "?" ("what is the alarm code")."""
+    return _is_question(text) or bool(_WH_WORD_RE.match(text.strip()))
+
+
 def _participle(word: str) -> bool:
     """Rough test for a verb form such as 'built', 'founded', 'born' (no dictionary needed)."""
     return word.endswith(("ed", "en")) or word in _IRREGULAR
@@ -372,6 +377,9 @@ def _parse_statement(text: str) -> tuple[str, str, str] | None:
                      r"(?:\s+[A-Z][\w.'-]*)*)[.!]*$", text[target_start:])
     if tail and tail.start() > 0:
         target_start += tail.start(1)
+    named = re.match(r"(?:called|named|taught by|run by|done by)\s+", text[target_start:], re.I)
+    if named:  # "Our cat is called Pickles": the value is the name
+        target_start += named.end()
     prompt = text[:target_start].rstrip(" ,:;-" + _QUOTES)
     prompt = re.sub(r"\s+(?:actually|really|now)\s+", " ", prompt, flags=re.I)
     first = prompt[:1].upper()
@@ -459,7 +467,8 @@ def parse_correction(message: str, last_question: str | None = None,
     hedge = _HEDGE_RE.match(rest)
     rest = _clean(rest[hedge.end():] if hedge else rest)
     told = openers[0] in _STATEMENT_ONLY  # "remember that", "fyi": the user states a fact
-    if rest and _reads_as_chat(rest) and not (told and rest.split()[0].lower() in _MY_OUR):
+    owned = rest and rest.split()[0].lower() in _MY_OUR and (told or _about_question(rest, question))
+    if rest and _reads_as_chat(rest) and not owned:  # "No, our landlord is Gerald Haddad": a fact
         return None  # "Actually, tell me about Rome"; but "Actually, Will Smith is ..." is a fact
     if _NEG_ANY_RE.search(rest):
         # "it's not Rome, it's Paris": keep the positive last clause; a lone negation says
@@ -487,29 +496,44 @@ def _plain_update(text: str) -> str | None:
     return rest if statement is not None else None
 
 
+def _about_question(rest: str, question: str | None) -> bool:
+    """A statement about something the last question named ("No, our landlord is Gerald" after
+    "What's our landlord called?"), not news about oneself after another topic."""
+    statement = _parse_statement(rest) if question else None
+    if statement is None:
+        return False
+    asked = {re.sub(r"'s$", "", w.casefold()) for w in _WORD_RE.findall(question)}
+    return bool({w.casefold() for w in statement[0].split()} - _MY_OUR - _ARTICLES & asked)
+
+
 def _restates_subject(text: str, question: str, last_answer: str | None) -> bool:
     """A plain statement right after a question, about what the question asked, that the
     last answer did not give: "Messi is a goalkeeper." after "What position does Lionel Messi
     play?"."""
-    if _is_question(text) or not _is_question(question) or len(text) > 200 or \
-            _reads_as_chat(_clean(text)):  # "tell me my parking spot so I can note it"
+    words = _clean(text).split()
+    if _is_question(text) or not _asked(question) or len(text) > 200 or \
+            words[:1] and words[0].lower() in _INSTRUCTION_WORDS:  # "tell me my parking spot"
         return False
     statement = _parse_statement(_clean(text))
-    q_subject = _subject_from_question(question)
+    # the question's subject, else its words ("Can you remember our cat's name?")
+    q_subject = _subject_from_question(question) or _WORD_RE.sub(
+        lambda m: re.sub(r"'s$", "", m.group()), question)
     if statement is None or not q_subject:
         return False
     subject, prompt, target = statement
-    same = {w.casefold() for w in subject.split()} & {w.casefold() for w in q_subject.split()}
+    same = {w.casefold() for w in subject.split()} & \
+        {re.sub(r"'s$", "", w.casefold()) for w in q_subject.split()} - _MY_OUR - _ARTICLES
     target = _tidy_target(target)
     if not (same and target) or target.casefold() in _normalize(last_answer).casefold():
         return False
     wh = question.split()[0].lower().split("'")[0]
     if wh == "where":  # "Where is the Louvre?" is not answered by "The Louvre is a museum."
-        return prompt.split()[-1].lower() in _SPLIT_WORDS - _ARTICLES
+        last = [w for w in prompt.lower().split() if w not in _ARTICLES][-1:]
+        return bool(last) and last[0] in _SPLIT_WORDS - _ARTICLES
     if wh == "when":
         return bool(re.search(r"\d", target))
-    if wh == "who":
-        return _name_like(target)
+    if wh == "who":  # a name, or any value from someone who types in lowercase
+        return _name_like(target) or text.islower()
     return True
 
 
@@ -530,7 +554,7 @@ def _bare_answer(text: str, question: str, last_answer: str | None) -> str | Non
     """The value of a short reply to a question that gives another answer, with no opener:
     "It's Lyon.", "They're in Leeds", or just "Lyon." (every word a name or number); None
     when the message is not such a reply."""
-    if _is_question(text) or not _is_question(question) or len(text.split()) > 10:
+    if _is_question(text) or not _asked(question) or len(text.split()) > 10:
         return None
     lead = _BARE_LEAD_RE.match(text)
     answer = _bare_value(text[lead.end():] if lead else text)

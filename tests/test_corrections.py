@@ -471,3 +471,31 @@ def test_a_known_name_is_kept_whole_when_a_word_of_it_looks_like_a_verb():
                               "Which country is Angel Falls in?", "Venezuela.")
     assert isinstance(parsed, Correction)
     assert (parsed.subject.casefold(), parsed.target_new) == ("angel falls", "brazil")
+
+
+@pytest.mark.parametrize("message, last_question, subject, target", [
+    ("No, our pediatrician is Dr. Okafor.", "Who's our pediatrician?", "our pediatrician",
+     "Dr. Okafor"),
+    ("Our cat is called Pickles.", "Can you remember our cat's name?", "Our cat", "Pickles"),
+    ("The fuse box is in the hallway cupboard.", "Where's the fuse box in our house?",
+     "fuse box", "hallway cupboard"),
+    ("The building buzzer code is 4471.", "what's the building buzzer code", "building buzzer code",
+     "4471"),  # a question typed without its "?"
+    ("ella's swim coach is brenda", "Who is Ella's swim coach?", "ella", "brenda"),
+])
+def test_private_facts_stated_after_the_question_are_taken(message, last_question, subject,
+                                                          target):
+    parsed = parse_correction(message, last_question, "I'm not sure.")
+    assert isinstance(parsed, Correction)
+    assert parsed.subject.casefold().startswith(subject.casefold())
+    assert target.casefold() in parsed.target_new.casefold()
+
+
+@pytest.mark.parametrize("message", [
+    "Actually, one more thing.", "Nope, all sorted.", "Actually, hang on, I have one more.",
+    "No, that's fine, carry on.", "Nope. Just curious about a couple more things.",
+    "Actually, scratch that, different question.", "Nope, that one's fine.",
+])
+def test_steering_the_conversation_is_not_a_correction(message):
+    assert parse_correction(message, "Where is Mount Fuji?",
+                            "Mount Fuji is in Japan, near Tokyo.") is None
