@@ -24,16 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from assistant.corrections import Correction, parse_correction
 from assistant.phrasings import OTHER_ATTRIBUTES, question_forms, relation_of
 from assistant.scope import ScopeHead, pair_features, relation_text, subject_overlap
 from config import CONFIG_DIR, REPO_ROOT, router_config
 from editing.records import TRAIN_FILES
-from store.db import Edit
 
 DEFAULT_DATA = [TRAIN_FILES["zsre"], TRAIN_FILES["counterfact"]]
-CHAT_DATA = sorted((REPO_ROOT / "assistant" / "data" / "scope_chat").glob("*.json"))
-CHAT_WEIGHT = 4  # each chat pair counts this many times: they are few and they are the use
 HEAD_PATH = "assistant/weights/scope_head.npz"
 HELD_OUT_SHARE = 0.2
 GATE_RECALL = 0.99  # the cheap similarity gate in front of the head may drop 1% of positives
@@ -87,28 +83,6 @@ def calibration_pairs(records: list[dict], seed: int = 0) -> list[tuple[str, str
         pairs.append((subject, prompt, swapped, False))
         if other_questions:
             pairs.append((subject, prompt, rng.choice(other_questions), False))
-    return pairs
-
-
-def chat_pairs(conversations: list[dict]) -> list[tuple[str, str, str, bool]]:
-    """(subject, key text, query, in_scope) pairs from hand-written training conversations
-    (`assistant/data/scope_chat/`, the `bench.conversations` format). Each conversation's
-    correction is read by the real parser, so the edit is stored as a chat user's would be;
-    its questions with `expect` are in scope, those with `expect_not` are not, against every
-    key text of the edit (the router takes the best key)."""
-    pairs = []
-    for conv in conversations:
-        previous, edit = None, None
-        for turn in conv["turns"]:
-            if turn.get("kind") == "correction" and edit is None:
-                parsed = parse_correction(turn["user"], previous, "I'm not sure.")
-                if isinstance(parsed, Correction):
-                    edit = Edit(id=0, subject=parsed.subject, prompt=parsed.prompt,
-                                target_new=parsed.target_new)
-            elif edit is not None and ("expect" in turn or "expect_not" in turn):
-                for key in edit.key_texts():
-                    pairs.append((edit.subject, key, turn["user"], "expect" in turn))
-            previous = turn["user"]
     return pairs
 
 
@@ -193,8 +167,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train and compare scope deciders.")
     parser.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA)
     parser.add_argument("--limit", type=int, default=4000, help="records per file")
-    parser.add_argument("--chat", type=Path, nargs="*", default=CHAT_DATA,
-                        help="hand-written training conversations (none: records only)")
     parser.add_argument("--write", action="store_true",
                         help="save the head and point configs/router at the better decider")
     parser.add_argument("--report", type=Path, default=REPO_ROOT / "artifacts" / "scope.json")
@@ -210,11 +182,6 @@ def main(argv: list[str] | None = None) -> None:
     records = [r for path in args.data
                for r in json.loads(path.read_text(encoding="utf-8"))[: args.limit]]
     pairs = calibration_pairs(records)
-    chat = chat_pairs([c for path in args.chat
-                       for c in json.loads(path.read_text(encoding="utf-8"))])
-    pairs += chat * CHAT_WEIGHT
-    is_chat = np.array([False] * (len(pairs) - len(chat) * CHAT_WEIGHT)
-                       + [True] * (len(chat) * CHAT_WEIGHT))
     held = np.array([is_held_out(s) for s, *_ in pairs])
     embedder = Embedder(int8=config.embedding_int8)
     started = time.perf_counter()
@@ -231,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
               "rule": {**rule, "held_out": f1_scores(rule_pred[test], table.labels[test])}}
 
     # The head sees what passes the cheap gates; its similarity gate keeps 99% of positives.
-    positives = table.sims[train & table.labels & ~is_chat]  # the gate the records set
+    positives = table.sims[train & table.labels]
     sim_gate = float(np.floor(np.quantile(positives, 1 - GATE_RECALL) * 100) / 100)
     gate = subject_gate & (table.sims >= sim_gate)
     features = table.features()
@@ -242,12 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     head_pred = gate & (probabilities >= threshold)
     report["head"] = {"similarity_gate": sim_gate, "threshold": round(threshold, 2),
                       "train": f1_scores(head_pred[train], table.labels[train]),
-                      "held_out": f1_scores(head_pred[test], table.labels[test]),
-                      "held_out_records": f1_scores(head_pred[test & ~is_chat],
-                                                    table.labels[test & ~is_chat]),
-                      "held_out_chat": f1_scores(head_pred[test & is_chat],
-                                                 table.labels[test & is_chat]),
-                      "chat_pairs": len(chat)}
+                      "held_out": f1_scores(head_pred[test], table.labels[test])}
     if args.cross_encoder:
         report["cross_encoder"] = _compare_cross_encoder(pairs, gate, train, test, table,
                                                          args.cross_minutes)
