@@ -354,6 +354,10 @@ class AliasTable:
                 return text[:window[0].start] + name + text[window[-1].end:]
         return None
 
+    def names(self) -> list[str]:
+        """Each thing's usual name (the first of its group), in table order."""
+        return [group[0] for group in self._names]
+
     def canonical(self, name: str) -> str | None:
         group = self._group.get(self.key(name))
         return None if group is None else self._names[group][0]

@@ -201,11 +201,10 @@ class Assistant:
             edit = self.store.get_edit(edit_id)
         except EditNotFoundError:  # the index knows an id the store lost: a stale cache
             return None
-        if edit.status == "active":
-            return edit
-        if edit.status == "pending" and session is not None and edit.session == session:
-            return edit
-        return None
+        if edit.status == "pending":
+            return edit if session is not None and edit.session == session else None
+        # active, or promoted with the memory route as its backstop
+        return edit if edit.routable else None
 
     # -- chat -----------------------------------------------------------------------------
     def reply(self, history: list[dict], message: str, session: str = "local",
@@ -390,7 +389,7 @@ class Assistant:
     def set_aliases(self, edit_id: int, aliases: list[str], actor: str = "admin") -> Edit:
         """An admin's list of other names for an edit's subject (replaces the old list)."""
         edit = self.store.set_aliases(edit_id, aliases, actor=actor)
-        if edit.status in ("active", "pending"):
+        if edit.routable:
             self.memory.sync(added=[edit], removed=[edit_id])
         return edit
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from assistant.hops import hop_statements
 from config import CONFIG_DIR, REPO_ROOT, load_config
+from editing.chat_guard import ChatBaseline, ChatGuard, ChatGuardConfig
 from editing.deltas import Delta, DeltaError, WeightState, weights_checksum
 from editing.metrics import (contains_answer, greedy_words, peak_rss_mb,
                              predicted_target_tokens, token_accuracy, unchanged_share)
@@ -57,6 +58,17 @@ class GuardConfig:
     suggest_min_age_hours: float  # ...and this old
     chat_tokens: int  # reply length for the chat checks
     locality_probes: int  # how many of the shipped probes the guard reads
+    # what a user sees (editing/chat_guard.py): greedy chat replies on the edited copy
+    min_chat_generalization: float  # the edits' questions and paraphrases, fresh and after
+    # a conversation holding the old answer, answered with the new target
+    min_chat_locality: float  # general and neighbour questions replied to exactly as before
+    carry_questions: int  # per edit: its question and paraphrases asked
+    chat_probes: int  # general chat questions
+    neighbour_questions: int  # per promotion: the edits' questions about nearby subjects
+
+    def chat(self) -> ChatGuardConfig:
+        return ChatGuardConfig(self.chat_tokens, self.carry_questions, self.chat_probes,
+                               self.neighbour_questions)
 
 
 def guard_config() -> GuardConfig:
@@ -111,6 +123,8 @@ class WeightEdits:
         self._config_files = config_files or {}  # method -> hyperparameter file (tests)
         self._busy = threading.Lock()  # one promotion or rollback at a time
         self._base_probes: dict[tuple, list[list[int]]] = {}  # the unedited model's answers
+        self.chat_guard = ChatGuard(self.guard.chat(), assistant.embedder)
+        self._chat_before: dict[tuple, dict[str, str]] = {}  # weight state -> question -> reply
         self.messages: list[str] = []
 
     # -- start-up ---------------------------------------------------------------------------
@@ -205,6 +219,7 @@ class WeightEdits:
         progress("Reading the locality probes before the edit")
         before = probe_predictions(work.model, work.tokenizer, probes)
         base = self._base_probe_tokens(work, probes, before)
+        chat_before = self._chat_baseline(work, edits, progress)
         requests = [edit_request(e) for e in edits]
         try:
             delta = editor.edit(work, requests, progress)
@@ -214,6 +229,8 @@ class WeightEdits:
         WeightState(work.model, fingerprint=self.state.fingerprint).apply(delta)
         progress("Checking the edited model")
         scores = self._score(work, edits, probes, before, base)
+        chat_scores, carried = self.chat_guard.score(work, edits, chat_before, progress)
+        scores.update(chat_scores)
         scores.update(seconds=round(edit_seconds, 2), delta_norm=round(delta.norm(), 4),
                       peak_rss_mb=round(peak_rss_mb()))
         failed = []
@@ -227,9 +244,32 @@ class WeightEdits:
                           f"{below(scores['total_locality'])} < {self.guard.min_total_locality} "
                           "(the weight edits already committed have used up the margin; roll "
                           "some back to make room)")
+        if (scores["chat_generalization"] or 0.0) < self.guard.min_chat_generalization:
+            failed.append(f"chat generalization {below(scores['chat_generalization'] or 0.0)} "
+                          f"< {self.guard.min_chat_generalization} (the edited model does not "
+                          "answer the edits' questions and paraphrases with the new answers)")
+        if (scores["chat_locality"] or 0.0) < self.guard.min_chat_locality:
+            failed.append(f"chat locality {below(scores['chat_locality'] or 0.0)} < "
+                          f"{self.guard.min_chat_locality} (replies to unrelated questions "
+                          "changed)")
         if failed:
             return self._refuse(edits, method, actor, "; ".join(failed), scores)
-        return self._commit(edits, method, actor, delta, scores, time.perf_counter() - started)
+        return self._commit(edits, method, actor, delta, scores, time.perf_counter() - started,
+                            carried)
+
+    def _state_key(self) -> tuple:
+        return tuple(key for key, _ in self.state.applied)
+
+    def _chat_baseline(self, work, edits, progress: Progress) -> ChatBaseline:
+        """Chat replies of the live weights before the edit; replies to the locality
+        questions are kept per weight state, so a second promotion asks only new ones."""
+        known = self._chat_before.setdefault(self._state_key(), {})
+        questions = self.chat_guard.locality_questions(edits)
+        missing = [q for q in questions if q not in known]
+        fresh = self.chat_guard.baseline(work, edits, progress, missing)
+        known.update(fresh.locality)
+        fresh.locality = {q: known[q] for q in questions}
+        return fresh
 
     def _base_probe_tokens(self, work, probes, current: list[list[int]]) -> list[list[int]]:
         """The unedited model's probe predictions (`current` when nothing is committed),
@@ -289,7 +329,7 @@ class WeightEdits:
                                "the edits stay in the memory route.", scores=scores)
 
     def _commit(self, edits, method: str, actor: str, delta: Delta, scores: dict,
-                seconds: float) -> PromotionResult:
+                seconds: float, carried: list[int]) -> PromotionResult:
         name = f"{int(time.time() * 1000)}-{method}.safetensors"
         relative = f"{DELTA_DIR}/{name}"
         delta.save(self.data_dir / relative)
@@ -301,15 +341,22 @@ class WeightEdits:
                     method=method, edit_ids=[e.id for e in edits],
                     layers=delta.meta.get("layers", []), delta_path=relative,
                     base_fingerprint=delta.base_fingerprint, scores=scores,
-                    checksum=checksum, seconds=round(seconds, 2), actor=actor)
+                    checksum=checksum, seconds=round(seconds, 2), actor=actor,
+                    backstop_ids=[e.id for e in edits if e.id not in carried])
             except Exception:
                 self.state.revert()
                 (self.data_dir / relative).unlink(missing_ok=True)
                 raise
             self.state.applied[-1] = (row_id, delta)
-            self.assistant.memory.sync(removed=[e.id for e in edits])  # retired from memory
-        return PromotionResult(True, f"Promoted {len(edits)} edit(s) with {method} as weight "
-                               f"edit #{row_id}.", row_id, scores)
+            # only edits the weights answer in chat leave the memory route; the rest stay
+            # served from memory (backstop) while this weight edit is live
+            self.assistant.memory.sync(removed=list(carried))
+        held = [f"#{e.id}" for e in edits if e.id not in carried]
+        message = f"Promoted {len(edits)} edit(s) with {method} as weight edit #{row_id}."
+        if held:
+            message += (f" The weights do not yet answer {', '.join(held)} in chat (its "
+                        "question or a paraphrase), so the memory route keeps answering it.")
+        return PromotionResult(True, message, row_id, scores)
 
     # -- rollback ---------------------------------------------------------------------------
     def rollback(self, weight_edit_id: int, actor: str = "admin") -> str:
@@ -324,7 +371,9 @@ class WeightEdits:
                         self.state.revert(key=weight_edit_id)
                     except DeltaError:
                         pass  # never applied here (refused at start-up): nothing to undo
-                self.assistant.memory.sync(added=[self.store.get_edit(i) for i in restored])
+                # backstop edits were never out of the index: re-add all without duplicates
+                self.assistant.memory.sync(added=[self.store.get_edit(i) for i in restored],
+                                           removed=restored)
             return (f"Rolled back weight edit #{weight_edit_id}; "
                     f"{len(restored)} edit(s) are back in the memory route.")
         finally:
@@ -366,6 +415,7 @@ class WeightEdits:
                          **{k: v for k, v in row["scores"].items()
                             if k in ("reliability", "generalization", "locality",
                                      "total_locality", "portability", "chat_reliability",
-                                     "chat_generalization", "seconds", "peak_rss_mb")}})
+                                     "chat_generalization", "chat_locality", "carried",
+                                     "seconds", "peak_rss_mb")}})
         return rows
 

@@ -52,6 +52,15 @@ class Edit:
     supersedes: int | None = None
     session: str | None = None  # shared mode: the chat session a pending correction serves
     aliases: tuple[str, ...] = ()  # other names of the subject ("the Big Apple"), admin-editable
+    # promoted, but the weights alone did not answer its question and paraphrases in chat:
+    # the memory route keeps serving it, so a promotion never loses a correction
+    backstop: bool = False
+
+    @property
+    def routable(self) -> bool:
+        """Whether the memory route may serve this edit (pending ones: their session only)."""
+        return self.status in ("active", "pending") or (self.status == "promoted"
+                                                         and self.backstop)
 
     @property
     def statement(self) -> str:
@@ -90,6 +99,7 @@ def _edit_from_row(row: dict[str, Any]) -> Edit:
         supersedes=row["supersedes"],
         session=row.get("session"),
         aliases=tuple(json.loads(row.get("aliases") or "[]")),
+        backstop=bool(row.get("backstop") or 0),
     )
 
 
@@ -142,12 +152,19 @@ def _m0004_edit_aliases(db: sqlite_utils.Database) -> None:
     db["edits"].add_column("aliases", str, not_null_default="[]")
 
 
+def _m0005_edit_backstop(db: sqlite_utils.Database) -> None:
+    """A promoted edit the weights do not carry in chat stays in the memory route."""
+    db["edits"].add_column("backstop", int, not_null_default=0)
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0001_initial", _m0001_initial),
     ("0002_weight_edit_details", _m0002_weight_edit_details),
     ("0003_edit_session", _m0003_edit_session),
     ("0004_edit_aliases", _m0004_edit_aliases),
+    ("0005_edit_backstop", _m0005_edit_backstop),
 ]
+ROUTABLE_SQL = "(status IN ('active', 'pending') OR (status = 'promoted' AND backstop = 1))"
 MAX_ALIASES = 20
 WEIGHT_EDIT_STATUSES = ("committed", "rolled_back")
 
@@ -382,10 +399,11 @@ class Store:
             return [_edit_from_row(r) for r in rows]
 
     def routable_edits(self) -> list[Edit]:
-        """Edits the memory route may use: active ones, and pending ones (each serving only
-        the chat session that made it, in shared mode)."""
+        """Edits the memory route may use: active ones, promoted ones the weights do not carry
+        (backstop), and pending ones (each serving only the chat session that made it, in
+        shared mode)."""
         with self._lock:
-            rows = self.db["edits"].rows_where("status IN ('active', 'pending')", order_by="id")
+            rows = self.db["edits"].rows_where(ROUTABLE_SQL, order_by="id")
             return [_edit_from_row(r) for r in rows]
 
     def routable_fingerprint(self) -> str:
@@ -393,7 +411,7 @@ class Store:
         with self._lock:
             rows = self.db.execute(
                 "SELECT id, prompt, paraphrases, aliases FROM edits "
-                "WHERE status IN ('active', 'pending') ORDER BY id").fetchall()
+                f"WHERE {ROUTABLE_SQL} ORDER BY id").fetchall()
         digest = hashlib.sha256()
         for row in rows:
             digest.update(json.dumps(row).encode())
@@ -450,12 +468,15 @@ class Store:
     # -- weight edits (promotions) ------------------------------------------------------
     def add_weight_edit(self, *, method: str, edit_ids: list[int], layers: list[int],
                         delta_path: str, base_fingerprint: str, scores: dict[str, Any],
-                        checksum: str, seconds: float, actor: str = "admin") -> int:
-        """Record a committed weight edit and mark its edits promoted, in one transaction.
+                        checksum: str, seconds: float, actor: str = "admin",
+                        backstop_ids: Iterable[int] = ()) -> int:
+        """Record a committed weight edit and mark its edits promoted, in one transaction;
+        those in `backstop_ids` (not carried by the weights in chat) stay in the memory route.
 
         This row is the commit point of a promotion: the delta file is written before it,
         and at start-up only committed rows are replayed.
         """
+        backstop_ids = set(backstop_ids)
         with self._lock, self.db.atomic():
             for edit_id in edit_ids:
                 self._require(edit_id)
@@ -467,9 +488,11 @@ class Store:
                  "seconds": seconds, "note": ""}).last_pk
             for edit_id in edit_ids:
                 before = self._require(edit_id)["status"]
-                self.db["edits"].update(edit_id, {"status": "promoted"})
+                held = edit_id in backstop_ids
+                self.db["edits"].update(edit_id, {"status": "promoted", "backstop": int(held)})
                 self._audit(actor, f"status:{before}->promoted", edit_id,
-                            {"weight_edit": row_id, "method": method})
+                            {"weight_edit": row_id, "method": method,
+                             "memory_backstop": held})
             self._audit(actor, f"promote:{method}", None,
                         {"weight_edit": row_id, "edits": edit_ids, "scores": scores})
             return row_id
@@ -502,7 +525,7 @@ class Store:
             self.db["weight_edits"].update(weight_edit_id, {"status": "rolled_back"})
             for edit_id in row["edit_ids"]:
                 if self._require(edit_id)["status"] == "promoted":
-                    self.db["edits"].update(edit_id, {"status": "active"})
+                    self.db["edits"].update(edit_id, {"status": "active", "backstop": 0})
                     self._audit(actor, "status:promoted->active", edit_id,
                                 {"weight_edit": weight_edit_id})
                     restored.append(edit_id)

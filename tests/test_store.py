@@ -11,7 +11,8 @@ def test_migrations_recorded_once(tmp_path):
     path = tmp_path / "amend.db"
     first = Store(path)
     assert first.applied_migrations() == ["0001_initial", "0002_weight_edit_details",
-                                          "0003_edit_session", "0004_edit_aliases"]
+                                          "0003_edit_session", "0004_edit_aliases",
+                                          "0005_edit_backstop"]
     first.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
     first.close()
     again = Store(path)
@@ -118,8 +119,9 @@ def test_old_database_is_upgraded_in_place(tmp_path, monkeypatch):
     old.close()
     monkeypatch.undo()
     new = Store(path)
-    assert new.applied_migrations()[-3:] == ["0002_weight_edit_details", "0003_edit_session",
-                                             "0004_edit_aliases"]
+    assert new.applied_migrations()[-4:] == ["0002_weight_edit_details", "0003_edit_session",
+                                             "0004_edit_aliases", "0005_edit_backstop"]
+    assert new.get_edit(1).backstop is False
     assert "checksum" in new.db["weight_edits"].columns_dict
     assert new.get_edit(1).session is None
     assert new.get_edit(1).aliases == ()
@@ -144,6 +146,26 @@ def test_weight_edit_commit_and_rollback(store):
         store.add_weight_edit(method="rome", edit_ids=[999], layers=[4], delta_path="x",
                               base_fingerprint="f", scores={}, checksum="c", seconds=1.0)
     assert len(store.weight_edits()) == 1
+
+
+def test_promoted_edit_the_weights_do_not_carry_stays_routable(store):
+    """A promotion commits two edits; the one the weights do not answer in chat keeps its
+    place in the memory route until the weight edit is rolled back."""
+    carried = store.add_edit("Eiffel Tower", "Where is the Eiffel Tower?", "Rome")
+    held = store.add_edit("Louvre", "Where is the Louvre?", "Madrid")
+    before = store.routable_fingerprint()
+    row = store.add_weight_edit(method="ft", edit_ids=[carried.id, held.id], layers=[4],
+                                delta_path="deltas/2.safetensors", base_fingerprint="f",
+                                scores={}, checksum="c", seconds=1.0, backstop_ids=[held.id])
+    assert [e.id for e in store.routable_edits()] == [held.id]
+    assert store.get_edit(held.id).status == "promoted" and store.get_edit(held.id).backstop
+    assert store.get_edit(held.id).routable and not store.get_edit(carried.id).routable
+    assert store.routable_fingerprint() != before
+    audit = [r for r in store.audit_log() if r["edit_id"] == held.id]
+    assert any('"memory_backstop": true' in str(r["detail"]).lower() for r in audit), audit
+    assert sorted(store.rollback_weight_edit(row)) == sorted([carried.id, held.id])
+    assert {(e.id, e.status, e.backstop) for e in store.routable_edits()} == {
+        (carried.id, "active", False), (held.id, "active", False)}
 
 
 def test_query_edits_filters_pages_and_counts(store):
