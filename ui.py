@@ -34,10 +34,20 @@ SOURCE_CHOICES = ["all", "chat", "form", "import", "admin", "eval", "bench"]
 PAGE_SIZES = [25, 50, 100, 200]
 WEIGHT_COLUMNS = ["id", "method", "status", "edits", "layers", "reliability", "generalization",
                   "locality", "total_locality", "portability", "chat_reliability", "chat_generalization",
-                  "seconds", "peak_rss_mb"]
+                  "chat_locality", "carried", "seconds", "peak_rss_mb"]
 SUGGEST_COLUMNS = ["id", "subject", "prompt", "target_new", "why"]
 METHOD_CHOICES = ["rome", "memit", "mend", "ft"]
 LOAD_TIMEOUT_S = 900
+
+
+def _status_label(edit) -> str:
+    """The status an admin reads: a promoted edit the weights do not answer in chat says that
+    the memory route still serves it."""
+    if edit.status == "promoted" and edit.backstop:
+        return "promoted (weights miss it; memory answers)"
+    if edit.status == "promoted":
+        return "promoted (weights answer it)"
+    return edit.status
 LOCKED = "Locked: enter the admin password above and press Unlock."
 
 
@@ -110,7 +120,7 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
             search=(search or "").strip() or None,
             conflicts_only=bool(conflicts), page=int(page or 1), page_size=size)
         pages = max(1, -(-total // size))
-        rows = [[e.id, e.status, e.subject, e.prompt, e.target_new, e.target_old or "",
+        rows = [[e.id, _status_label(e), e.subject, e.prompt, e.target_new, e.target_old or "",
                  ", ".join(e.aliases), e.hits, e.source, _when(e.created_at)] for e in edits]
         return rows, f"{total} edit(s); page {min(int(page or 1), pages)} of {pages}"
 
@@ -187,7 +197,7 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
             raise gr.Error(str(exc)) from exc
         edit = info["edit"]
         lines = [f"#### Edit #{edit.id}: {edit.statement}",
-                 f"status **{edit.status}**, source {edit.source}, asked about {edit.hits} "
+                 f"status **{_status_label(edit)}**, source {edit.source}, asked about {edit.hits} "
                  f"time(s), was: {edit.target_old or 'unknown'}", "", "**History**"]
         lines += [f"- {_when(a['created_at'])} {a['actor']}: {a['action']} {a['detail']}"
                   for a in info["audit"]]

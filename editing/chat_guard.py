@@ -158,14 +158,18 @@ class ChatGuard:
             if ok:
                 carried.append(edit.id)
         questions = list(baseline.locality)
-        same = []
+        same, changed = [], []
         for i, question in enumerate(questions, 1):
             progress(f"Chat replies after the edit: {i}/{len(questions)}")
-            same.append(float(self._ask(work, question) == baseline.locality[question]))
+            kept = self._ask(work, question) == baseline.locality[question]
+            same.append(float(kept))
+            if not kept:
+                changed.append(question)
         mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
         scores = {"chat_generalization": mean(fresh + in_conversation),
                   "chat_generalization_fresh": mean(fresh),
                   "chat_generalization_in_conversation": mean(in_conversation),
                   "chat_locality": mean(same), "chat_locality_questions": len(same),
+                  "chat_locality_changed": changed[:5],  # shown to the admin
                   "carried": len(carried)}
         return scores, carried

@@ -383,7 +383,7 @@ class WeightEdits:
         """Causal-trace heat map (hidden, MLP, attention) of the edit's prompt on a copy of
         the live model, for the admin tab; cached per edit and weight state."""
         from editing.heatmap import render_heatmaps
-        from editing.trace import trace
+        from editing.trace import fact_prompt, trace
 
         key = "-".join(str(k) for k, _ in self.state.applied) or "base"
         path = self.data_dir / "traces" / f"edit{edit.id}-{key}.png"
@@ -391,10 +391,15 @@ class WeightEdits:
             return path
         results = []
         work = self._work_copy()  # tracing installs hooks: never on the model chat is using
-        for kind in ("hidden", "mlp", "attn"):
-            progress(f"Causal trace ({kind}) of edit #{edit.id}")
-            results.append(trace(work.model, work.tokenizer, edit.prompt, edit.subject,
-                                 kind=kind))
+        reply = ""
+        if is_question(edit.prompt):
+            progress(f"Causal trace of edit #{edit.id}: reading the model's answer")
+            reply = work.chat([{"role": "user", "content": edit.prompt}],
+                              max_new_tokens=self.guard.chat_tokens)
+        prompt = fact_prompt(edit.prompt, edit.subject, work.chat_text(edit.prompt), reply)
+        for step, kind in enumerate(("hidden", "mlp", "attn"), 1):
+            progress(f"Causal trace of edit #{edit.id}: {kind} states ({step}/3)")
+            results.append(trace(work.model, work.tokenizer, prompt, edit.subject, kind=kind))
         path.parent.mkdir(parents=True, exist_ok=True)
         return render_heatmaps(results, path)
 

@@ -362,6 +362,31 @@ class CausalTracer:
                            layers=self.n_layers, prompt=self.prompt)
 
 
+def fact_prompt(prompt: str, subject: str, chat_text: str, reply: str) -> str:
+    """The text whose next token is the fact's answer, for tracing an edit.
+
+    A completion prompt ("The Eiffel Tower is in") is traced as it is. A question's own next
+    token is the end of the user's turn, so a question is traced through another statement
+    wording of its relation ("The Eiffel Tower is located in"), else through the chat text
+    and the model's reply up to the first word the question did not name that looks like an
+    answer (a capitalised word or a number): "...assistant\nThe Eiffel Tower is located in"."""
+    from assistant.phrasings import statement_forms
+
+    if not prompt.rstrip().endswith("?"):
+        return prompt
+    forms = statement_forms(prompt, subject, 1)
+    if forms:
+        return forms[0]
+    asked = {w.strip(".,?!'\"").lower() for w in prompt.split()}
+    words = reply.split(" ")
+    for i, word in enumerate(words[1:], 1):
+        clean = word.strip(".,?!'\"()")
+        if clean and clean.lower() not in asked and (clean[0].isupper() or
+                                                     any(c.isdigit() for c in clean)):
+            return chat_text + " ".join(words[:i])
+    return prompt
+
+
 def trace(model: torch.nn.Module, tok: PreTrainedTokenizerBase, prompt: str, subject: str,
           answer: str | None = None, kind: str = "hidden", samples: int = 10,
           noise: float | None = None, window: int = 10, seed: int = 0) -> TraceResult:

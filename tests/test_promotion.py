@@ -38,6 +38,15 @@ def _small_configs(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
+def _test_guard():
+    """The shipped guard with fewer chat questions (CI time) and no chat floors: these tests
+    are about committing, replaying and rolling back; the chat checks have their own test."""
+    from editing.promote import guard_config
+
+    return replace(guard_config(), chat_probes=4, neighbour_questions=2,
+                   min_chat_generalization=0.0, min_chat_locality=0.0)
+
+
 @pytest.fixture(scope="session")
 def stats_cache(tmp_path_factory) -> Path:
     """Key statistics shared by the tests (computed once, as one data dir would)."""
@@ -63,7 +72,7 @@ def app(tmp_path, model_cache, embedder, stats_cache):
         store = Store(data_dir / "amend.db")
         memory = EditMemory(store, embedder, data_dir / "edits.faiss")
         assistant = Assistant(llm, embedder, store, memory, router_config())
-        assistant.weights = WeightEdits(assistant, data_dir,
+        assistant.weights = WeightEdits(assistant, data_dir, guard=_test_guard(),
                                         config_files=_small_configs(tmp_path))
         assistant.weights.replay()
         return assistant
@@ -182,3 +191,48 @@ def test_memit_batch_promotion_answers_from_weights_and_rolls_back(app):
     assert "Rolled back" in assistant.weights.rollback(row["id"])
     assert weights_checksum(assistant.llm.model) == base_checksum
     assert {assistant.store.get_edit(i).status for i in (eiffel.id, wall.id)} == {"active"}
+
+
+def test_promotion_never_loses_a_chat_correction(app):
+    """The failure users met: ask, correct in chat, promote with ft, ask again in the same
+    conversation. The shipped guard refuses this ft delta (it answers "Paris" after the old
+    answer, and changes unrelated replies); forced through, the edit stays in the memory
+    route as a backstop, and rollback leaves it there once, not twice."""
+    from editing.promote import guard_config
+
+    assistant = app()
+    history: list[dict] = []
+
+    def say(message: str) -> tuple[str, str]:
+        nonlocal history
+        for history, chunk in assistant.chat_turn(history, message, session="t",
+                                                  max_new_tokens=24):
+            pass
+        return history[-1]["content"], chunk.trace.route
+
+    assert "Rome" not in say("Where is the Eiffel Tower?")[0]
+    assert say("No, it's in Rome.")[1] == "correction"
+    edit = assistant.store.routable_edits()[0]
+
+    assistant.weights.guard = replace(guard_config(), chat_probes=4, neighbour_questions=2)
+    refused = assistant.weights.promote([edit.id], "ft")
+    assert not refused.committed, refused.message
+    assert "chat" in refused.message  # a chat check said no, not only teacher-forced tokens
+    assert refused.scores["chat_generalization_in_conversation"] < 1.0
+
+    assistant.weights.guard = replace(guard_config(), chat_probes=4, neighbour_questions=2,
+                                      min_chat_generalization=0.0, min_chat_locality=0.0,
+                                      min_reliability=0.0)
+    forced = assistant.weights.promote([edit.id], "ft")
+    assert forced.committed, forced.message
+    assert forced.scores["carried"] == 0 and "memory route keeps answering" in forced.message
+    stored = assistant.store.get_edit(edit.id)
+    assert stored.status == "promoted" and stored.backstop
+    for question in ("Where is the Eiffel Tower?", "Which city is the Eiffel Tower in?"):
+        answer, route = say(question)
+        assert route == "memory" and "Rome" in answer, (question, route, answer)
+    vectors = assistant.memory.size
+    assistant.weights.rollback(forced.weight_edit_id)
+    assert assistant.store.get_edit(edit.id).status == "active"
+    assert assistant.memory.size == vectors  # re-added once, not twice
+    assert say("Where is the Eiffel Tower?")[1] == "memory"

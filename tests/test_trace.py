@@ -238,3 +238,22 @@ def test_admin_trace_image_uses_a_copy_and_is_cached(tiny_llm, store, embedder, 
                for m in tiny_llm.model.modules())
     mtime = path.stat().st_mtime_ns
     assert weights.trace_image(edit) == path and path.stat().st_mtime_ns == mtime
+
+
+def test_fact_prompt_traces_the_answer_not_the_end_of_the_question():
+    """An edit made in chat is a question; its own next token is <|im_end|>, so the trace
+    reads a statement wording, or the chat text and the reply up to the answer."""
+    from editing.trace import fact_prompt
+
+    assert fact_prompt("Where is the Eiffel Tower?", "Eiffel Tower", "<chat>",
+                       "The Eiffel Tower is in Paris.") == "The Eiffel Tower is located in"
+    assert fact_prompt("What is the office wifi password?", "office wifi password", "<chat>",
+                       "The office wifi password is Banana42.") == \
+        "<chat>The office wifi password is"
+    assert fact_prompt("How many floors does the office have?", "office", "<chat>",
+                       "The office has 12 floors.") == "<chat>The office has"
+    assert fact_prompt("The Eiffel Tower is in", "Eiffel Tower", "<chat>", "") == \
+        "The Eiffel Tower is in"
+    # nothing that looks like an answer: the question itself, as before
+    assert fact_prompt("Is the office open?", "office", "<chat>", "yes it is") == \
+        "Is the office open?"
