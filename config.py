@@ -73,6 +73,7 @@ class AppSettings:
     port: int = 7860
     max_new_tokens: int | None = None  # None: the chat config's value
     shared: bool = False  # reachable by others: admin password, per-session corrections
+    promotion_config: Path | None = None  # the promotion guard's thresholds (default shipped)
 
 
 def default_data_dir() -> Path:

@@ -464,6 +464,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--shared", action="store_true",
                         help="shared mode even on 127.0.0.1 (on by itself for any other host): "
                              "admin password required, chat corrections wait for approval")
+    parser.add_argument("--promotion-config", type=Path, default=None,
+                        help="the promotion guard's thresholds as JSON (default: "
+                             "configs/promotion.json)")
     parser.add_argument("--set-admin-password", action="store_true",
                         help="ask for the admin password, store its hash in the data dir, exit")
     return parser
@@ -473,7 +476,8 @@ def settings_from(args: argparse.Namespace) -> AppSettings:
     return AppSettings(data_dir=(args.data_dir or default_data_dir()).expanduser(),
                        model_path=args.model, threads=max(1, args.threads), host=args.host,
                        port=args.port, max_new_tokens=args.max_new_tokens,
-                       shared=is_shared(args.host, args.shared))
+                       shared=is_shared(args.host, args.shared),
+                       promotion_config=args.promotion_config)
 
 
 def parse_args(argv: list[str] | None = None) -> AppSettings:

@@ -63,9 +63,10 @@ def build_assistant(settings: AppSettings, progress: Callable[[str], None] = log
     adapter = load_counterfactual_adapter(llm.model, llm.family, progress)
     assistant = Assistant(llm, embedder, store, memory, config, adapter=adapter)
     assistant.shared = settings.shared
-    from editing.promote import WeightEdits
+    from editing.promote import WeightEdits, guard_config
 
-    assistant.weights = WeightEdits(assistant, data_dir)
+    assistant.weights = WeightEdits(assistant, data_dir,
+                                    guard=guard_config(settings.promotion_config))
     for message in assistant.weights.replay(progress):
         progress(message)
     return assistant

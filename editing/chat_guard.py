@@ -8,7 +8,8 @@ greedy chat replies on the edited copy:
   holds the old answer: an edit is *carried* by the weights only when every reply states its
   new answer, and only carried edits leave the memory route;
 - general questions and questions about neighbouring subjects with the same relation, whose
-  replies must stay exactly as they were (chat locality).
+  replies must keep their first sentence, where the answer is (chat locality; the share of
+  replies kept word for word is reported beside it).
 """
 from __future__ import annotations
 
@@ -89,6 +90,22 @@ def _embedded_names(embedder) -> tuple[list[str], np.ndarray]:
     return names, embedder.embed(names)
 
 
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+
+
+def first_sentence(reply: str) -> str:
+    """The reply's first sentence, where a chat answer states its fact ("100.0" does not end
+    it). Chat locality compares these: a 135M model's greedy reply often drifts in its last
+    words after any weight change, while the answer the user reads stays the same."""
+    match = _SENTENCE_END.search(reply)
+    return " ".join((reply[:match.start()] if match else reply).split())
+
+
+def _short(text: str, limit: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 @dataclass
 class ChatBaseline:
     """Replies of the model before the edit: the old answers and the locality questions."""
@@ -158,18 +175,22 @@ class ChatGuard:
             if ok:
                 carried.append(edit.id)
         questions = list(baseline.locality)
-        same, changed = [], []
+        same, exact, changed = [], [], []
         for i, question in enumerate(questions, 1):
             progress(f"Chat replies after the edit: {i}/{len(questions)}")
-            kept = self._ask(work, question) == baseline.locality[question]
+            reply = self._ask(work, question)
+            exact.append(float(reply == baseline.locality[question]))
+            kept = first_sentence(reply) == first_sentence(baseline.locality[question])
             same.append(float(kept))
             if not kept:
-                changed.append(question)
+                changed.append(f"{question} {_short(baseline.locality[question])!r} → "
+                               f"{_short(reply)!r}")
         mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
         scores = {"chat_generalization": mean(fresh + in_conversation),
                   "chat_generalization_fresh": mean(fresh),
                   "chat_generalization_in_conversation": mean(in_conversation),
-                  "chat_locality": mean(same), "chat_locality_questions": len(same),
+                  "chat_locality": mean(same), "chat_locality_exact": mean(exact),
+                  "chat_locality_questions": len(same),
                   "chat_locality_changed": changed[:5],  # shown to the admin
                   "carried": len(carried)}
         return scores, carried

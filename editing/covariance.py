@@ -170,30 +170,50 @@ def _facts_tag(fact_tokens: int) -> str:
     return f"-facts{fact_tokens}-{digest}"
 
 
+def _file_name(name: str, n_tokens: int, seed: int, fact_tokens: int) -> str:
+    return f"{name}.mom2-{n_tokens}-{seed}{_facts_tag(fact_tokens)}.safetensors"
+
+
+def cache_file_name(name: str, cfg) -> str:
+    """The cache (and shipped bundle) file name of C for module `name` under a config."""
+    return _file_name(name, cfg.covariance_tokens, cfg.seed, cfg.covariance_fact_tokens)
+
+
 def second_moments(model: torch.nn.Module, tok, module_names: list[str], n_tokens: int,
                    seed: int, cache_root: Path, fingerprint: str,
-                   progress: Progress = log.info, fact_tokens: int = 0
-                   ) -> dict[str, torch.Tensor]:
-    """C for each named module, from the cache or computed (and cached) now: over n_tokens of
-    self-sampled text plus, with `fact_tokens`, that many tokens of shipped fact sentences
-    (each token weighs the same)."""
+                   progress: Progress = log.info, fact_tokens: int = 0,
+                   shipped: bool = True) -> dict[str, torch.Tensor]:
+    """C for each named module, from the cache, the shipped bundle (`shipped`) or computed
+    (and cached) now: over n_tokens of self-sampled text plus, with `fact_tokens`, that many
+    tokens of shipped fact sentences (each token weighs the same)."""
+    from editing.shipped_stats import shipped_moment
+
     folder = _cache_dir(cache_root, fingerprint)
-    tag = _facts_tag(fact_tokens)
     result: dict[str, torch.Tensor] = {}
     missing = []
     for name in module_names:
-        path = folder / f"{name}.mom2-{n_tokens}-{seed}{tag}.safetensors"
+        path = folder / _file_name(name, n_tokens, seed, fact_tokens)
         try:
             result[name] = load_file(str(path))["mom2"]
+            continue
         except (OSError, ValueError, RuntimeError, KeyError, SafetensorError):
+            pass
+        bundled = shipped_moment(fingerprint, path.name) if shipped else None
+        if bundled is None:
             missing.append(name)
+            continue
+        progress(f"Key statistics for {name}: shipped with the app")
+        partial = path.with_suffix(".partial")
+        save_file({"mom2": bundled.contiguous()}, str(partial), metadata={"source": "shipped"})
+        partial.replace(path)
+        result[name] = bundled
     if missing:
         started = time.perf_counter()
         ids, mask = corpus(model, tok, n_tokens, seed, cache_root, fingerprint, progress)
         tokens = int(mask.sum())
         if fact_tokens:  # the sampled text's part is the plain C, itself cached
             computed = second_moments(model, tok, missing, n_tokens, seed, cache_root,
-                                      fingerprint, progress)
+                                      fingerprint, progress, shipped=shipped)
             fact_ids, fact_mask = fact_sentences(tok, fact_tokens)
             facts = key_second_moments(model, missing, fact_ids, fact_mask, progress=progress)
             added = int(fact_mask.sum())
@@ -203,7 +223,7 @@ def second_moments(model: torch.nn.Module, tok, module_names: list[str], n_token
         else:
             computed = key_second_moments(model, missing, ids, mask, progress=progress)
         for name, mom2 in computed.items():
-            path = folder / f"{name}.mom2-{n_tokens}-{seed}{tag}.safetensors"
+            path = folder / _file_name(name, n_tokens, seed, fact_tokens)
             partial = path.with_suffix(".partial")
             save_file({"mom2": mom2.contiguous()}, str(partial),
                       metadata={"tokens": str(tokens)})
@@ -215,8 +235,10 @@ def second_moments(model: torch.nn.Module, tok, module_names: list[str], n_token
 
 
 def config_moments(model: torch.nn.Module, tok, module_names: list[str], cfg, cache_root: Path,
-                   fingerprint: str, progress: Progress = log.info) -> dict[str, torch.Tensor]:
+                   fingerprint: str, progress: Progress = log.info,
+                   shipped: bool = True) -> dict[str, torch.Tensor]:
     """`second_moments` as a ROME/MEMIT config asks for it (covariance_tokens, seed,
     covariance_fact_tokens)."""
     return second_moments(model, tok, module_names, cfg.covariance_tokens, cfg.seed,
-                          cache_root, fingerprint, progress, cfg.covariance_fact_tokens)
+                          cache_root, fingerprint, progress, cfg.covariance_fact_tokens,
+                          shipped)

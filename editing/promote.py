@@ -71,8 +71,9 @@ class GuardConfig:
                                self.neighbour_questions)
 
 
-def guard_config() -> GuardConfig:
-    return load_config(GuardConfig, CONFIG_DIR / "promotion.json")
+def guard_config(path: Path | None = None) -> GuardConfig:
+    """The guard's thresholds from `path`, or the shipped configs/promotion.json."""
+    return load_config(GuardConfig, path or CONFIG_DIR / "promotion.json")
 
 
 @dataclass
@@ -251,7 +252,7 @@ class WeightEdits:
         if (scores["chat_locality"] or 0.0) < self.guard.min_chat_locality:
             failed.append(f"chat locality {below(scores['chat_locality'] or 0.0)} < "
                           f"{self.guard.min_chat_locality} (replies to unrelated questions "
-                          "changed)")
+                          "changed their first sentence)")
         if failed:
             return self._refuse(edits, method, actor, "; ".join(failed), scores)
         return self._commit(edits, method, actor, delta, scores, time.perf_counter() - started,
@@ -354,8 +355,9 @@ class WeightEdits:
         held = [f"#{e.id}" for e in edits if e.id not in carried]
         message = f"Promoted {len(edits)} edit(s) with {method} as weight edit #{row_id}."
         if held:
-            message += (f" The weights do not yet answer {', '.join(held)} in chat (its "
-                        "question or a paraphrase), so the memory route keeps answering it.")
+            message += (f" The weights alone do not answer {', '.join(held)} in chat (its "
+                        "question or a paraphrase, fresh or after the old answer), so the "
+                        "memory route keeps answering it.")
         return PromotionResult(True, message, row_id, scores)
 
     # -- rollback ---------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """The whole loop in a real headless Chromium: ask → correct → admin approves → promotes into
-the weights → the chat answers from the weights (base route) → roll back → the memory route
-answers again. Screenshots of each step go to artifacts/screenshots/.
+the weights → the weights miss the fact after the old answer, so the edit stays in the memory
+route and the chat still says Rome → roll back → the memory route answers as before. Screenshots of each step go to artifacts/screenshots/.
 
 Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them); skips with the
 reason when they are absent. Installs nothing itself.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
@@ -106,7 +107,15 @@ class Page:
 
 def test_ask_correct_approve_promote_answer_from_weights_rollback(browser, data_dir,  # noqa: F811
                                                                   tmp_path):
-    app = App(data_dir, tmp_path / "browser.log")
+    # ft's delta answers the corrected question only in a fresh chat, and the shipped guard
+    # refuses it (tests/test_promotion.py checks that); a guard with no chat floors lets it
+    # commit, so the page shows the weight edit, the memory backstop and the rollback
+    guard = json.loads((REPO / "configs" / "promotion.json").read_text())
+    guard.update(min_chat_generalization=0.0, min_chat_locality=0.0, chat_probes=4,
+                 neighbour_questions=2)
+    guard_path = tmp_path / "promotion.json"
+    guard_path.write_text(json.dumps(guard))
+    app = App(data_dir, tmp_path / "browser.log", "--promotion-config", str(guard_path))
     try:
         page = Page(browser, f"http://127.0.0.1:{app.port}/")
         page.ask("Where is the Eiffel Tower?", "route: base")
@@ -132,12 +141,15 @@ def test_ask_correct_approve_promote_answer_from_weights_rollback(browser, data_
         assert PROMOTE_METHOD in result
         page.shot("4-promote")
 
-        page.reload()  # a new conversation: no earlier answer in the context
-        # the corrected question itself, now answered by the edited weights (ft does not
-        # promise paraphrases; the evaluation tables measure that per method)
-        reply = page.ask("Where is the Eiffel Tower?", "route: base")
+        assert "memory route keeps answering" in result  # the weights miss it after the
+        # old answer, so the promoted edit stays in the memory route
+        page.click("admin-refresh")
+        page.wait_for(lambda: "memory answers" in page.text("#edits-table"),
+                      "the edit shown as promoted, answered from memory")
+        page.reload()  # a new conversation
+        reply = page.ask("Where is the Eiffel Tower?", "route: memory")
         assert "Rome" in reply.split("Where is the Eiffel Tower?")[-1]
-        page.shot("5-answer-from-weights")
+        page.shot("5-answer-after-promotion")
 
         page.tab("Admin")
         page.type("weight-id", "1")
