@@ -33,8 +33,8 @@ STATUS_CHOICES = ["all", "active", "superseded", "rejected", "promoted", "pendin
 SOURCE_CHOICES = ["all", "chat", "form", "import", "admin", "eval", "bench"]
 PAGE_SIZES = [25, 50, 100, 200]
 WEIGHT_COLUMNS = ["id", "method", "status", "edits", "layers", "reliability", "generalization",
-                  "locality", "total_locality", "portability", "chat_reliability", "chat_generalization",
-                  "chat_locality", "carried", "seconds", "peak_rss_mb"]
+                  "locality", "total_locality", "portability", "chat_reliability",
+                  "chat_generalization", "chat_locality", "carried", "seconds", "peak_rss_mb"]
 SUGGEST_COLUMNS = ["id", "subject", "prompt", "target_new", "why"]
 METHOD_CHOICES = ["rome", "memit", "mend", "ft"]
 LOAD_TIMEOUT_S = 900

@@ -220,20 +220,32 @@ class WeightEdits:
         progress("Reading the locality probes before the edit")
         before = probe_predictions(work.model, work.tokenizer, probes)
         base = self._base_probe_tokens(work, probes, before)
-        chat_before = self._chat_baseline(work, edits, progress)
         requests = [edit_request(e) for e in edits]
         try:
             delta = editor.edit(work, requests, progress)
         except (AmendError, RuntimeError, ValueError) as exc:
             return self._refuse(edits, method, actor, f"the {method} edit failed: {exc}")
         edit_seconds = time.perf_counter() - started
-        WeightState(work.model, fingerprint=self.state.fingerprint).apply(delta)
+        on_copy = WeightState(work.model, fingerprint=self.state.fingerprint)
+        on_copy.apply(delta)
         progress("Checking the edited model")
         scores = self._score(work, edits, probes, before, base)
-        chat_scores, carried = self.chat_guard.score(work, edits, chat_before, progress)
-        scores.update(chat_scores)
         scores.update(seconds=round(edit_seconds, 2), delta_norm=round(delta.norm(), 4),
                       peak_rss_mb=round(peak_rss_mb()))
+        failed = self._teacher_forced_failures(scores)
+        carried: list[int] = []
+        if not failed:  # a delta the token checks refuse needs no chat replies (~30 s)
+            with on_copy.on_base(work.model):  # the copy as it was before this edit
+                chat_before = self._chat_baseline(work, edits, progress)
+            chat_scores, carried = self.chat_guard.score(work, edits, chat_before, progress)
+            scores.update(chat_scores)
+            failed = self._chat_failures(scores)
+        if failed:
+            return self._refuse(edits, method, actor, "; ".join(failed), scores)
+        return self._commit(edits, method, actor, delta, scores, time.perf_counter() - started,
+                            carried)
+
+    def _teacher_forced_failures(self, scores: dict) -> list[str]:
         failed = []
         if scores["reliability"] < self.guard.min_reliability:
             failed.append(f"reliability {below(scores['reliability'])} < "
@@ -245,6 +257,10 @@ class WeightEdits:
                           f"{below(scores['total_locality'])} < {self.guard.min_total_locality} "
                           "(the weight edits already committed have used up the margin; roll "
                           "some back to make room)")
+        return failed
+
+    def _chat_failures(self, scores: dict) -> list[str]:
+        failed = []
         if (scores["chat_generalization"] or 0.0) < self.guard.min_chat_generalization:
             failed.append(f"chat generalization {below(scores['chat_generalization'] or 0.0)} "
                           f"< {self.guard.min_chat_generalization} (the edited model does not "
@@ -253,10 +269,7 @@ class WeightEdits:
             failed.append(f"chat locality {below(scores['chat_locality'] or 0.0)} < "
                           f"{self.guard.min_chat_locality} (replies to unrelated questions "
                           "changed their first sentence)")
-        if failed:
-            return self._refuse(edits, method, actor, "; ".join(failed), scores)
-        return self._commit(edits, method, actor, delta, scores, time.perf_counter() - started,
-                            carried)
+        return failed
 
     def _state_key(self) -> tuple:
         return tuple(key for key, _ in self.state.applied)

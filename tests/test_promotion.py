@@ -43,7 +43,7 @@ def _test_guard():
     are about committing, replaying and rolling back; the chat checks have their own test."""
     from editing.promote import guard_config
 
-    return replace(guard_config(), chat_probes=4, neighbour_questions=2,
+    return replace(guard_config(), chat_probes=2, neighbour_questions=1, carry_questions=2,
                    min_chat_generalization=0.0, min_chat_locality=0.0)
 
 
@@ -214,15 +214,15 @@ def test_promotion_never_loses_a_chat_correction(app):
     assert say("No, it's in Rome.")[1] == "correction"
     edit = assistant.store.routable_edits()[0]
 
-    assistant.weights.guard = replace(guard_config(), chat_probes=4, neighbour_questions=2)
+    small = replace(guard_config(), chat_probes=2, neighbour_questions=1, carry_questions=2)
+    assistant.weights.guard = small
     refused = assistant.weights.promote([edit.id], "ft")
     assert not refused.committed, refused.message
     assert "chat" in refused.message  # a chat check said no, not only teacher-forced tokens
     assert refused.scores["chat_generalization_in_conversation"] < 1.0
 
-    assistant.weights.guard = replace(guard_config(), chat_probes=4, neighbour_questions=2,
-                                      min_chat_generalization=0.0, min_chat_locality=0.0,
-                                      min_reliability=0.0)
+    assistant.weights.guard = replace(small, min_chat_generalization=0.0,
+                                      min_chat_locality=0.0, min_reliability=0.0)
     forced = assistant.weights.promote([edit.id], "ft")
     assert forced.committed, forced.message
     assert forced.scores["carried"] == 0 and "memory route keeps answering" in forced.message
