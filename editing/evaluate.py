@@ -4,7 +4,8 @@
 
 For each record: reliability / generalization / locality / portability (EasyEdit's teacher-forced
 definitions, `editing/metrics.py`), the same questions asked as chat messages with greedy
-decoding (chat_reliability, chat_generalization, chat_locality), and efficiency (seconds per
+decoding (chat_reliability, chat_generalization, chat_locality word for word and by first
+sentence as the promotion guard reads it), and efficiency (seconds per
 edit, peak RSS, routing time). Single-edit mode applies, scores and reverts each record alone;
 `--sequential` applies all records first, then scores them all.
 
@@ -23,13 +24,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from editing.chat_guard import first_sentence
 from editing.metrics import (contains_answer, peak_rss_mb, predicted_target_tokens,
                              token_accuracy, unchanged_share)
 from editing.records import EditRecord, load_records
 from editing.systems import METHODS, EditedSystem
 
 METRICS = ("reliability", "generalization", "locality", "portability", "chat_reliability",
-           "chat_generalization", "chat_locality")
+           "chat_generalization", "chat_locality", "chat_locality_first_sentence")
 
 
 @dataclass
@@ -65,12 +67,15 @@ def score(system: EditedSystem, record: EditRecord, base: Baseline) -> dict[str,
         with scorer.context:
             return token_accuracy(scorer.model, system.tokenizer, scorer.text, target)
 
-    locality, chat_locality = [], []
+    locality, chat_locality, first_sentence_kept = [], [], []
     for probe, before, before_chat in zip(record.locality, base.locality_tokens,
                                           base.locality_chat):
         after = _predicted(system, probe.prompt, probe.answer)
         locality.append(unchanged_share(before, after))
-        chat_locality.append(float(system.chat(probe.prompt) == before_chat))
+        reply = system.chat(probe.prompt)
+        chat_locality.append(float(reply == before_chat))
+        # what the promotion guard compares: the first sentence, where the answer is
+        first_sentence_kept.append(float(first_sentence(reply) == first_sentence(before_chat)))
     return {
         "reliability": accuracy(record.prompt, record.target_new),
         "generalization": _mean([accuracy(p, record.target_new) for p in record.rephrases]),
@@ -81,6 +86,7 @@ def score(system: EditedSystem, record: EditRecord, base: Baseline) -> dict[str,
         "chat_generalization": _mean([float(contains_answer(system.chat(p), record.target_new))
                                       for p in record.rephrases]),
         "chat_locality": _mean(chat_locality),
+        "chat_locality_first_sentence": _mean(first_sentence_kept),
     }
 
 

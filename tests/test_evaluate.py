@@ -93,6 +93,7 @@ def test_memory_route_evaluation(memory_system, sequential):
     # the edit is said in chat (the reply starts with it) and locality probes stay untouched
     assert summary["chat_reliability"] == 1.0
     assert summary["locality"] == 1.0 and summary["chat_locality"] == 1.0
+    assert summary["chat_locality_first_sentence"] == 1.0
     assert 0.0 <= summary["reliability"] <= 1.0
     assert summary["routing_ms"] > 0 and summary["seconds_per_edit"] >= 0
     assert 0 <= summary["cpu_seconds_per_edit"]
