@@ -4,8 +4,8 @@
 
 For each record: reliability / generalization / locality / portability (EasyEdit's teacher-forced
 definitions, `editing/metrics.py`), the same questions asked as chat messages with greedy
-decoding (chat_reliability, chat_generalization, chat_locality word for word and by first
-sentence as the promotion guard reads it), and efficiency (seconds per
+decoding (chat_reliability, chat_generalization, also asked after a conversation holding the
+old answer, chat_locality word for word and by first sentence as the promotion guard reads it), and efficiency (seconds per
 edit, peak RSS, routing time). Single-edit mode applies, scores and reverts each record alone;
 `--sequential` applies all records first, then scores them all.
 
@@ -31,7 +31,8 @@ from editing.records import EditRecord, load_records
 from editing.systems import METHODS, EditedSystem
 
 METRICS = ("reliability", "generalization", "locality", "portability", "chat_reliability",
-           "chat_generalization", "chat_locality", "chat_locality_first_sentence")
+           "chat_generalization", "chat_generalization_in_conversation", "chat_locality",
+           "chat_locality_first_sentence")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Baseline:
 
     locality_tokens: list[list[int]] = field(default_factory=list)
     locality_chat: list[str] = field(default_factory=list)
+    old_answer: str = ""  # the unedited chat reply to the edit's prompt
 
 
 def _mean(values: list[float]) -> float | None:
@@ -47,7 +49,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 def baseline(system: EditedSystem, record: EditRecord) -> Baseline:
-    base = Baseline()
+    base = Baseline(old_answer=system.chat(record.prompt))
     for probe in record.locality:
         base.locality_tokens.append(_predicted(system, probe.prompt, probe.answer))
         base.locality_chat.append(system.chat(probe.prompt))
@@ -68,6 +70,8 @@ def score(system: EditedSystem, record: EditRecord, base: Baseline) -> dict[str,
             return token_accuracy(scorer.model, system.tokenizer, scorer.text, target)
 
     locality, chat_locality, first_sentence_kept = [], [], []
+    after_old_answer = [{"role": "user", "content": record.prompt},
+                        {"role": "assistant", "content": base.old_answer}]
     for probe, before, before_chat in zip(record.locality, base.locality_tokens,
                                           base.locality_chat):
         after = _predicted(system, probe.prompt, probe.answer)
@@ -85,6 +89,11 @@ def score(system: EditedSystem, record: EditRecord, base: Baseline) -> dict[str,
                                                   record.target_new)),
         "chat_generalization": _mean([float(contains_answer(system.chat(p), record.target_new))
                                       for p in record.rephrases]),
+        # the paraphrases asked again after a conversation that holds the old answer, as a
+        # user who asked before the edit would (the failure issue 31 found in chat)
+        "chat_generalization_in_conversation": _mean([
+            float(contains_answer(system.chat(p, after_old_answer), record.target_new))
+            for p in record.rephrases]),
         "chat_locality": _mean(chat_locality),
         "chat_locality_first_sentence": _mean(first_sentence_kept),
     }

@@ -44,7 +44,7 @@ class EditedSystem(Protocol):
     def apply(self, records: list[EditRecord]) -> None: ...
     def revert(self) -> None: ...
     def scorer(self, prompt: str) -> Scorer: ...
-    def chat(self, question: str) -> str: ...
+    def chat(self, question: str, history: list[dict] = ()) -> str: ...
     def extra_metrics(self) -> dict: ...
 
 
@@ -105,8 +105,8 @@ class MemorySystem:
         edits = self.assistant.compose(governing)
         return Scorer(model, text_prompt(edits, prompt), counterfactual.scoring())
 
-    def chat(self, question: str) -> str:
-        chunks = list(self.assistant.reply([], question, session="eval",
+    def chat(self, question: str, history: list[dict] = ()) -> str:
+        chunks = list(self.assistant.reply(list(history), question, session="eval",
                                            max_new_tokens=self.chat_tokens))
         return chunks[-1].text
 
@@ -172,8 +172,8 @@ class WeightEditSystem:
     def scorer(self, prompt: str) -> Scorer:
         return Scorer(self.llm.model, prompt)
 
-    def chat(self, question: str) -> str:
-        return self.llm.chat([{"role": "user", "content": question}],
+    def chat(self, question: str, history: list[dict] = ()) -> str:
+        return self.llm.chat([*history, {"role": "user", "content": question}],
                              max_new_tokens=self.chat_tokens)
 
     def extra_metrics(self) -> dict:
