@@ -146,6 +146,7 @@ def test_ask_correct_approve_promote_answer_from_weights_rollback(browser, data_
         page.click("admin-refresh")
         page.wait_for(lambda: "memory answers" in page.text("#edits-table"),
                       "the edit shown as promoted, answered from memory")
+        page.shot("4b-promoted-memory-backstop")
         page.reload()  # a new conversation
         reply = page.ask("Where is the Eiffel Tower?", "route: memory")
         assert "Rome" in reply.split("Where is the Eiffel Tower?")[-1]
