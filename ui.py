@@ -274,8 +274,12 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
         scores = result.scores or {}
         detail = ", ".join(f"{k} {v}" for k, v in scores.items()
                            if k in ("reliability", "locality", "total_locality",
-                                    "chat_reliability", "seconds"))
+                                    "chat_reliability", "chat_generalization", "chat_locality",
+                                    "carried", "seconds"))
         message = f"**{result.message}**" + (f"  \nScores: {detail}" if detail else "")
+        changed = scores.get("chat_locality_changed") or []
+        if changed:  # what the user would have seen change, so the admin can judge it
+            message += "  \nChat replies that changed:\n" + "\n".join(f"- {c}" for c in changed)
         return message, weight_rows(True), suggestion_rows(True)
 
     def rollback(admin_ok: bool, weight_edit_id: float):
