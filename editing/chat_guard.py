@@ -71,12 +71,8 @@ class NeighbourNames:
     def __init__(self, embedder) -> None:
         self.embedder = embedder
 
-    @property
-    def _table(self) -> tuple[list[str], np.ndarray]:
-        return _embedded_names(self.embedder)
-
     def nearest(self, subject: str, k: int) -> list[str]:
-        names, vectors = self._table
+        names, vectors = _embedded_names(self.embedder)
         if not names:
             return []
         scores = vectors @ self.embedder.embed_one(subject).reshape(-1)
@@ -139,9 +135,16 @@ class ChatGuard:
             questions += neighbour_questions(edit, names, per_edit)
         return list(dict.fromkeys(questions))
 
-    def _ask(self, work, question: str, before: list[dict] = ()) -> str:
-        messages = [*before, {"role": "user", "content": question}]
-        return work.chat(messages, max_new_tokens=self.config.chat_tokens)
+    def _ask(self, work, question: str, before: list[dict] = (),
+             replies: dict[str, str] | None = None) -> str:
+        """The greedy reply; a fresh question's reply is looked up in (and added to)
+        `replies` when given, so one promotion never generates it twice."""
+        if before or replies is None:
+            messages = [*before, {"role": "user", "content": question}]
+            return work.chat(messages, max_new_tokens=self.config.chat_tokens)
+        if question not in replies:
+            replies[question] = self._ask(work, question)
+        return replies[question]
 
     def baseline(self, work, edits, progress=lambda _m: None,
                  questions: list[str] | None = None) -> ChatBaseline:
@@ -157,9 +160,10 @@ class ChatGuard:
             result.locality[question] = self._ask(work, question)
         return result
 
-    def score(self, work, edits, baseline: ChatBaseline,
-              progress=lambda _m: None) -> tuple[dict, list[int]]:
-        """(chat scores, ids of the edits the weights carry), on the edited copy."""
+    def score(self, work, edits, baseline: ChatBaseline, progress=lambda _m: None,
+              replies: dict[str, str] | None = None) -> tuple[dict, list[int]]:
+        """(chat scores, ids of the edits the weights carry), on the edited copy; `replies`
+        holds fresh replies of this copy already generated (question -> reply)."""
         fresh, in_conversation, carried = [], [], []
         for n, edit in enumerate(edits, 1):
             progress(f"Chat answers after the edit: edit {n}/{len(edits)}")
@@ -167,7 +171,8 @@ class ChatGuard:
                        {"role": "assistant", "content": baseline.old_answers.get(edit.id, "")}]
             ok = True
             for question in carry_questions(edit, self.config.carry_questions):
-                said = contains_answer(self._ask(work, question), edit.target_new)
+                said = contains_answer(self._ask(work, question, replies=replies),
+                                       edit.target_new)
                 again = contains_answer(self._ask(work, question, context), edit.target_new)
                 fresh.append(float(said))
                 in_conversation.append(float(again))
@@ -178,7 +183,7 @@ class ChatGuard:
         same, exact, changed = [], [], []
         for i, question in enumerate(questions, 1):
             progress(f"Chat replies after the edit: {i}/{len(questions)}")
-            reply = self._ask(work, question)
+            reply = self._ask(work, question, replies=replies)
             exact.append(float(reply == baseline.locality[question]))
             kept = first_sentence(reply) == first_sentence(baseline.locality[question])
             same.append(float(kept))

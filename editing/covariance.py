@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from editing.locate import get_module, hooked
+from editing.shipped_stats import shipped_moment
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +187,6 @@ def second_moments(model: torch.nn.Module, tok, module_names: list[str], n_token
     """C for each named module, from the cache, the shipped bundle (`shipped`) or computed
     (and cached) now: over n_tokens of self-sampled text plus, with `fact_tokens`, that many
     tokens of shipped fact sentences (each token weighs the same)."""
-    from editing.shipped_stats import shipped_moment
-
     folder = _cache_dir(cache_root, fingerprint)
     result: dict[str, torch.Tensor] = {}
     missing = []

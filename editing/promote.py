@@ -229,7 +229,8 @@ class WeightEdits:
         on_copy = WeightState(work.model, fingerprint=self.state.fingerprint)
         on_copy.apply(delta)
         progress("Checking the edited model")
-        scores = self._score(work, edits, probes, before, base)
+        replies: dict[str, str] = {}  # fresh chat replies of the edited copy, asked once
+        scores = self._score(work, edits, probes, before, base, replies)
         scores.update(seconds=round(edit_seconds, 2), delta_norm=round(delta.norm(), 4),
                       peak_rss_mb=round(peak_rss_mb()))
         failed = self._teacher_forced_failures(scores)
@@ -237,7 +238,8 @@ class WeightEdits:
         if not failed:  # a delta the token checks refuse needs no chat replies (~30 s)
             with on_copy.on_base(work.model):  # the copy as it was before this edit
                 chat_before = self._chat_baseline(work, edits, progress)
-            chat_scores, carried = self.chat_guard.score(work, edits, chat_before, progress)
+            chat_scores, carried = self.chat_guard.score(work, edits, chat_before, progress,
+                                                         replies)
             scores.update(chat_scores)
             failed = self._chat_failures(scores)
         if failed:
@@ -296,29 +298,32 @@ class WeightEdits:
                 self._base_probes[key] = probe_predictions(model, work.tokenizer, probes)
         return self._base_probes[key]
 
-    def _score(self, work, edits, probes, before, base) -> dict:
+    def _score(self, work, edits, probes, before, base,
+               replies: dict[str, str]) -> dict:
+        """Teacher-forced scores and chat reliability of the edited copy; the fresh chat
+        replies it generates go into `replies` (question -> reply) for the chat guard."""
         model, tok = work.model, work.tokenizer
         after = probe_predictions(model, tok, probes)
         locality = probe_locality(before, after)
-        chat = [float(contains_answer(work.chat([{"role": "user", "content": e.prompt}],
-                                                max_new_tokens=self.guard.chat_tokens),
-                                      e.target_new)) for e in edits]
+
+        def says(question: str, target: str) -> float:
+            if question not in replies:
+                replies[question] = work.chat([{"role": "user", "content": question}],
+                                              max_new_tokens=self.guard.chat_tokens)
+            return float(contains_answer(replies[question], target))
+
+        chat = [says(e.prompt, e.target_new) for e in edits]
         # A completion prompt ("The Eiffel Tower is in") is scored as EasyEdit does, by the
         # target's token accuracy right after it; a question made in chat ("Where is the
         # Eiffel Tower?") by whether the chat answer to it states the target, since no raw
-        # continuation of a question starts with its answer.
+        # continuation of a question starts with its answer. Paraphrases are scored the same
+        # way (their chat scores, fresh and after the old answer, are the chat guard's).
         reliability = [said if is_question(e.prompt) else
                        token_accuracy(model, tok, e.prompt, e.target_new)
                        for e, said in zip(edits, chat)]
-        questions = [(q, e) for e in edits for q in e.paraphrases[:1]]
-        chat_gen = [float(contains_answer(work.chat([{"role": "user", "content": q}],
-                                                    max_new_tokens=self.guard.chat_tokens),
-                                          e.target_new)) for q, e in questions]
-        # paraphrases scored as the edit itself is: chat answers for questions, token
-        # accuracy for completion prompts
-        generalization = [said if is_question(q) else
+        generalization = [says(q, e.target_new) if is_question(q) else
                           token_accuracy(model, tok, q, e.target_new)
-                          for (q, e), said in zip(questions, chat_gen)]
+                          for e in edits for q in e.paraphrases[:1]]
         # one-hop probes from the edits themselves: after "the Louvre is in Madrid", the
         # model should put the Louvre in whatever country it puts Madrid in
         portability = []
@@ -332,8 +337,8 @@ class WeightEdits:
                 "locality": round(locality, 4),
                 "total_locality": round(probe_locality(base, after), 4),
                 "portability": mean(portability),
-                "chat_reliability": mean(chat), "chat_generalization": mean(chat_gen),
-                "edits": len(edits), "locality_probes": len(probes)}
+                "chat_reliability": mean(chat), "edits": len(edits),
+                "locality_probes": len(probes)}
 
     def _refuse(self, edits, method: str, actor: str, reason: str,
                 scores: dict | None = None) -> PromotionResult:

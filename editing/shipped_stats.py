@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import json
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -105,7 +104,6 @@ def main(argv: list[str] | None = None) -> None:
         moments = config_moments(llm.model, llm.tokenizer, names, cfg, Path(scratch),
                                  fingerprint, shipped=False)
         files = {cache_file_name(name, cfg): mom2 for name, mom2 in moments.items()}
-        shutil.rmtree(scratch, ignore_errors=True)
     folder = write_bundle(files, fingerprint, cfg.covariance_tokens + cfg.covariance_fact_tokens,
                           f"python -m editing.shipped_stats --method {args.method}")
     print(f"wrote {len(files)} file(s) to {folder}")

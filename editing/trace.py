@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from assistant.phrasings import statement_forms
 from editing.locate import first_tensor, subject_spans
 from errors import InvalidEditError, ModelLoadError
 
@@ -370,8 +371,6 @@ def fact_prompt(prompt: str, subject: str, chat_text: str, reply: str) -> str:
     wording of its relation ("The Eiffel Tower is located in"), else through the chat text
     and the model's reply up to the first word the question did not name that looks like an
     answer (a capitalised word or a number): "...assistant\nThe Eiffel Tower is located in"."""
-    from assistant.phrasings import statement_forms
-
     if not prompt.rstrip().endswith("?"):
         return prompt
     forms = statement_forms(prompt, subject, 1)
