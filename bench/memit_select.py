@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=float, nargs="+", default=[1000.0, 3000.0])
     parser.add_argument("--fact-tokens", type=int, nargs="+", default=None,
                         help="covariance_fact_tokens values to try (default: the config's)")
-    parser.add_argument("--fractions", type=float, nargs="+", default=None,
-                        help="subspace_fraction values to try (default: the config's)")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=None,
+                        help="null_space_threshold values to try (default: the config's)")
     parser.add_argument("--overrides", default="{}",
                         help="JSON object of config fields to change first (value search too)")
     parser.add_argument("--targets", type=Path, default=None, help="cache of the value search")
@@ -70,10 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     state = WeightState(model)
     rows = []
     grid = [(f, w, s) for f in args.fact_tokens or [editor.cfg.covariance_fact_tokens]
-            for w in args.weights for s in args.fractions or [editor.cfg.subspace_fraction]]
-    for facts, weight, fraction in grid:
+            for w in args.weights
+            for s in args.thresholds or [editor.cfg.null_space_threshold]]
+    for facts, weight, threshold in grid:
         cfg = dataclasses.replace(editor.cfg, covariance_weight=weight,
-                                  covariance_fact_tokens=facts, subspace_fraction=fraction)
+                                  covariance_fact_tokens=facts,
+                                  null_space_threshold=threshold)
         t0 = time.perf_counter()
         delta = memit_update(model, tok, requests, cfg, targets, stats, stats_root=root,
                              fingerprint=editor.base_fingerprint, progress=lambda _m: None)
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             state.revert_all()
         rows.append({"covariance_fact_tokens": facts, "covariance_weight": weight,
-                     "subspace_fraction": fraction,
+                     "null_space_threshold": threshold,
                      **{k: round(statistics.mean(s[k] for s in scores), 3)
                         for k in ("rel", "gen", "loc")},
                      "update_s": round(update_seconds, 1)})

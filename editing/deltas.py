@@ -35,13 +35,16 @@ class DeltaError(AmendError):
 
 @dataclass
 class Delta:
-    """Parameter updates of one weight edit; `low_rank[name] = (left, right)`."""
+    """Parameter updates of one weight edit; `low_rank[name] = (left, right)`. `keys[name]`
+    (in, n): the keys the edit wrote at that parameter, which later promotions keep in place
+    (editing/preserve.py); not part of the update."""
 
     method: str
     base_fingerprint: str
     low_rank: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     dense: dict[str, torch.Tensor] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    keys: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -66,6 +69,8 @@ class Delta:
             tensors[f"{name}::right"] = right.contiguous()
         for name, update in self.dense.items():
             tensors[f"{name}::dense"] = update.contiguous()
+        for name, keys in self.keys.items():
+            tensors[f"{name}::keys"] = keys.contiguous()
         header = {"method": self.method, "base_fingerprint": self.base_fingerprint,
                   "meta": json.dumps(self.meta)}
         path = Path(path)
@@ -94,6 +99,8 @@ class Delta:
             name, _, part = key.rpartition("::")
             if part == "dense":
                 delta.dense[name] = tensor
+            elif part == "keys":
+                delta.keys[name] = tensor
             elif part in ("left", "right"):
                 pair = delta.low_rank.setdefault(name, (None, None))  # type: ignore[arg-type]
                 delta.low_rank[name] = (tensor, pair[1]) if part == "left" else (pair[0], tensor)

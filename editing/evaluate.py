@@ -28,6 +28,7 @@ from editing.chat_guard import first_sentence
 from editing.metrics import (contains_answer, peak_rss_mb, predicted_target_tokens,
                              token_accuracy, unchanged_share)
 from editing.records import EditRecord, load_records
+from errors import AmendError
 from editing.systems import METHODS, EditedSystem
 
 METRICS = ("reliability", "generalization", "locality", "portability", "chat_reliability",
@@ -219,4 +220,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except AmendError as exc:  # missing data, bad config: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

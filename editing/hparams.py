@@ -47,6 +47,10 @@ class RomeConfig:
     # the value search scores only this many first target tokens after the prompt behind a
     # self-generated context (0 = the whole target); the bare prompt keeps the whole target
     context_target_tokens: int
+    # the update reads 0 at the keys of facts promoted earlier (editing/preserve.py)
+    keep_committed: bool = False
+    # keep the update in C's eigen-directions below this eigenvalue (AlphaEdit; 0 = off)
+    null_space_threshold: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,9 +78,9 @@ class MemitConfig:
     statement_forms: int  # as ROME's: other statement wordings of the relation
     optimizer: str  # as ROME's: "adam" or "lbfgs"
     context_target_tokens: int  # as ROME's
-    # the update reads only this fraction of C's eigen-directions, those of least key energy
-    # (1.0: all of them, plain MEMIT); see editing/memit/memit.py
-    subspace_fraction: float
+    # weight of the keys of facts promoted earlier in the solve (AlphaEdit; 0 = off)
+    committed_weight: float = 0.0
+    null_space_threshold: float = 0.0  # as ROME's
 
     @property
     def layer(self) -> int:
@@ -202,8 +206,10 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
         raise ConfigError(f"{source}: optimizer must be one of {sorted(VALUE_OPTIMIZERS)}")
     if getattr(cfg, "context_target_tokens", 0) < 0:
         raise ConfigError(f"{source}: context_target_tokens must be 0 (all) or positive")
-    if not 0.0 < getattr(cfg, "subspace_fraction", 1.0) <= 1.0:
-        raise ConfigError(f"{source}: subspace_fraction must be in (0, 1]")
+    if getattr(cfg, "null_space_threshold", 0.0) < 0:
+        raise ConfigError(f"{source}: null_space_threshold must be 0 (off) or positive")
+    if getattr(cfg, "committed_weight", 0.0) < 0:
+        raise ConfigError(f"{source}: committed_weight must be 0 (off) or positive")
     if getattr(cfg, "retry_scale", 0.0) < 0:
         raise ConfigError(f"{source}: retry_scale must be 0 (off) or positive")
     if getattr(cfg, "merge_ridge", 0.0) < 0:

@@ -71,12 +71,15 @@ class Editor:
                            "prefix_seconds": round(time.perf_counter() - moments_done, 2)}
 
     def edit(self, llm, requests: list[EditRequest],
-             progress: Callable[[str], None] = log.info) -> Delta:
+             progress: Callable[[str], None] = log.info,
+             committed: dict | None = None) -> Delta:
         """The delta writing these requests into `llm` (a ChatLLM: model, tokenizer,
-        chat_text); the model itself is left unchanged."""
+        chat_text); the model itself is left unchanged. `committed`: parameter name -> keys
+        of live promotions, which ROME and MEMIT keep in place (editing/preserve.py)."""
         return self._function()(llm.model, llm.tokenizer, requests, self.cfg,
                                 stats_root=self.stats_root, chat_format=llm.chat_text,
-                                base_fingerprint=self.base_fingerprint, progress=progress)
+                                base_fingerprint=self.base_fingerprint, progress=progress,
+                                committed=committed)
 
 
 def load_method(method: str, llm, stats_root: Path, config_file: Path | None = None,

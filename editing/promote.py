@@ -27,6 +27,7 @@ from editing.deltas import Delta, DeltaError, WeightState, weights_checksum
 from editing.metrics import (contains_answer, greedy_words, peak_rss_mb,
                              predicted_target_tokens, token_accuracy, unchanged_share)
 from editing.methods import WEIGHT_METHODS, Editor, load_method
+from editing.preserve import committed_keys
 from editing.rome.compute import EditRequest
 from errors import AmendError, InvalidEditError
 
@@ -173,6 +174,11 @@ class WeightEdits:
         return ready
 
     # -- promotion --------------------------------------------------------------------------
+    def use_config_file(self, method: str, path: Path) -> None:
+        """Edit with `method`'s hyperparameters from `path` from now on (experiments)."""
+        self._config_files[method] = Path(path)
+        self._editors.pop(method, None)
+
     def _editor(self, method: str, progress: Progress) -> Editor:
         if method not in self._editors:
             self._editors[method] = load_method(
@@ -222,7 +228,8 @@ class WeightEdits:
         base = self._base_probe_tokens(work, probes, before)
         requests = [edit_request(e) for e in edits]
         try:
-            delta = editor.edit(work, requests, progress)
+            delta = editor.edit(work, requests, progress,
+                                committed=committed_keys(d for _, d in self.state.applied))
         except (AmendError, RuntimeError, ValueError) as exc:
             return self._refuse(edits, method, actor, f"the {method} edit failed: {exc}")
         edit_seconds = time.perf_counter() - started

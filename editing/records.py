@@ -84,7 +84,13 @@ def parse_record(raw: dict) -> EditRecord:
     raise AmendError(f"record is neither CounterFact nor zsRE format: fields {sorted(raw)}")
 
 
+DATA_HELP = ("the CounterFact and zsRE sets are not part of the repository: README.md, "
+             "section 'Evaluation data', says where to get them and where to put them")
+
+
 def load_records(path: Path, limit: int | None = None) -> list[EditRecord]:
+    if not Path(path).exists():
+        raise AmendError(f"no records at {path}: {DATA_HELP}")
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:

@@ -69,15 +69,18 @@ def write_bundle(moments: dict[str, torch.Tensor], fingerprint: str, tokens: int
     """Write `moments` (cache file name -> C) as the bundle for `fingerprint`."""
     folder = (root or BUNDLE_ROOT) / fingerprint
     folder.mkdir(parents=True, exist_ok=True)
-    files = {}
+    previous = _manifest(folder)
+    files = dict(previous.get("files", {}))  # another method's layers stay in the bundle
     for file_name, mom2 in moments.items():
         size = mom2.shape[0]
         rows, cols = torch.triu_indices(size, size)
         path = folder / file_name
         save_file({"upper": mom2.float()[rows, cols].contiguous()}, str(path))
         files[file_name] = {"sha256": _sha256(path), "size": size}
-    manifest = {"model_fingerprint": fingerprint, "tokens": tokens, "reproduce": command,
-                "files": files}
+    commands = previous.get("reproduce", [])
+    commands = [commands] if isinstance(commands, str) else commands
+    manifest = {"model_fingerprint": fingerprint, "tokens": tokens,
+                "reproduce": sorted({*commands, command}), "files": files}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return folder
 

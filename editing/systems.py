@@ -20,6 +20,7 @@ import torch
 
 from assistant.corrections import Correction
 from assistant.counterfactual import text_prompt
+from editing.preserve import committed_keys
 from editing.records import EditRecord
 
 if TYPE_CHECKING:
@@ -163,8 +164,9 @@ class WeightEditSystem:
     def apply(self, records: list[EditRecord]) -> None:
         requests = edit_requests(records)
         groups = [requests] if self.batch else [[r] for r in requests]
-        for group in groups:
-            self.state.apply(self.editor.edit(self.llm, group))
+        for group in groups:  # each edit keeps the earlier ones' keys, as promotions do
+            live = committed_keys(delta for _, delta in self.state.applied)
+            self.state.apply(self.editor.edit(self.llm, group, committed=live))
 
     def revert(self) -> None:
         self.state.revert_all()

@@ -33,13 +33,14 @@ from editing.locate import (
     weight_out_in,
 )
 from editing.memit import apply_memit
-from editing.memit.memit import low_energy_basis
 from editing.promote import below
 from editing.methods import Editor, load_method
 from editing.rome import apply_rome, attention, compute
 from editing.rome.compute import (EditRequest, compute_key, compute_keys, context_prefixes,
                                   neighbour_requests)
-from editing.rome.rome import constrained_read_out, rank_one, solve_c
+from editing.preserve import (batch_read, committed_keys, constrained_read_out,
+                              null_space_basis, solve_c)
+from editing.rome.rome import rank_one
 from errors import ConfigError, InvalidEditError
 from tests.conftest import make_tiny_model, make_tiny_tokenizer
 
@@ -139,6 +140,7 @@ def test_delta_save_load_round_trip(tmp_path, tok):
     delta = random_delta(model, fp, ["model.layers.0.mlp.down_proj.weight"], seed=1)
     delta.dense["model.layers.1.mlp.down_proj.weight"] = torch.randn(32, 64)
     delta.meta = {"layers": [0, 1], "requests": [{"steps": 3, "nll": 0.5}]}
+    delta.keys["model.layers.0.mlp.down_proj.weight"] = torch.randn(64, 2)  # not an update
     path = delta.save(tmp_path / "sub" / "edit.delta")
     assert path.exists()
     assert not (tmp_path / "sub" / "edit.delta.partial").exists()
@@ -151,6 +153,8 @@ def test_delta_save_load_round_trip(tmp_path, tok):
         assert torch.equal(loaded.low_rank[name][1], right)
     for name, update in delta.dense.items():
         assert torch.equal(loaded.dense[name], update)
+    assert torch.equal(loaded.keys["model.layers.0.mlp.down_proj.weight"],
+                       delta.keys["model.layers.0.mlp.down_proj.weight"])
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
@@ -814,27 +818,49 @@ def test_memit_tiny_llama(tmp_path, tok, stats_root):
     assert all(a > s + 3.0 for a, s in zip(after, start)), (start, after)  # measured: >= +4.3
 
 
-def test_memit_subspace_update_spares_the_main_directions_of_c():
-    """With subspace_fraction < 1 the MEMIT solve reads only C's low-energy directions: keys
-    along C's main directions map to zero, the edited keys still get most of their change;
-    the full basis gives the plain solve."""
+def test_null_space_update_spares_the_main_directions_of_c():
+    """With a null-space threshold (AlphaEdit) the solve reads only C's eigen-directions below
+    it: keys along C's main directions map to zero, the edited keys still get most of their
+    change; the whole eigenbasis gives the plain solve, threshold 0 no basis."""
     torch.manual_seed(0)
     scales = torch.logspace(1, -3, 16, dtype=torch.float64)
     rotation, _ = torch.linalg.qr(torch.randn(16, 16, dtype=torch.float64))
     mom2 = rotation @ torch.diag(scales) @ rotation.T
     keys = torch.randn(16, 3, dtype=torch.float64)
-    plain = solve_c(mom2, keys, 1e-4, 1.0, extra=keys @ keys.T)
-    whole = torch.linalg.eigh(mom2).eigenvectors
-    assert torch.allclose(solve_c(mom2, keys, 1e-4, 1.0, extra=keys @ keys.T, basis=whole),
-                          plain, atol=1e-9)
-    assert low_energy_basis(mom2, 1.0) is None
-    basis = low_energy_basis(mom2, 0.5)
+    plain = batch_read(mom2, keys, ridge=1e-4, weight=1.0)
+    assert torch.allclose(plain, solve_c(mom2, keys, 1e-4, 1.0, extra=keys @ keys.T))
+    assert null_space_basis(mom2, 0.0) is None
+    assert torch.allclose(batch_read(mom2, keys, ridge=1e-4, weight=1.0,
+                                     basis=null_space_basis(mom2, 100.0)), plain, atol=1e-9)
+    basis = null_space_basis(mom2, float(scales[7]) * 0.999)  # the 8 smallest eigenvalues
     assert basis.shape == (16, 8)
-    restricted = solve_c(mom2, keys, 1e-4, 1.0, extra=keys @ keys.T, basis=basis)
+    restricted = batch_read(mom2, keys, ridge=1e-4, weight=1.0, basis=basis)
     main = rotation[:, :8]  # the eight directions of largest energy
     assert float((main.T @ restricted).abs().max()) < 1e-9
     # the response at the keys themselves (K^T X) stays substantial
     assert float(torch.diagonal(keys.T @ restricted).min()) > 0.1
+
+
+def test_committed_keys_are_held_by_both_solves():
+    """Keys of earlier promotions: ROME's read-out reads exactly 0 at them, MEMIT's batch
+    solve moves them far less than without them, and the keys gathered from live deltas
+    concatenate per parameter, oldest first."""
+    from editing.deltas import Delta
+
+    torch.manual_seed(1)
+    mom2 = torch.eye(12, dtype=torch.float64) + 0.1
+    key, held = torch.randn(12, dtype=torch.float64), torch.randn(12, 4, dtype=torch.float64)
+    read_out = constrained_read_out(mom2, key, held, 1e-4)
+    assert abs(float(read_out @ key) - 1.0) < 1e-9
+    assert float((held.T @ read_out).abs().max()) < 1e-9
+    new = torch.randn(12, 2, dtype=torch.float64)
+    free = batch_read(mom2, new, ridge=1e-4, weight=1.0)
+    kept = batch_read(mom2, new, ridge=1e-4, weight=1.0, committed=held, committed_weight=100.0)
+    assert (held.T @ kept).norm() < 0.1 * (held.T @ free).norm()
+    first = Delta("rome", "x", keys={"w": held[:, :3].float()})
+    second = Delta("memit", "x", keys={"w": held[:, 3:].float(), "v": new.float()})
+    gathered = committed_keys([first, second])
+    assert torch.equal(gathered["w"], held.float()) and gathered["v"].shape == (12, 2)
 
 
 def test_guard_refusal_scores_are_cut_not_rounded():

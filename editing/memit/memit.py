@@ -9,12 +9,9 @@ also keeps the keys summarised by C is
     Delta_l = R K^T (lambda C + K K^T)^-1.
 Each layer's update is applied before the next layer's keys are read, so later layers see it.
 
-With `subspace_fraction` f < 1 the update may only read the fraction f of C's eigen-directions
-that carry the least key energy (the null-space idea of Fang et al. 2024, "AlphaEdit"): the
-solve above is restricted to their span, so keys that live in C's main directions (most text)
-pass through the edited layers almost unchanged, whatever the batch adds up to. SmolLM2's C
-has no true null space (a flat spectrum at layers 3-6), so there it is an option, not the
-default (BENCHMARKS.md, session 16).
+The keys of facts promoted earlier join the solve (weight `committed_weight`, AlphaEdit's
+K_p K_p^T), and with `null_space_threshold` the update stays in C's null space; the solve is
+shared with ROME (editing/preserve.py).
 """
 from __future__ import annotations
 
@@ -28,9 +25,9 @@ from editing.covariance import config_moments
 from editing.deltas import Delta, model_fingerprint
 from editing.hparams import MemitConfig
 from editing.locate import as_param_layout, first_tensor, get_module, hooked, subject_last_tokens
+from editing.preserve import batch_read, null_space_basis
 from editing.rome.compute import (ChatFormat, EditRequest, compute_keys, compute_value,
                                   context_prefixes)
-from editing.rome.rome import solve_c
 
 log = logging.getLogger(__name__)
 
@@ -52,27 +49,20 @@ def _block_outputs(model: torch.nn.Module, tok, block_name: str,
     return torch.stack(rows)
 
 
-def low_energy_basis(mom2: torch.Tensor, fraction: float) -> torch.Tensor | None:
-    """Orthonormal columns spanning the `fraction` of C's eigen-directions with the smallest
-    eigenvalues (in, m); None for the whole space."""
-    if fraction >= 1.0:
-        return None
-    _, vectors = torch.linalg.eigh(mom2.double())  # eigenvalues ascending
-    return vectors[:, :max(1, round(fraction * mom2.shape[0]))]
-
-
 def apply_memit(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MemitConfig, *,
                 stats_root: Path, chat_format: ChatFormat | None = None,
                 base_fingerprint: str | None = None,
+                committed: dict[str, torch.Tensor] | None = None,
                 progress: Callable[[str], None] = log.info) -> Delta:
-    """One delta writing all requests at once; the model's weights are left as they were."""
+    """One delta writing all requests at once; the model's weights are left as they were.
+    `committed` maps a parameter name to the keys (in, m) of live promotions there."""
     # deltas and cached statistics belong to the base model, whatever is applied on it now
     fingerprint = base_fingerprint or model_fingerprint(model)
     targets, stats = memit_targets(model, tok, requests, cfg, stats_root=stats_root,
                                    chat_format=chat_format, fingerprint=fingerprint,
                                    progress=progress)
     return memit_update(model, tok, requests, cfg, targets, stats, stats_root=stats_root,
-                        fingerprint=fingerprint, progress=progress)
+                        fingerprint=fingerprint, committed=committed, progress=progress)
 
 
 def memit_targets(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MemitConfig,
@@ -98,7 +88,8 @@ def memit_targets(model: torch.nn.Module, tok, requests: list[EditRequest], cfg:
 
 def memit_update(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MemitConfig,
                  targets: torch.Tensor, stats: list[dict], *, stats_root: Path,
-                 fingerprint: str, progress: Callable[[str], None] = log.info) -> Delta:
+                 fingerprint: str, committed: dict[str, torch.Tensor] | None = None,
+                 progress: Callable[[str], None] = log.info) -> Delta:
     """Spread the change towards `targets` over the layers, lowest first (see the module
     docstring); the model's weights are left as they were."""
     names = [cfg.module_template.format(layer) for layer in cfg.layers]
@@ -109,6 +100,7 @@ def memit_update(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: 
                                 fingerprint)
     originals = {name: get_module(model, name).weight.detach().clone() for name in names}
     low_rank: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    written: dict[str, torch.Tensor] = {}
     try:
         for position, name in enumerate(names):
             progress(f"MEMIT: updating {name} ({position + 1}/{len(names)})")
@@ -116,10 +108,13 @@ def memit_update(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: 
             keys = compute_keys(model, tok, name, requests, prefixes).T.double()  # (in, n)
             current = _block_outputs(model, tok, last_block, requests)
             residual = ((targets - current) / (len(names) - position)).T.double()  # (out, n)
-            right = solve_c(mom2[name], keys, cfg.covariance_ridge, cfg.covariance_weight,
-                            extra=keys @ keys.T,
-                            basis=low_energy_basis(mom2[name], cfg.subspace_fraction)
-                            ).T  # (n, in)
+            held = (committed or {}).get(f"{name}.weight") if cfg.committed_weight else None
+            right = batch_read(mom2[name], keys, ridge=cfg.covariance_ridge,
+                               weight=cfg.covariance_weight, committed=held,
+                               committed_weight=cfg.committed_weight,
+                               basis=null_space_basis(mom2[name], cfg.null_space_threshold)
+                               ).T  # (n, in)
+            written[f"{name}.weight"] = keys.float()
             left, right = as_param_layout(module, residual.float(), right.float())
             with torch.no_grad():
                 module.weight.add_(left @ right)
@@ -128,5 +123,5 @@ def memit_update(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: 
         with torch.no_grad():
             for name, weight in originals.items():
                 get_module(model, name).weight.copy_(weight)
-    return Delta("memit", fingerprint, low_rank=low_rank,
+    return Delta("memit", fingerprint, low_rank=low_rank, keys=written,
                  meta={"layers": list(cfg.layers), "requests": stats})

@@ -6,6 +6,8 @@ say the new target). The smallest change in the C-weighted sense that achieves W
 rank one:  W' = W + (v* - W k*) (C^-1 k*)^T / (k*^T C^-1 k*).
 Several requests are applied one after another, each on the model already holding the
 previous ones, and returned as one Delta whose low-rank factors stack the rank-one terms.
+The read-out u also reads 0 at the keys of facts promoted earlier (`committed`, with
+`keep_committed`) and, with `null_space_threshold`, stays in C's null space (editing/preserve.py).
 """
 from __future__ import annotations
 
@@ -20,40 +22,11 @@ from editing.covariance import config_moments
 from editing.deltas import Delta, model_fingerprint
 from editing.hparams import RomeConfig
 from editing.locate import as_param_layout, get_module, weight_out_in
+from editing.preserve import constrained_read_out, null_space_basis
 from editing.rome.compute import (ChatFormat, EditRequest, compute_keys, compute_value,
                                   context_prefixes, neighbour_requests)
 
 log = logging.getLogger(__name__)
-
-
-def solve_c(mom2: torch.Tensor, keys: torch.Tensor, ridge: float, weight: float = 1.0,
-            extra: torch.Tensor | None = None, basis: torch.Tensor | None = None
-            ) -> torch.Tensor:
-    """(weight * C + extra)^-1 K for keys as columns (in, n), in float64, with a small ridge
-    (relative to weight * C's mean diagonal) for stability. ROME: C^-1 k; MEMIT: extra = K K^T.
-    With `basis` (in, m, orthonormal columns B) the solution is kept inside its span:
-    B (B^T A B)^-1 B^T K for A the matrix above."""
-    c = weight * mom2.double()
-    c = c + ridge * c.diagonal().mean() * torch.eye(c.shape[0], dtype=c.dtype)
-    if extra is not None:
-        c = c + extra.double()
-    if basis is None:
-        return torch.linalg.solve(c, keys.double())
-    b = basis.double()
-    return b @ torch.linalg.solve(b.T @ c @ b, b.T @ keys.double())
-
-
-def constrained_read_out(mom2: torch.Tensor, key: torch.Tensor, others: torch.Tensor,
-                         ridge: float) -> torch.Tensor:
-    """The u of least C-energy (u^T C u) with u . k = 1 and u . o = 0 for each column o of
-    `others` (in, m): the rank-one edit then changes nothing at those keys. With no others
-    this is C^-1 k / (k^T C^-1 k)."""
-    keys = torch.cat([key[:, None], others], 1).double()  # (in, 1 + m)
-    solved = solve_c(mom2, keys, ridge)  # C^-1 K
-    gram = keys.T @ solved  # K^T C^-1 K
-    unit = torch.zeros(keys.shape[1], dtype=torch.float64)
-    unit[0] = 1.0
-    return solved @ torch.linalg.solve(gram, unit)
 
 
 def rank_one(weight: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -67,8 +40,10 @@ def rank_one(weight: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
 def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: RomeConfig, *,
                stats_root: Path, chat_format: ChatFormat | None = None,
                base_fingerprint: str | None = None,
+               committed: dict[str, torch.Tensor] | None = None,
                progress: Callable[[str], None] = log.info) -> Delta:
-    """Compute the delta writing every request; the model's weights are left as they were."""
+    """Compute the delta writing every request; the model's weights are left as they were.
+    `committed` maps a parameter name to the keys (in, m) of live promotions there."""
     # deltas and cached statistics belong to the base model, whatever is applied on it now
     fingerprint = base_fingerprint or model_fingerprint(model)
     module_name = cfg.module_template.format(cfg.layer)
@@ -79,8 +54,10 @@ def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Ro
                           progress)[module_name]
     prefixes = context_prefixes(model, tok, cfg.context_count, cfg.context_tokens, cfg.seed,
                                 fingerprint)
+    basis = null_space_basis(mom2, cfg.null_space_threshold)
+    held = (committed or {}).get(param_name) if cfg.keep_committed else None
     original = module.weight.detach().clone()
-    lefts, rights, per_request = [], [], []
+    lefts, rights, written, per_request = [], [], [], []
     try:
         for i, request in enumerate(requests):
             started = time.perf_counter()
@@ -90,7 +67,12 @@ def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Ro
                                 [request, *neighbour_requests(request, cfg.neighbour_keys)],
                                 prefixes)
             key = keys[0]
-            read_out = constrained_read_out(mom2, key, keys[1:].T, cfg.covariance_ridge).float()
+            # with keep_committed, this delta's earlier requests are held like committed ones
+            kept = [held, *written] if cfg.keep_committed else []
+            others = [k for k in (*kept, keys[1:].T) if k is not None and k.shape[1]]
+            others = torch.cat(others, 1) if others else None
+            read_out = constrained_read_out(mom2, key, others, cfg.covariance_ridge,
+                                            basis).float()
             if cfg.through_update:
                 _, delta, stats = compute_value(model, tok, module_name, request, prefixes,
                                                 cfg, chat_format, read_out=read_out)
@@ -104,10 +86,12 @@ def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Ro
                 module.weight.add_(left @ right)
             lefts.append(left)
             rights.append(right)
+            written.append(key[:, None].float())
             per_request.append({**stats, "seconds": round(time.perf_counter() - started, 2)})
     finally:
         with torch.no_grad():
             module.weight.copy_(original)
     return Delta("rome", fingerprint,
                  low_rank={param_name: (torch.cat(lefts, 1), torch.cat(rights, 0))},
+                 keys={param_name: torch.cat(written, 1)},
                  meta={"layers": [cfg.layer], "requests": per_request})
