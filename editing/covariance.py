@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from editing.locate import get_module, hooked
-from editing.shipped_stats import shipped_moment
+from editing.stats_bundle import shipped_moment
 
 log = logging.getLogger(__name__)
 

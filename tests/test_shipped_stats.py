@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from editing import shipped_stats
+from editing import stats_bundle as shipped_stats
 from editing.covariance import second_moments
 
 
@@ -47,3 +47,26 @@ def test_second_moments_reads_the_bundle_and_caches_it(bundle_root, tmp_path):
     assert torch.equal(cached, mom2)  # later promotions read the cache
     with pytest.raises(AttributeError):  # and shipped=False really computes
         second_moments(None, None, [name], 40, 0, tmp_path / "data2", "fp", shipped=False)
+
+
+@pytest.mark.parametrize("method", ["rome", "memit"])
+def test_the_bundle_covers_every_layer_the_shipped_config_edits(method):
+    """Changing a SmolLM2 ROME/MEMIT config's layers or corpus without refreshing the bundle
+    would silently bring back the 13-minute first promotion."""
+    import hashlib
+    import json
+
+    from config import CONFIG_DIR, load_config
+    from editing.covariance import cache_file_name
+    from editing.hparams import CONFIG_TYPES, edited_modules
+
+    cfg = load_config(CONFIG_TYPES[method], CONFIG_DIR / method / "smollm2.json")
+    folders = [p for p in shipped_stats.BUNDLE_ROOT.iterdir() if p.is_dir()]
+    assert len(folders) == 1  # the default model's fingerprint
+    files = json.loads((folders[0] / shipped_stats.MANIFEST).read_text())["files"]
+    for module in edited_modules(cfg):
+        name = cache_file_name(module, cfg)
+        assert name in files, f"{name} is not shipped: python -m editing.shipped_stats " \
+                              f"--method {method}"
+        digest = hashlib.sha256((folders[0] / name).read_bytes()).hexdigest()
+        assert digest == files[name]["sha256"]
