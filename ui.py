@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 from assistant.runtime import Runtime, check_model_path  # noqa: E402
 from assistant.access import AdminAccess, admin_access, is_shared, write_password  # noqa: E402
 from config import AppSettings, default_data_dir  # noqa: E402
+from editing.registry import NAMES  # noqa: E402
 from errors import AmendError
 
 log = logging.getLogger("amend")
@@ -36,7 +37,7 @@ WEIGHT_COLUMNS = ["id", "method", "status", "edits", "layers", "reliability", "g
                   "locality", "total_locality", "portability", "chat_reliability",
                   "chat_generalization", "chat_locality", "carried", "seconds", "peak_rss_mb"]
 SUGGEST_COLUMNS = ["id", "subject", "prompt", "target_new", "why"]
-METHOD_CHOICES = ["rome", "memit", "mend", "ft"]
+METHOD_CHOICES = list(NAMES)
 LOAD_TIMEOUT_S = 900
 
 
@@ -144,7 +145,7 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
     def set_status(admin_ok: bool, ids_text: str, status: str, *filters):
         require_admin(admin_ok)
         assistant = ready()
-        lines = assistant.bulk_status(edit_ids(ids_text), status)
+        lines = assistant.review.bulk_status(edit_ids(ids_text), status)
         return "  \n".join(lines), *list_edits(True, *filters), audit_rows(True)
 
     def on_one_edit(admin_ok: bool, ids_text: str, what: str, action):
@@ -162,7 +163,7 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
 
     def change_target(admin_ok: bool, ids_text: str, target: str, *filters):
         old, edit = on_one_edit(admin_ok, ids_text, "change",
-                                lambda a, i: a.change_target(i, target or ""))
+                                lambda a, i: a.review.change_target(i, target or ""))
         message = f"Edit #{old} is replaced by #{edit.id}: {edit.statement}"
         return message, *list_edits(True, *filters), audit_rows(True)
 
@@ -170,7 +171,7 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
         """Replace one edit's aliases with the comma-separated list (empty clears them)."""
         names = [a.strip() for a in (aliases_text or "").split(",") if a.strip()]
         _, edit = on_one_edit(admin_ok, ids_text, "give aliases to",
-                              lambda a, i: a.set_aliases(i, names))
+                              lambda a, i: a.review.set_aliases(i, names))
         said = ", ".join(edit.aliases) or "none"
         message = f"Edit #{edit.id} ({edit.subject}) now also answers to: {said}"
         return message, *list_edits(True, *filters), audit_rows(True)
@@ -180,7 +181,7 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
         assistant = ready()
         ids = edit_ids(ids_text, "the edits to merge (the first is kept)")
         try:
-            kept = assistant.merge(ids[0], ids[1:])
+            kept = assistant.review.merge(ids[0], ids[1:])
         except AmendError as exc:
             raise gr.Error(str(exc)) from exc
         message = (f"Kept #{kept.id} ({kept.statement}); "
@@ -226,7 +227,7 @@ def build_ui(runtime: Runtime, access: AdminAccess | None = None):
         if not data:
             raise gr.Error("Choose an export file (JSON) to import.")
         try:
-            report = assistant.import_edits(data)
+            report = assistant.review.import_edits(data)
         except AmendError as exc:
             raise gr.Error(str(exc)) from exc
         return report.summary(), *list_edits(True, *filters), audit_rows(True)
@@ -504,6 +505,14 @@ def set_password_interactively(data_dir: Path) -> int:
     return 0
 
 
+def build_app_in_loader(settings: AppSettings, progress):
+    """The app with its weight edits (editing.startup.build_app), imported here, in the loader
+    thread, so torch and transformers load after the page is served."""
+    from editing.startup import build_app
+
+    return build_app(settings, progress)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpcore", "urllib3"):
@@ -519,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local app phones no one
-    runtime = Runtime(settings, started_at=PROCESS_STARTED)
+    runtime = Runtime(settings, build=build_app_in_loader, started_at=PROCESS_STARTED)
     loader = runtime.start_in_background()
     demo = build_ui(runtime, access)
     demo.queue(default_concurrency_limit=1)

@@ -24,10 +24,11 @@ from tqdm import tqdm
 
 from assistant.adapter import Adapter
 from assistant.counterfactual import text_prompt
+from assistant.llm import ChatLLM
+from assistant.metrics import token_accuracy
 from assistant.phrasings import question_forms
+from assistant.records import EVAL_FILES, TRAIN_FILES, EditRecord, load_records
 from config import REPO_ROOT, counterfactual_config, default_data_dir
-from editing.metrics import token_accuracy
-from editing.records import EVAL_FILES, TRAIN_FILES, EditRecord, load_records
 from store.db import Edit
 
 
@@ -94,8 +95,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-records", type=int, default=100)
     parser.add_argument("--write", action="store_true", help="ship the adapter in the repo")
     args = parser.parse_args(argv)
-    from assistant.llm import ChatLLM
-
     torch.set_num_threads(args.threads)
     cfg = counterfactual_config(args.family)
     data_dir = args.data_dir or default_data_dir()

@@ -2,6 +2,8 @@
 
 The UI serves its page first and calls `Runtime.start()` in a background thread, so a person
 sees the page (with a loading status) at once; chat handlers wait on `Runtime.wait_ready()`.
+What the Runtime builds is its `build` function: `build_assistant` here (ask and correct), or
+`editing.startup.build_app`, which adds the weight edits on top (imports go one way).
 """
 from __future__ import annotations
 
@@ -9,10 +11,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from config import AppSettings, router_config
+from assistant.adapter import Adapter
+from config import REPO_ROOT, AppSettings, counterfactual_config, router_config
 from errors import AmendError, ModelNotFoundError
 
 log = logging.getLogger(__name__)
@@ -57,26 +60,15 @@ def build_assistant(settings: AppSettings, progress: Callable[[str], None] = log
              "Loading the base model (the first start converts it, about 20 s)")
     llm = ChatLLM.load(settings.model_path, data_dir)
     if settings.max_new_tokens:
-        from dataclasses import replace
-
         llm.config = replace(llm.config, max_new_tokens=settings.max_new_tokens)
     adapter = load_counterfactual_adapter(llm.model, llm.family, progress)
     assistant = Assistant(llm, embedder, store, memory, config, adapter=adapter)
     assistant.shared = settings.shared
-    from editing.promote import WeightEdits, guard_config
-
-    assistant.weights = WeightEdits(assistant, data_dir,
-                                    guard=guard_config(settings.promotion_config))
-    for message in assistant.weights.replay(progress):
-        progress(message)
     return assistant
 
 
 def load_counterfactual_adapter(model, family: str, progress: Callable[[str], None] = log.info):
     """The trained counterfactual adapter for this model family, if one is shipped."""
-    from assistant.adapter import Adapter
-    from config import REPO_ROOT, counterfactual_config
-
     cfg = counterfactual_config(family)
     if cfg is None or not (REPO_ROOT / cfg.weights).exists():
         progress(f"No counterfactual adapter for '{family}': the base model answers edits")
@@ -91,6 +83,7 @@ class Runtime:
     """The loaded assistant, or why it is not there yet."""
 
     settings: AppSettings
+    build: Callable[..., object] = build_assistant  # (settings, progress) -> the assistant
     status: str = "Starting…"
     error: str | None = None
     assistant: object | None = None
@@ -104,7 +97,7 @@ class Runtime:
 
     def start(self) -> None:
         try:
-            self.assistant = build_assistant(self.settings, self._progress)
+            self.assistant = self.build(self.settings, self._progress)
             self.ready_seconds = time.perf_counter() - self.started_at
             self._progress(f"Ready ({self.ready_seconds:.1f} s after start)")
         except AmendError as exc:

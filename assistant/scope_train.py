@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from assistant.embedder import Embedder
 from assistant.phrasings import OTHER_ATTRIBUTES, question_forms, relation_of
+from assistant.records import TRAIN_FILES
 from assistant.scope import ScopeHead, pair_features, relation_text, subject_overlap
 from config import CONFIG_DIR, REPO_ROOT, router_config
-from editing.records import TRAIN_FILES
 
 DEFAULT_DATA = [TRAIN_FILES["zsre"], TRAIN_FILES["counterfact"]]
 HEAD_PATH = "assistant/weights/scope_head.npz"
@@ -170,13 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", action="store_true",
                         help="save the head and point configs/router at the better decider")
     parser.add_argument("--report", type=Path, default=REPO_ROOT / "artifacts" / "scope.json")
-    parser.add_argument("--cross-encoder", action="store_true",
-                        help="also fine-tune and score a MiniLM cross-encoder (slow)")
-    parser.add_argument("--cross-minutes", type=float, default=15.0,
-                        help="time budget for the cross-encoder's training")
     args = parser.parse_args(argv)
-    from assistant.embedder import Embedder
-
     torch.set_num_threads(1)
     config = router_config()
     records = [r for path in args.data
@@ -210,9 +205,6 @@ def main(argv: list[str] | None = None) -> None:
     report["head"] = {"similarity_gate": sim_gate, "threshold": round(threshold, 2),
                       "train": f1_scores(head_pred[train], table.labels[train]),
                       "held_out": f1_scores(head_pred[test], table.labels[test])}
-    if args.cross_encoder:
-        report["cross_encoder"] = _compare_cross_encoder(pairs, gate, train, test, table,
-                                                         args.cross_minutes)
     use_head = report["head"]["held_out"]["f1"] > report["rule"]["held_out"]["f1"]
     report["chosen"] = "head" if use_head else "rule"
     print(json.dumps(report, indent=2))
@@ -220,31 +212,6 @@ def main(argv: list[str] | None = None) -> None:
     args.report.write_text(json.dumps(report, indent=2))
     if args.write:
         _write(report, {**weights, "threshold": np.float32(threshold)}, use_head)
-
-
-def _compare_cross_encoder(pairs, gate: np.ndarray, train: np.ndarray, test: np.ndarray,
-                           table: PairTable, minutes: float) -> dict:
-    """Fine-tune on the gated train pairs, pick the threshold on them, score the held-out."""
-    from assistant.scope_cross import pair_latency_ms, train_cross_encoder
-
-    queries = [q for _, _, q, _ in pairs]
-    prompts = [p for _, p, _, _ in pairs]
-    fit = np.flatnonzero(train & gate)
-    torch.set_num_threads(2)  # training only; the latency below is measured on one thread
-    started = time.perf_counter()
-    model = train_cross_encoder([queries[i] for i in fit], [prompts[i] for i in fit],
-                                table.labels[fit], max_seconds=minutes * 60)
-    train_s = time.perf_counter() - started
-    torch.set_num_threads(1)
-    scored = np.flatnonzero(gate)
-    probabilities = np.zeros(len(pairs))
-    probabilities[scored] = model.probabilities([queries[i] for i in scored],
-                                                [prompts[i] for i in scored])
-    threshold = best_threshold(probabilities[train], gate[train], table.labels[train])
-    pred = gate & (probabilities >= threshold)
-    return {"train_seconds": round(train_s), "threshold": round(threshold, 2),
-            "held_out": f1_scores(pred[test], table.labels[test]),
-            "pair_latency_ms": round(pair_latency_ms(model, queries[0], prompts[0]), 2)}
 
 
 def _subset(table: PairTable, mask: np.ndarray) -> PairTable:

@@ -200,7 +200,7 @@ def build_assistant_in(data: Path, cache: Path | None, threads: int = 1,
                        quiet: bool = True):
     """The in-process Assistant on `data` (seeding/filling the model cache); (assistant, s)."""
     set_threads(threads)
-    from assistant.runtime import build_assistant
+    from editing.startup import build_app
     from config import AppSettings
 
     if quiet:
@@ -208,7 +208,7 @@ def build_assistant_in(data: Path, cache: Path | None, threads: int = 1,
 
     seed_model(data, cache)
     started = time.perf_counter()
-    assistant = build_assistant(AppSettings(data_dir=data, threads=threads),
+    assistant = build_app(AppSettings(data_dir=data, threads=threads),
                                 progress=logging.getLogger("bench.app").info)
     seconds = time.perf_counter() - started
     set_threads(threads)  # build_assistant sets it too; keep ours authoritative

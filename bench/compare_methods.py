@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.common import (REPO_ROOT, fmt, machine_info, machine_line, markdown_table, run_cli,
                           set_threads, setup_logging, write_json)
 
-SHARED = REPO_ROOT.parent / "shared" / "data"  # editing.records.EVAL_FILES (not imported: --help stays fast)
+SHARED = REPO_ROOT.parent / "shared" / "data"  # assistant.records.EVAL_FILES (not imported: --help stays fast)
 DATA_SETS = {"zsRE": SHARED / "zsre" / "zsre_mend_train-1k-first500.json",
              "CounterFact": SHARED / "counterfact" / "counterfact-edit-first500.json"}
 COLUMNS = ("reliability", "generalization", "locality", "chat_reliability",
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir:
         os.environ["AMEND_DATA_DIR"] = str(args.data_dir)
     from editing.evaluate import evaluate
-    from editing.records import load_records
+    from assistant.records import load_records
     from editing.systems import METHODS
 
     unknown = [m for m in args.methods if m not in METHODS]

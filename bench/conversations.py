@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -111,7 +110,7 @@ def load_conversations(path: Path, limit: int | None = None) -> list[Conversatio
     if not isinstance(raw, list) or not raw:
         raise ConversationFileError(f"{path}: expected a non-empty JSON list")
     if not all(isinstance(c, dict) and "turns" in c for c in raw):
-        from editing.records import load_records
+        from assistant.records import load_records
 
         records = load_records(path, limit)
         return [_record_conversation(r, i) for i, r in enumerate(records)]

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(1)
     from assistant.llm import ChatLLM
     from editing.deltas import Delta, WeightState
-    from editing.promote import guard_config, load_probes, probe_locality, probe_predictions
+    from editing.probes import load_probes, probe_locality, probe_predictions
+    from editing.promote import guard_config
     from store.db import Store
 
     llm = ChatLLM.load(None, args.data_dir)

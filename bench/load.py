@@ -22,6 +22,7 @@ import time
 from bench.common import (REPO_ROOT, add_common_args, cache_from_args, data_dir, free_port,
                           machine_info, machine_line, markdown_table, percentile, run_cli,
                           seed_model, setup_logging, time_limit, write_json)
+from editing.registry import NAMES
 
 QUESTIONS = ["What is the capital of Japan?", "Which city is the Eiffel Tower in?",
              "Name a primary colour.", "Where is the Eiffel Tower?"]
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=1,
                         help="question rounds per client after the promotion has ended")
-    parser.add_argument("--method", default="ft", choices=["rome", "memit", "mend", "ft"])
+    parser.add_argument("--method", default="ft", choices=NAMES)
     add_common_args(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)

@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from editing.locate import get_module, hooked
     from editing.methods import load_method
-    from editing.metrics import _target_logits, target_log_prob
-    from editing.records import load_records
+    from assistant.metrics import _target_logits, target_log_prob
+    from assistant.records import load_records
     from editing.systems import edit_requests
 
     llm, root = load_default_model(args.data_dir)

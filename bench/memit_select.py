@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     from editing.deltas import WeightState
     from editing.memit.memit import memit_targets, memit_update
     from editing.methods import load_method
-    from editing.metrics import locality_baseline, teacher_forced_scores
-    from editing.records import split_by_subject
+    from assistant.metrics import locality_baseline, teacher_forced_scores
+    from assistant.records import split_by_subject
     from editing.systems import edit_requests
 
     llm, root = load_default_model(args.data_dir)

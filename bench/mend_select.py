@@ -2,7 +2,7 @@
 
 The editor is trained for one pass at full scale; at edit time more passes raise reliability
 and a smaller scale protects locality. This sweeps both on validation subjects of the train
-split (`editing.records.split_by_subject`; the evaluation sets are never read) and prints
+split (`assistant.records.split_by_subject`; the evaluation sets are never read) and prints
 reliability / generalization / locality per setting, as the training validation scores them.
 
     python -m bench.mend_select --checkpoint <data>/checkpoints/mend-smollm2.pt \
@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(1)
     import torch
 
-    from editing.hparams import load_method_config
+    from editing.registry import load_method_config
     from editing.mend.apply import load_editor, new_editor
     from editing.mend.train import as_example, validate
-    from editing.records import split_by_subject
+    from assistant.records import split_by_subject
 
     llm, _ = load_default_model(args.data_dir)
     cfg = load_method_config("mend", llm.family, llm.model)

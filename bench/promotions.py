@@ -28,6 +28,7 @@ from pathlib import Path
 from bench.common import (REPO_ROOT, add_common_args, build_assistant_in, cache_from_args,
                           data_dir, machine_info, machine_line, markdown_table, run_cli,
                           setup_logging, time_limit, write_json)
+from editing.registry import NAMES
 from errors import AmendError
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
@@ -65,7 +66,7 @@ class LiveWeights:
 
 def interleaved(paths: list[Path], limit: int):
     """Records of each file in turn (first of each, then second of each, ...), `limit` in all."""
-    from editing.records import load_records
+    from assistant.records import load_records
 
     sources = [load_records(p) for p in paths]
     out = []
@@ -102,7 +103,7 @@ def run_arm(name: str, folder: Path, records, overrides: dict, args) -> dict:
     """Promote every batch (resuming after the last saved one), then score all facts."""
     from assistant.corrections import Correction
     from editing.evaluate import score
-    from editing.hparams import config_path
+    from editing.registry import config_path
     from editing.systems import MemorySystem
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,7 @@ def _mean(values: list[float]) -> float | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.promotions", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", default="rome", choices=["rome", "memit", "mend", "ft"])
+    parser.add_argument("--method", default="rome", choices=NAMES)
     parser.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA,
                         help="record files, interleaved (default: CounterFact and zsRE)")
     parser.add_argument("--limit", type=int, default=1000, help="facts offered in all")

@@ -2,7 +2,7 @@
 
 Each variant is the shipped config with some fields overridden (JSON objects on the command
 line). Every variant edits the same validation records of the train split
-(`editing.records.split_by_subject`; the evaluation sets are never read), one at a time, and is
+(`assistant.records.split_by_subject`; the evaluation sets are never read), one at a time, and is
 scored as `editing.evaluate` scores: teacher-forced reliability, generalization and locality,
 plus the chat answer to the prompt (chat reliability) and seconds per edit.
 
@@ -25,7 +25,7 @@ def other_probes(valid: dict, edited: list, count: int) -> list[tuple[str, str]]
     """Locality prompts of validation records not edited here and not among the promotion
     guard's probes (those stay an independent check): a wider locality signal than each
     record's own single prompt."""
-    from editing.promote import load_probes
+    from editing.probes import load_probes
 
     guard = {prompt for prompt, _ in load_probes()}
     skip = {id(r) for r in edited}
@@ -60,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from editing.deltas import WeightState
     from editing.methods import load_method
-    from editing.metrics import (contains_answer, locality_baseline, target_log_prob,
+    from assistant.metrics import (contains_answer, locality_baseline, target_log_prob,
                                  teacher_forced_scores, token_accuracy)
-    from editing.promote import probe_locality, probe_predictions
-    from editing.records import split_by_subject
+    from editing.probes import probe_locality, probe_predictions
+    from assistant.records import split_by_subject
     from editing.systems import edit_requests
 
     llm, root = load_default_model(args.data_dir)

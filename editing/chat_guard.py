@@ -23,7 +23,7 @@ import numpy as np
 from assistant import naming
 from assistant.phrasings import question_forms
 from config import REPO_ROOT
-from editing.metrics import contains_answer
+from assistant.metrics import contains_answer
 
 CHAT_PROBES_PATH = REPO_ROOT / "editing" / "data" / "chat_probes.json"
 

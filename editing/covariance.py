@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from editing.locate import get_module, hooked
+from editing.key_text import KEY_SENTENCES
 from editing.stats_bundle import shipped_moment
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,6 @@ def key_second_moments(model: torch.nn.Module, module_names: list[str], ids: tor
 def fact_sentences(tok, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, mask): the first shipped factual sentences (editing/key_text), about n_tokens
     tokens, one per row from position 0 as a bare prompt is read."""
-    from editing.key_text import KEY_SENTENCES
 
     rows, total = [], 0
     for line in KEY_SENTENCES.read_text(encoding="utf-8").splitlines():
@@ -165,7 +165,6 @@ def _facts_tag(fact_tokens: int) -> str:
     """Cache-name part naming the factual sentences in C (their count and file content)."""
     if not fact_tokens:
         return ""
-    from editing.key_text import KEY_SENTENCES
 
     digest = hashlib.sha256(KEY_SENTENCES.read_bytes()).hexdigest()[:8]
     return f"-facts{fact_tokens}-{digest}"

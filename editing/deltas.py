@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from assistant.adapter import LoRALinear
 from errors import AmendError
 
 FINGERPRINT_SAMPLES = 4096  # values sampled per tensor: enough to tell two models apart
@@ -84,8 +85,6 @@ class Delta:
 
     @classmethod
     def load(cls, path: Path) -> "Delta":
-        from safetensors import safe_open
-
         try:
             with safe_open(str(path), framework="pt") as handle:
                 header = handle.metadata() or {}
@@ -118,7 +117,6 @@ def own_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     `x.lora_a`/`x.lora_b`); the base model's identity must not depend on it, or retraining
     the adapter would orphan every stored weight edit and every cached key statistic.
     """
-    from assistant.adapter import LoRALinear
 
     wrapped = {name for name, module in model.named_modules() if isinstance(module, LoRALinear)}
     own = {}

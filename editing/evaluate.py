@@ -3,7 +3,7 @@
     python -m editing.evaluate --method memory --data PATH [--limit N] [--sequential] [--json OUT]
 
 For each record: reliability / generalization / locality / portability (EasyEdit's teacher-forced
-definitions, `editing/metrics.py`), the same questions asked as chat messages with greedy
+definitions, `assistant/metrics.py`), the same questions asked as chat messages with greedy
 decoding (chat_reliability, chat_generalization, also asked after a conversation holding the
 old answer, chat_locality word for word and by first sentence as the promotion guard reads it), and efficiency (seconds per
 edit, peak RSS, routing time). Single-edit mode applies, scores and reverts each record alone;
@@ -15,6 +15,7 @@ which model and text to score a prompt with, answers chat questions, and reverts
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -22,12 +23,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from editing.chat_guard import first_sentence
-from editing.metrics import (contains_answer, peak_rss_mb, predicted_target_tokens,
+from assistant.metrics import (contains_answer, peak_rss_mb, predicted_target_tokens,
                              token_accuracy, unchanged_share)
-from editing.records import EditRecord, load_records
+from assistant.records import EditRecord, load_records
 from errors import AmendError
 from editing.systems import METHODS, EditedSystem
 
@@ -195,8 +197,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="weight methods: hyperparameter file instead of configs/<method>/")
     args = parser.parse_args(argv)
 
-    import torch
-
     torch.set_num_threads(args.threads)
     records = load_records(args.data, args.limit)
     options = {"config_file": args.config} if args.config else {}
@@ -207,8 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     result["data"] = str(args.data)
     editor = getattr(system, "editor", None)
     if editor is not None:  # weight methods: record exactly which hyperparameters ran
-        import dataclasses
-
         result["hyperparameters"] = dataclasses.asdict(editor.cfg)
     print(f"\n{args.method} on {args.data.name}: {len(records)} records, "
           f"{'sequential' if args.sequential else 'single-edit'} mode")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -20,9 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def apply_ft(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: FtConfig, *,
-             chat_format: ChatFormat | None = None, base_fingerprint: str | None = None,
-             progress: Callable[[str], None] = log.info, **_unused) -> Delta:
-    """A dense delta of one projection; the model's weights are left as they were."""
+             stats_root: Path | None = None, chat_format: ChatFormat | None = None,
+             base_fingerprint: str | None = None, committed: dict | None = None,
+             progress: Callable[[str], None] = log.info) -> Delta:
+    """A dense delta of one projection; the model's weights are left as they were. The
+    registry's signature; ft needs no key statistics and keeps no keys."""
     # deltas and cached statistics belong to the base model, whatever is applied on it now
     fingerprint = base_fingerprint or model_fingerprint(model)
     name = cfg.module_template.format(cfg.layer)

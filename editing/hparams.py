@@ -7,13 +7,12 @@ against the actual model, so a wrong file fails with a message before any weight
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import torch
-
-from config import CONFIG_DIR, load_config
 from errors import ConfigError
+
+if TYPE_CHECKING:  # type hints only: the registry and the UI read this module without torch
+    import torch
 
 
 @dataclass(frozen=True)
@@ -160,27 +159,6 @@ class MendConfig:
 T = TypeVar("T")
 VALUE_OPTIMIZERS = {"adam", "lbfgs"}
 READ_POSITIONS = {"all", "subject"}
-CONFIG_TYPES: dict[str, type] = {"rome": RomeConfig, "memit": MemitConfig, "ft": FtConfig,
-                                 "mend": MendConfig}
-
-
-def config_path(method: str, family: str, model: torch.nn.Module) -> Path:
-    folder = CONFIG_DIR / method
-    model_type = getattr(getattr(model, "config", None), "model_type", "")
-    for name in (family, model_type):
-        if name and (folder / f"{name}.json").exists():
-            return folder / f"{name}.json"
-    raise ConfigError(f"no {method} hyperparameters for model family '{family}' (model type "
-                      f"'{model_type}'): add {folder / (model_type or family)}.json")
-
-
-def load_method_config(method: str, family: str, model: torch.nn.Module,
-                       path: Path | None = None):
-    """The validated config of `method` for this model (or from an explicit file)."""
-    path = path or config_path(method, family, model)
-    cfg = load_config(CONFIG_TYPES[method], path)
-    validate_for_model(cfg, model, str(path))
-    return cfg
 
 
 def edited_layers(cfg) -> tuple[int, ...]:

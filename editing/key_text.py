@@ -3,7 +3,7 @@
 C should describe the keys an edit must leave alone. Self-sampled passages (editing/covariance)
 describe the model's running text, but a fact edit mostly disturbs other *facts*: short prompts
 that end on a subject, like "Bob Dylan works as" or an open-domain question. These sentences
-add such keys to C. They come from the training splits only (`editing.records.split_by_subject`:
+add such keys to C. They come from the training splits only (`assistant.records.split_by_subject`:
 validation subjects and evaluation subjects are dropped) and never from the promotion guard's
 locality probes, which must stay an independent check.
 
@@ -18,8 +18,9 @@ import argparse
 import random
 from pathlib import Path
 
+from assistant.records import EditRecord, split_by_subject
 from config import REPO_ROOT
-from editing.records import EditRecord, split_by_subject
+from editing.probes import load_probes
 
 KEY_SENTENCES = REPO_ROOT / "editing" / "data" / "key_sentences.txt"
 # subjects of the same training records: ROME asks the edited prompt about some of them and
@@ -40,7 +41,6 @@ def record_sentences(record: EditRecord) -> list[str]:
 
 def usable_records() -> list[EditRecord]:
     """Training records none of whose prompts is one of the guard's probes."""
-    from editing.promote import load_probes
 
     probes = {prompt.strip().casefold() for prompt, _ in load_probes()}
     train, _ = split_by_subject()

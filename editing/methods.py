@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from editing.covariance import config_moments
 from editing.deltas import Delta, model_fingerprint
-from editing.hparams import edited_layers, load_method_config
-from editing.rome.compute import EditRequest
+from editing.hparams import edited_modules
+from editing.mend.apply import load_editor
+from editing.registry import load_method_config, method
+from editing.rome.compute import EditRequest, context_prefixes
 
 log = logging.getLogger(__name__)
-
-WEIGHT_METHODS = ("rome", "memit", "ft", "mend")
 
 
 @dataclass
@@ -29,35 +30,18 @@ class Editor:
     base_fingerprint: str  # of the unedited base model: stamps deltas, keys cached statistics
     setup_info: dict = field(default_factory=dict)
 
-    def _function(self) -> Callable[..., Delta]:
-        if self.method == "rome":
-            from editing.rome import apply_rome
-            return apply_rome
-        if self.method == "memit":
-            from editing.memit import apply_memit
-            return apply_memit
-        if self.method == "mend":
-            from editing.mend import apply_mend
-            return apply_mend
-        from editing.ft import apply_ft
-        return apply_ft
-
     def prepare(self, llm, progress: Callable[[str], None] = log.info) -> None:
         """Compute (or load from cache) what every edit needs, once: the key statistics C of
         ROME/MEMIT, or MEND's trained editor (checksum checked)."""
-        if self.method == "mend":
-            from editing.mend import load_editor
-
+        needs = method(self.method).prepares
+        if needs == "trained editor":
             started = time.perf_counter()
             load_editor(llm.model, self.cfg)
             self.setup_info = {"editor_load_seconds": round(time.perf_counter() - started, 2)}
             return
-        if self.method not in ("rome", "memit"):
+        if needs != "key statistics":
             return
-        from editing.covariance import config_moments
-        from editing.rome.compute import context_prefixes
-
-        names = [self.cfg.module_template.format(layer) for layer in edited_layers(self.cfg)]
+        names = edited_modules(self.cfg)
         started = time.perf_counter()
         config_moments(llm.model, llm.tokenizer, names, self.cfg, self.stats_root,
                        self.base_fingerprint, progress)
@@ -76,20 +60,18 @@ class Editor:
         """The delta writing these requests into `llm` (a ChatLLM: model, tokenizer,
         chat_text); the model itself is left unchanged. `committed`: parameter name -> keys
         of live promotions, which ROME and MEMIT keep in place (editing/preserve.py)."""
-        return self._function()(llm.model, llm.tokenizer, requests, self.cfg,
+        return method(self.method).apply(llm.model, llm.tokenizer, requests, self.cfg,
                                 stats_root=self.stats_root, chat_format=llm.chat_text,
                                 base_fingerprint=self.base_fingerprint, progress=progress,
                                 committed=committed)
 
 
-def load_method(method: str, llm, stats_root: Path, config_file: Path | None = None,
+def load_method(name: str, llm, stats_root: Path, config_file: Path | None = None,
                 progress: Callable[[str], None] = log.info,
                 base_fingerprint: str | None = None) -> Editor:
     """The method's editor for this model, prepared (key statistics ready)."""
-    if method not in WEIGHT_METHODS:
-        raise ValueError(f"unknown weight-editing method '{method}'; known: {WEIGHT_METHODS}")
-    cfg = load_method_config(method, llm.family, llm.model, config_file)
-    editor = Editor(method, cfg, Path(stats_root),
+    cfg = load_method_config(name, llm.family, llm.model, config_file)  # unknown name: says so
+    editor = Editor(name, cfg, Path(stats_root),
                     base_fingerprint or model_fingerprint(llm.model))
     editor.prepare(llm, progress)
     return editor

@@ -11,7 +11,6 @@ leaves an orphan file, which start-up deletes; after it, start-up replays the de
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import threading
@@ -21,20 +20,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from assistant.hops import hop_statements
-from config import CONFIG_DIR, REPO_ROOT, load_config
+from assistant.llm import ChatLLM
+from assistant.metrics import (contains_answer, greedy_words, peak_rss_mb,
+                               token_accuracy)
+from config import CONFIG_DIR, load_config
 from editing.chat_guard import ChatBaseline, ChatGuard, ChatGuardConfig
 from editing.deltas import Delta, DeltaError, WeightState, weights_checksum
-from editing.metrics import (contains_answer, greedy_words, peak_rss_mb,
-                             predicted_target_tokens, token_accuracy, unchanged_share)
-from editing.methods import WEIGHT_METHODS, Editor, load_method
+from editing.heatmap import render_heatmaps
+from editing.methods import Editor, load_method
 from editing.preserve import committed_keys
+from editing.probes import load_probes, probe_locality, probe_predictions
+from editing.registry import NAMES
 from editing.rome.compute import EditRequest
+from editing.trace import fact_prompt, trace
 from errors import AmendError, InvalidEditError
 
 log = logging.getLogger(__name__)
 
 DELTA_DIR = "deltas"
-PROBES_PATH = REPO_ROOT / "editing" / "data" / "locality_probes.json"
 Progress = Callable[[str], None]
 
 
@@ -85,22 +88,6 @@ class PromotionResult:
     scores: dict | None = None
 
 
-def load_probes(limit: int | None = None) -> list[tuple[str, str]]:
-    """The guard's shipped locality probes as (prompt, answer), the first `limit` (or all)."""
-    raw = json.loads(PROBES_PATH.read_text(encoding="utf-8"))["probes"]
-    return [(p["prompt"], p["answer"]) for p in raw[:limit]]
-
-
-def probe_predictions(model, tok, probes: list[tuple[str, str]]) -> list[list[int]]:
-    """Argmax tokens over each probe's true answer (teacher-forced), to compare later."""
-    return [predicted_target_tokens(model, tok, p, a)[0] for p, a in probes]
-
-
-def probe_locality(before: list[list[int]], after: list[list[int]]) -> float:
-    """Mean share of probe tokens an edit left unchanged."""
-    return sum(unchanged_share(b, a) for b, a in zip(before, after)) / max(len(before), 1)
-
-
 def is_question(prompt: str) -> bool:
     return prompt.rstrip().endswith("?")
 
@@ -111,13 +98,20 @@ def edit_request(edit) -> EditRequest:
 
 
 class WeightEdits:
-    """The live weight state of the running app: replay, promote, roll back."""
+    """The live weight state of the running app: replay, promote, roll back.
 
-    def __init__(self, assistant, data_dir: Path, guard: GuardConfig | None = None,
+    It needs the model (`llm`, with its weights lock), the store, the edit memory (edits
+    leave or re-enter the memory route), the embedder (the chat guard's neighbour names) and
+    the lock that keeps store and memory in step (`edits_lock`); nothing else of the
+    assistant."""
+
+    def __init__(self, llm, store, memory, embedder, edits_lock, data_dir: Path,
+                 guard: GuardConfig | None = None,
                  config_files: dict[str, Path] | None = None) -> None:
-        self.assistant = assistant
-        self.llm = assistant.llm
-        self.store = assistant.store
+        self.llm = llm
+        self.store = store
+        self.memory = memory
+        self.edits_lock = edits_lock
         self.data_dir = Path(data_dir)
         self.guard = guard or guard_config()
         self.state = WeightState(self.llm.model)  # fingerprint of the base, before replay
@@ -125,9 +119,15 @@ class WeightEdits:
         self._config_files = config_files or {}  # method -> hyperparameter file (tests)
         self._busy = threading.Lock()  # one promotion or rollback at a time
         self._base_probes: dict[tuple, list[list[int]]] = {}  # the unedited model's answers
-        self.chat_guard = ChatGuard(self.guard.chat(), assistant.embedder)
+        self.chat_guard = ChatGuard(self.guard.chat(), embedder)
         self._chat_before: dict[tuple, dict[str, str]] = {}  # weight state -> question -> reply
         self.messages: list[str] = []
+
+    @classmethod
+    def for_assistant(cls, assistant, data_dir: Path, **options) -> "WeightEdits":
+        """The weight edits of a running Assistant's model, store and memory."""
+        return cls(assistant.llm, assistant.store, assistant.memory, assistant.embedder,
+                   assistant.edits_lock, data_dir, **options)
 
     # -- start-up ---------------------------------------------------------------------------
     def replay(self, progress: Progress = log.info) -> list[str]:
@@ -188,8 +188,6 @@ class WeightEdits:
 
     def _work_copy(self):
         """A private copy of the live model (base + committed deltas) to edit and check."""
-        from assistant.llm import ChatLLM
-
         with self.llm.weights_lock.read():
             model = copy.deepcopy(self.llm.model)
         return ChatLLM(model, self.llm.tokenizer, self.llm.config, name=self.llm.name,
@@ -198,8 +196,8 @@ class WeightEdits:
     def promote(self, edit_ids: list[int], method: str, actor: str = "admin",
                 progress: Progress = log.info) -> PromotionResult:
         """Edit, check against the guard, and commit or discard. Never half-applies."""
-        if method not in WEIGHT_METHODS:
-            raise InvalidEditError(f"unknown method '{method}'; choose one of {WEIGHT_METHODS}")
+        if method not in NAMES:
+            raise InvalidEditError(f"unknown method '{method}'; choose one of {', '.join(NAMES)}")
         edits = [self.store.get_edit(i) for i in dict.fromkeys(edit_ids)]
         if not edits:
             raise InvalidEditError("select at least one edit to promote")
@@ -359,7 +357,7 @@ class WeightEdits:
         name = f"{int(time.time() * 1000)}-{method}.safetensors"
         relative = f"{DELTA_DIR}/{name}"
         delta.save(self.data_dir / relative)
-        with self.assistant.edits_lock, self.llm.weights_lock.write():
+        with self.edits_lock, self.llm.weights_lock.write():
             self.state.apply(delta, key=None)
             try:
                 checksum = weights_checksum(self.llm.model, delta.names)
@@ -376,7 +374,7 @@ class WeightEdits:
             self.state.applied[-1] = (row_id, delta)
             # only edits the weights answer in chat leave the memory route; the rest stay
             # served from memory (backstop) while this weight edit is live
-            self.assistant.memory.sync(removed=list(carried))
+            self.memory.sync(removed=list(carried))
         held = [f"#{e.id}" for e in edits if e.id not in carried]
         message = f"Promoted {len(edits)} edit(s) with {method} as weight edit #{row_id}."
         if held:
@@ -391,7 +389,7 @@ class WeightEdits:
         if not self._busy.acquire(blocking=False):
             raise AmendError("a promotion or rollback is running; try again when it ends")
         try:
-            with self.assistant.edits_lock:
+            with self.edits_lock:
                 restored = self.store.rollback_weight_edit(weight_edit_id, actor)
                 with self.llm.weights_lock.write():
                     try:
@@ -399,7 +397,7 @@ class WeightEdits:
                     except DeltaError:
                         pass  # never applied here (refused at start-up): nothing to undo
                 # backstop edits were never out of the index: re-add all without duplicates
-                self.assistant.memory.sync(added=[self.store.get_edit(i) for i in restored],
+                self.memory.sync(added=[self.store.get_edit(i) for i in restored],
                                            removed=restored)
             return (f"Rolled back weight edit #{weight_edit_id}; "
                     f"{len(restored)} edit(s) are back in the memory route.")
@@ -409,9 +407,6 @@ class WeightEdits:
     def trace_image(self, edit, progress: Progress = log.info) -> Path:
         """Causal-trace heat map (hidden, MLP, attention) of the edit's prompt on a copy of
         the live model, for the admin tab; cached per edit and weight state."""
-        from editing.heatmap import render_heatmaps
-        from editing.trace import fact_prompt, trace
-
         key = "-".join(str(k) for k, _ in self.state.applied) or "base"
         path = self.data_dir / "traces" / f"edit{edit.id}-{key}.png"
         if path.exists():

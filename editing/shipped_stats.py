@@ -17,14 +17,16 @@ from assistant.llm import ChatLLM
 from config import default_data_dir
 from editing.covariance import cache_file_name, config_moments
 from editing.deltas import model_fingerprint
-from editing.hparams import edited_modules, load_method_config
+from editing.hparams import edited_modules
+from editing.registry import METHODS, load_method_config
 from editing.stats_bundle import write_bundle
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Compute and write the shipped key "
                                      "statistics of the default model for one method.")
-    parser.add_argument("--method", choices=["rome", "memit"], default="rome")
+    parser.add_argument("--method", default="rome", choices=[
+        name for name, m in METHODS.items() if m.prepares == "key statistics"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)

@@ -14,17 +14,26 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import torch
 
 from assistant.corrections import Correction
 from assistant.counterfactual import text_prompt
+from assistant.embedder import Embedder
+from assistant.llm import ChatLLM
+from assistant.memory import EditMemory
+from assistant.phrasings import question_forms
+from assistant.records import EditRecord
+from assistant.router import Assistant
+from assistant.runtime import load_counterfactual_adapter
+from config import default_data_dir, router_config
+from editing.deltas import WeightState
+from editing.methods import load_method
 from editing.preserve import committed_keys
-from editing.records import EditRecord
-
-if TYPE_CHECKING:
-    from assistant.router import Assistant
+from editing.registry import METHODS as REGISTRY
+from editing.rome.compute import EditRequest
+from store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +63,7 @@ class MemorySystem:
 
     name = "memory"
 
-    def __init__(self, assistant: "Assistant", chat_tokens: int = 32) -> None:
+    def __init__(self, assistant: Assistant, chat_tokens: int = 32) -> None:
         self.assistant = assistant
         self.tokenizer = assistant.llm.tokenizer
         self.chat_tokens = chat_tokens
@@ -65,13 +74,6 @@ class MemorySystem:
     @classmethod
     def load(cls, chat_tokens: int = 32, data_dir: Path | None = None) -> "MemorySystem":
         """The default base model and embedder, with a fresh in-memory store and index."""
-        from assistant.embedder import Embedder
-        from assistant.llm import ChatLLM
-        from assistant.memory import EditMemory
-        from assistant.router import Assistant
-        from assistant.runtime import load_counterfactual_adapter
-        from config import default_data_dir, router_config
-        from store.db import Store
 
         config = router_config()
         llm = ChatLLM.load(None, Path(data_dir) if data_dir else default_data_dir())
@@ -91,7 +93,7 @@ class MemorySystem:
     def revert(self) -> None:
         for edit_id in self._applied:
             if self.assistant.store.get_edit(edit_id).status == "active":
-                self.assistant.set_status(edit_id, "rejected", actor="eval")
+                self.assistant.review.set_status(edit_id, "rejected", actor="eval")
         self._applied = []
 
     def scorer(self, prompt: str) -> Scorer:
@@ -119,9 +121,6 @@ class MemorySystem:
 
 def edit_requests(records: list[EditRecord]) -> list:
     """Records as weight-edit requests, with chat questions for chat-aware values."""
-    from assistant.phrasings import question_forms
-    from editing.rome.compute import EditRequest
-
     return [EditRequest(r.subject, r.prompt, r.target_new,
                         tuple(question_forms(r.prompt, r.subject, limit=2)))
             for r in records]
@@ -137,8 +136,6 @@ class WeightEditSystem:
 
     def __init__(self, method: str, llm, stats_root: Path, chat_tokens: int = 32,
                  batch: bool = False, config_file: Path | None = None) -> None:
-        from editing.deltas import WeightState
-        from editing.methods import load_method
 
         self.name = method
         self.llm = llm
@@ -154,8 +151,6 @@ class WeightEditSystem:
     def factory(cls, method: str, batch: bool = False) -> Callable[..., "WeightEditSystem"]:
         def load(chat_tokens: int = 32, data_dir: Path | None = None,
                  config_file: Path | None = None) -> "WeightEditSystem":
-            from assistant.llm import ChatLLM
-            from config import default_data_dir
 
             root = Path(data_dir) if data_dir else default_data_dir()
             return cls(method, ChatLLM.load(None, root), root, chat_tokens, batch, config_file)
@@ -185,8 +180,5 @@ class WeightEditSystem:
 # name -> factory(chat_tokens=...) building the system with the default model
 METHODS: dict[str, Callable[..., EditedSystem]] = {
     "memory": MemorySystem.load,
-    "rome": WeightEditSystem.factory("rome"),
-    "ft": WeightEditSystem.factory("ft"),
-    "memit": WeightEditSystem.factory("memit", batch=True),
-    "mend": WeightEditSystem.factory("mend", batch=True),
+    **{name: WeightEditSystem.factory(name, batch=m.batches) for name, m in REGISTRY.items()},
 }

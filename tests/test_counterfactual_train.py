@@ -2,7 +2,7 @@
 import random
 
 from assistant.counterfactual_train import batch_tensors, encode, make_example
-from editing.records import EditRecord
+from assistant.records import EditRecord
 from tests.conftest import make_tiny_tokenizer
 
 LOUVRE = EditRecord(subject="Louvre", prompt="The Louvre is in", target_new="Madrid",

@@ -23,7 +23,7 @@ from editing.deltas import (
     weights_checksum,
 )
 from editing.ft import apply_ft
-from editing.hparams import CONFIG_TYPES, load_method_config
+from editing.registry import METHODS, load_method_config
 from editing.locate import (
     as_param_layout,
     get_module,
@@ -375,8 +375,8 @@ def test_config_bad_module_and_fields(tmp_path, tok):
 @pytest.mark.parametrize("method", ["rome", "memit", "ft"])
 @pytest.mark.parametrize("family", ["smollm2", "llama", "gpt2"])
 def test_shipped_configs_load(method, family):
-    cfg = load_config(CONFIG_TYPES[method], CONFIG_DIR / method / f"{family}.json")
-    assert isinstance(cfg, CONFIG_TYPES[method])
+    cfg = load_config(METHODS[method].config_type, CONFIG_DIR / method / f"{family}.json")
+    assert isinstance(cfg, METHODS[method].config_type)
     assert "{}" in cfg.module_template
     assert (".c_proj" in cfg.module_template) == (family == "gpt2")
 
@@ -935,5 +935,5 @@ def test_editor_load_method(tmp_path, tok):
     ft = load_method("ft", llm, tmp_path / "data",
                      config_file=write_config(tmp_path, "ft", "smollm2"))
     assert ft.setup_info == {} and ft.cfg.norm_constraint == 0.05
-    with pytest.raises(ValueError, match="unknown weight-editing method"):
+    with pytest.raises(ConfigError, match="unknown weight-editing method"):
         load_method("nope", llm, tmp_path / "data", config_file=path)

@@ -8,9 +8,9 @@ from assistant.memory import EditMemory
 from assistant.router import Assistant
 from config import router_config
 from editing.evaluate import evaluate, main as evaluate_main
-from editing.metrics import (contains_answer, predicted_target_tokens, target_log_prob,
+from assistant.metrics import (contains_answer, predicted_target_tokens, target_log_prob,
                              token_accuracy, unchanged_share)
-from editing.records import load_records, parse_record
+from assistant.records import load_records, parse_record
 from editing.systems import MemorySystem
 from errors import AmendError
 from store.db import Store
@@ -107,7 +107,7 @@ def test_cli_needs_known_method():
 
 def test_collisions_flag_probes_about_another_stored_subject():
     from editing.evaluate import collision_free_locality, collisions
-    from editing.records import EditRecord, Probe
+    from assistant.records import EditRecord, Probe
 
     records = [
         EditRecord("Hank Aaron", "Hank Aaron plays", "football", "baseball",

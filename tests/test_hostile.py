@@ -80,9 +80,9 @@ def test_correction_form_always_answers(assistant, subject, question, answer):
        target=st.text(max_size=30))
 def test_admin_actions_on_any_ids_give_messages(assistant, ids, target):
     before = keep_edits(assistant)
-    for action in (lambda: assistant.bulk_status(ids, "rejected"),
-                   lambda: assistant.change_target(ids[0] if ids else 0, target),
-                   lambda: assistant.merge(ids[0] if ids else 0, ids[1:]),
+    for action in (lambda: assistant.review.bulk_status(ids, "rejected"),
+                   lambda: assistant.review.change_target(ids[0] if ids else 0, target),
+                   lambda: assistant.review.merge(ids[0] if ids else 0, ids[1:]),
                    lambda: assistant.store.edit_history(ids[0] if ids else 0)):
         try:
             action()
@@ -105,7 +105,7 @@ def test_concurrent_conflicting_approvals_leave_one_answer(assistant):
         rng = random.Random(seed)
         for _ in range(15):
             try:
-                assistant.set_status(rng.choice([first.id, second.id]),
+                assistant.review.set_status(rng.choice([first.id, second.id]),
                                      rng.choice(["active", "rejected", "active"]))
             except AmendError:
                 pass

@@ -13,16 +13,17 @@ import torch.nn.functional as F
 
 from config import CONFIG_DIR, REPO_ROOT
 from editing.deltas import Delta, WeightState, weights_checksum
-from editing.hparams import edited_modules, load_method_config
+from editing.hparams import edited_modules
+from editing.registry import NAMES, load_method_config
 from editing.locate import from_block
-from editing.mend import apply_mend, load_editor
+from editing.mend import apply_mend, load_editor, mend_delta
 from editing.mend.apply import edit_batch, edit_texts, new_editor
 from editing.mend.core import (edited, editor_updates, frozen, gradient_factors, lowest_module,
                                scored_logits, text_batch)
 from editing.mend.network import RunningMoments
 from editing.mend.train import Example, record_checksum, step_loss
-from editing.records import split_by_subject
-from editing.methods import WEIGHT_METHODS, load_method
+from assistant.records import split_by_subject
+from editing.methods import load_method
 from editing.rome.compute import EditRequest
 from errors import ConfigError
 from tests.conftest import make_tiny_tokenizer
@@ -81,7 +82,7 @@ def test_untrained_editor_is_one_gradient_step(tmp_path, tok, family):
     model = llama(tok) if family == "llama" else gpt2(tok)
     cfg = load_method_config("mend", family, model, mend_config(tmp_path, family))
     editor = new_editor(model, cfg)
-    delta = apply_mend(model, tok, [EIFFEL, LOUVRE], cfg, editor=editor)
+    delta = mend_delta(model, tok, [EIFFEL, LOUVRE], cfg, editor)
     names = edited_modules(cfg)
     assert sorted(delta.names) == sorted(f"{n}.weight" for n in names)
     grads = weight_gradients(model, tok, names, [EIFFEL, LOUVRE], cfg)
@@ -111,7 +112,7 @@ def test_edited_forward_matches_the_applied_delta(tmp_path, tok):
             updates = editor_updates(editor, factors)
             with edited(model, updates):
                 hooked = scored_logits(model, batch)
-    delta = apply_mend(model, tok, [EIFFEL], cfg, editor=editor)
+    delta = mend_delta(model, tok, [EIFFEL], cfg, editor)
     state = WeightState(model)
     state.apply(delta)
     with torch.no_grad():
@@ -333,7 +334,7 @@ def test_mend_deltas_save_apply_and_revert_exactly(tmp_path, tok):
     model = llama(tok)
     cfg = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama"))
     before = weights_checksum(model)
-    delta = apply_mend(model, tok, [EIFFEL, LOUVRE], cfg, editor=new_editor(model, cfg))
+    delta = mend_delta(model, tok, [EIFFEL, LOUVRE], cfg, new_editor(model, cfg))
     assert delta.method == "mend" and delta.meta["edits"] == 2 and delta.meta["passes"] == 1
     loaded = Delta.load(delta.save(tmp_path / "d.safetensors"))
     state = WeightState(model)
@@ -344,7 +345,7 @@ def test_mend_deltas_save_apply_and_revert_exactly(tmp_path, tok):
 
 
 def test_mend_is_a_registered_method_and_refuses_without_an_editor(tmp_path, tiny_llm):
-    assert "mend" in WEIGHT_METHODS
+    assert "mend" in NAMES
     with pytest.raises(ConfigError, match="no trained MEND editor"):
         load_method("mend", tiny_llm, tmp_path, mend_config(tmp_path, "llama"))
     new_editor(tiny_llm.model, load_method_config(
@@ -377,7 +378,7 @@ def test_shipped_smollm2_config_names_its_checksum():
 
 
 def test_training_split_keeps_evaluation_subjects_out():
-    from editing.records import load_records
+    from assistant.records import load_records
     from tests.conftest import SHARED_DATA
 
     if not (SHARED_DATA / "train").exists():
@@ -414,8 +415,8 @@ def shipped_and_varied(tmp_path, tok, **setting) -> tuple[Delta, Delta]:
     varied = load_method_config("mend", "llama", model, mend_config(tmp_path, "llama",
                                                                      **setting))
     editor = new_editor(model, default)
-    return (apply_mend(model, tok, [EIFFEL], default, editor=editor),
-            apply_mend(model, tok, [EIFFEL], varied, editor=editor))
+    return (mend_delta(model, tok, [EIFFEL], default, editor),
+            mend_delta(model, tok, [EIFFEL], varied, editor))
 
 
 def test_several_editor_passes_stack_their_updates(tmp_path, tok):
@@ -534,8 +535,8 @@ def test_retry_pass_adds_a_scaled_step_for_unlanded_edits(tmp_path, tok):
     retry = load_method_config("mend", "llama", model,
                                mend_config(tmp_path, "llama", retry_scale=0.5))
     editor = new_editor(model, plain)
-    base = apply_mend(model, tok, [EIFFEL, LOUVRE], plain, editor=editor)
-    both = apply_mend(model, tok, [EIFFEL, LOUVRE], retry, editor=editor)
+    base = mend_delta(model, tok, [EIFFEL, LOUVRE], plain, editor)
+    both = mend_delta(model, tok, [EIFFEL, LOUVRE], retry, editor)
     assert base.meta["retried"] == 0 and both.meta["retried"] == 2
     for name, (left, right) in base.low_rank.items():
         left2, right2 = both.low_rank[name]  # Llama layout: (out, rank), (rank, in)
@@ -543,7 +544,7 @@ def test_retry_pass_adds_a_scaled_step_for_unlanded_edits(tmp_path, tok):
         assert left2.shape[1] > rank and right2.shape[0] == left2.shape[1]
         assert torch.equal(left2[:, :rank], left) and torch.equal(right2[:rank], right)
     said = _said_request(model, tok)
-    assert apply_mend(model, tok, [said], retry, editor=editor).meta["retried"] == 0
+    assert mend_delta(model, tok, [said], retry, editor).meta["retried"] == 0
 
 
 def test_negative_retry_scale_is_refused(tmp_path, tok):
@@ -560,9 +561,8 @@ def test_batches_larger_than_trained_are_not_retried(tmp_path, tok):
                              mend_config(tmp_path, "llama", retry_scale=0.5, merge_ridge=0.0))
     editor = new_editor(model, cfg)
     third = EditRequest("Colosseum", "Which city is the Colosseum in", "Paris")
-    assert apply_mend(model, tok, [EIFFEL, LOUVRE], cfg, editor=editor).meta["retried"] == 2
-    assert apply_mend(model, tok, [EIFFEL, LOUVRE, third], cfg,
-                      editor=editor).meta["retried"] == 0
+    assert mend_delta(model, tok, [EIFFEL, LOUVRE], cfg, editor).meta["retried"] == 2
+    assert mend_delta(model, tok, [EIFFEL, LOUVRE, third], cfg, editor).meta["retried"] == 0
 
 
 def test_a_batch_above_the_trained_size_merges_its_single_edits(tmp_path, tok):
@@ -596,11 +596,11 @@ def test_a_batch_above_the_trained_size_merges_its_single_edits(tmp_path, tok):
         merge_error = (got - wanted).abs().max()
         assert merge_error < 1e-3 * scale
         assert (summed - wanted).abs().max() > 20 * merge_error  # the other edit fires here
-    assert apply_mend(model, tok, requests, cfg, editor=editor).meta["merged"] is True
+    assert mend_delta(model, tok, requests, cfg, editor).meta["merged"] is True
     plain = load_method_config("mend", "llama", model,
                                mend_config(tmp_path, "llama", batch_edits=1, batch_edits_max=1,
                                            merge_ridge=0.0))
-    assert apply_mend(model, tok, requests, plain, editor=editor).meta["merged"] is False
+    assert mend_delta(model, tok, requests, plain, editor).meta["merged"] is False
 
 
 def test_negative_merge_ridge_is_refused(tmp_path, tok):

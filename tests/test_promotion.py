@@ -72,8 +72,9 @@ def app(tmp_path, model_cache, embedder, stats_cache):
         store = Store(data_dir / "amend.db")
         memory = EditMemory(store, embedder, data_dir / "edits.faiss")
         assistant = Assistant(llm, embedder, store, memory, router_config())
-        assistant.weights = WeightEdits(assistant, data_dir, guard=_test_guard(),
-                                        config_files=_small_configs(tmp_path))
+        assistant.weights = WeightEdits.for_assistant(assistant, data_dir,
+                                                      guard=_test_guard(),
+                                                      config_files=_small_configs(tmp_path))
         assistant.weights.replay()
         return assistant
 
@@ -88,7 +89,7 @@ def _ask(assistant, question: str) -> tuple[str, str]:
 def test_promote_answer_from_weights_restart_and_rollback(app):
     from assistant.corrections import Correction
 
-    from editing.promote import load_probes, probe_predictions
+    from editing.probes import load_probes, probe_predictions
 
     assistant = app()
     base_checksum = weights_checksum(assistant.llm.model)

@@ -56,8 +56,8 @@ def test_shipped_counterfactual_adapter_answers_from_the_fact(real_llm):
     fact from its input far more often than the bare base model does."""
     from assistant.counterfactual import text_prompt
     from assistant.runtime import load_counterfactual_adapter
-    from editing.metrics import token_accuracy
-    from editing.records import load_records
+    from assistant.metrics import token_accuracy
+    from assistant.records import load_records
     from store.db import Edit
     from tests.conftest import SHARED_DATA
 

@@ -91,10 +91,10 @@ def test_huge_message_gets_a_notice(assistant):
 
 def test_reject_and_reactivate(assistant):
     edit, _ = assistant.add_edit(Correction("Louvre", "The Louvre is in", "Madrid"), "form")
-    assistant.set_status(edit.id, "rejected")
+    assistant.review.set_status(edit.id, "rejected")
     assert final(assistant, [], "Where is the Louvre?", max_new_tokens=3).trace.route == "base"
     newer, _ = assistant.add_edit(Correction("Louvre", "The Louvre is in", "Lisbon"), "form")
-    assistant.set_status(edit.id, "active")  # reactivating replaces the newer twin
+    assistant.review.set_status(edit.id, "active")  # reactivating replaces the newer twin
     assert assistant.store.get_edit(newer.id).status == "superseded"
     answer = final(assistant, [], "Where is the Louvre?", max_new_tokens=3)
     assert answer.trace.edit_ids == [edit.id]
@@ -131,18 +131,18 @@ def test_turns_logged_with_route(assistant):
 def test_admin_change_target_merge_and_bulk(assistant):
     edit, _ = assistant.add_edit(Correction("Eiffel Tower", "The Eiffel Tower is in", "Rome"),
                                  source="chat")
-    new = assistant.change_target(edit.id, "Madrid")
+    new = assistant.review.change_target(edit.id, "Madrid")
     assert new.supersedes == edit.id and assistant.store.get_edit(edit.id).status == "superseded"
     assert "Madrid" in final(assistant, [], "Where is the Eiffel Tower?").text
     with pytest.raises(InvalidEditError):
-        assistant.change_target(edit.id, "Oslo")  # superseded: not editable
+        assistant.review.change_target(edit.id, "Oslo")  # superseded: not editable
     other = assistant.store.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Oslo",
                                      source="import")
-    assert assistant.merge(new.id, [other.id]).id == new.id
+    assert assistant.review.merge(new.id, [other.id]).id == new.id
     assert assistant.store.get_edit(other.id).status == "superseded"
     with pytest.raises(InvalidEditError):
-        assistant.merge(new.id, [new.id])
-    lines = assistant.bulk_status([new.id, 999], "rejected")
+        assistant.review.merge(new.id, [new.id])
+    lines = assistant.review.bulk_status([new.id, 999], "rejected")
     assert lines[0] == f"#{new.id}: rejected" and "999" in lines[1]
     assert assistant.memory.size == 0
 
@@ -165,7 +165,7 @@ def test_shared_mode_corrections_serve_only_their_session_until_approved(assista
     final(assistant, [], "Remember that the Louvre is in Lisbon", session="mallory")
     louvre = final(assistant, [], "Where is the Louvre?", session="bob", max_new_tokens=4)
     assert louvre.trace.route == "memory" and "Madrid" in louvre.text
-    assistant.set_status(edit.id, "active")  # the admin approves
+    assistant.review.set_status(edit.id, "active")  # the admin approves
     theirs = final(assistant, [], question, session="bob", max_new_tokens=4)
     assert theirs.trace.route == "memory" and theirs.trace.edit_ids == [edit.id]
     # the index survives a rebuild with the pending edit in it

@@ -120,21 +120,6 @@ def test_f1_scores():
     assert f1_scores(pred, labels) == {"f1": 0.5, "precision": 0.5, "recall": 0.5}
 
 
-def test_cross_encoder_trains_and_scores():
-    """The comparison cross-encoder: a few steps of real training lower nothing to NaN and
-    its probabilities are per pair, in [0, 1]."""
-    from assistant.scope_cross import CrossEncoder, train_cross_encoder
-
-    queries = ["Where is the Louvre?", "Who founded the Louvre?"] * 4
-    prompts = ["The Louvre is in"] * 8
-    labels = np.array([True, False] * 4)
-    model = train_cross_encoder(queries, prompts, labels, max_seconds=30, batch=4)
-    assert isinstance(model, CrossEncoder)
-    probabilities = model.probabilities(queries[:2], prompts[:2])
-    assert probabilities.shape == (2,)
-    assert np.all((probabilities >= 0) & (probabilities <= 1))
-
-
 @pytest.mark.parametrize("prompt, subject, first", [
     ("The Louvre is in", "Louvre", "Where is the Louvre?"),
     ("Toko Yasuda works for", "Toko Yasuda", "Where does Toko Yasuda work?"),

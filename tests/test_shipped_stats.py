@@ -58,9 +58,10 @@ def test_the_bundle_covers_every_layer_the_shipped_config_edits(method):
 
     from config import CONFIG_DIR, load_config
     from editing.covariance import cache_file_name
-    from editing.hparams import CONFIG_TYPES, edited_modules
+    from editing.hparams import edited_modules
+    from editing.registry import METHODS
 
-    cfg = load_config(CONFIG_TYPES[method], CONFIG_DIR / method / "smollm2.json")
+    cfg = load_config(METHODS[method].config_type, CONFIG_DIR / method / "smollm2.json")
     folders = [p for p in shipped_stats.BUNDLE_ROOT.iterdir() if p.is_dir()]
     assert len(folders) == 1  # the default model's fingerprint
     files = json.loads((folders[0] / shipped_stats.MANIFEST).read_text())["files"]

@@ -228,7 +228,7 @@ def test_admin_trace_image_uses_a_copy_and_is_cached(tiny_llm, store, embedder, 
 
     memory = EditMemory(store, embedder, None)
     assistant = Assistant(tiny_llm, embedder, store, memory, router_config())
-    weights = WeightEdits(assistant, tmp_path)
+    weights = WeightEdits.for_assistant(assistant, tmp_path)
     edit = store.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
     before = weights_checksum(tiny_llm.model)
     path = weights.trace_image(edit)

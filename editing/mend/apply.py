@@ -285,12 +285,23 @@ def merged_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: li
 
 
 def apply_mend(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MendConfig, *,
-               chat_format: ChatFormat | None = None, base_fingerprint: str | None = None,
-               progress: Callable[[str], None] = log.info, editor: MendEditor | None = None,
-               **_unused) -> Delta:
-    """One delta writing every request (a batch edit); the model is left unchanged."""
+               stats_root: Path | None = None, chat_format: ChatFormat | None = None,
+               base_fingerprint: str | None = None, committed: dict | None = None,
+               progress: Callable[[str], None] = log.info) -> Delta:
+    """The registry's signature (editing/registry.py) with the shipped trained editor; MEND
+    needs no key statistics and keeps no keys (`stats_root`, `committed` unused)."""
+    return mend_delta(model, tok, requests, cfg, load_editor(model, cfg),
+                      chat_format=chat_format, base_fingerprint=base_fingerprint,
+                      progress=progress)
+
+
+def mend_delta(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: MendConfig,
+               editor: MendEditor, *, chat_format: ChatFormat | None = None,
+               base_fingerprint: str | None = None,
+               progress: Callable[[str], None] = log.info) -> Delta:
+    """One delta writing every request (a batch edit) with `editor`; the model is left
+    unchanged."""
     fingerprint = base_fingerprint or model_fingerprint(model)
-    editor = editor or load_editor(model, cfg)
     merge = len(requests) > cfg.batch_edits_max and cfg.merge_ridge > 0
     progress(f"MEND: {len(requests)} edit(s), {cfg.edit_steps} pass(es)"
              + (", each alone, then merged" if merge else ""))

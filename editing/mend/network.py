@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -128,8 +128,6 @@ class MendEditor(nn.Module):
 
     def load_tensors(self, path: Path) -> dict:
         """Load trained tensors into this editor; returns the file's meta."""
-        from safetensors import safe_open
-
         try:
             with safe_open(str(path), framework="pt") as handle:
                 header = handle.metadata() or {}

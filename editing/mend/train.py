@@ -27,13 +27,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from assistant.llm import ChatLLM
+from assistant.phrasings import question_forms
+from assistant.records import EditRecord, split_by_subject
 from config import CONFIG_DIR, REPO_ROOT, default_data_dir
-from editing.hparams import MendConfig, edited_modules, load_method_config
+from editing.hparams import MendConfig, edited_modules
 from editing.locate import block_input, from_block
 from editing.mend.apply import edit_texts, edit_updates, editor_path, factor_focus, new_editor
 from editing.mend.core import (edited, editor_updates, frozen, gradient_factors, lowest_module,
                                scored_logits, text_batch)
-from editing.records import EditRecord, split_by_subject
+from editing.registry import load_method_config
 from editing.rome.compute import ChatFormat, EditRequest
 
 ZSRE_SHARE = 0.3  # zsRE has 500 training records to CounterFact's 10,000
@@ -51,7 +54,6 @@ class Example:
 
 def as_example(record: EditRecord, chat_format: ChatFormat | None,
                chat_equivalents: bool = False) -> Example:
-    from assistant.phrasings import question_forms
 
     target = record.target_new.strip()
     chat = ()
@@ -179,7 +181,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", action="store_true", help="ship the editor in the repo")
     parser.add_argument("--report", type=Path, default=REPO_ROOT / "artifacts" / "mend_train.json")
     args = parser.parse_args(argv)
-    from assistant.llm import ChatLLM
 
     torch.set_num_threads(args.threads)
     data_dir = args.data_dir or default_data_dir()

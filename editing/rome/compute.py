@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from assistant.phrasings import statement_forms
 from editing.deltas import model_fingerprint
+from editing.key_text import OTHER_SUBJECTS
 from editing.locate import (StopForward, block_input, first_tensor, from_block, get_module,
                             hooked, subject_last_tokens, weight_out_in)
 from editing.rome import attention
@@ -122,7 +124,6 @@ def neighbour_requests(request: EditRequest, count: int) -> list[EditRequest]:
     would bleed into its whole relation."""
     if not count:
         return []
-    from editing.key_text import OTHER_SUBJECTS
 
     names = [line for line in OTHER_SUBJECTS.read_text(encoding="utf-8").splitlines()
              if line and line not in request.subject and request.subject not in line]
@@ -138,7 +139,6 @@ def rewriting_pieces(request: EditRequest, prefixes: list[str],
     """Texts whose continuation must become the target: prompt in contexts, chat questions
     (and, with `raw_questions`, the questions as plain text too; with `statements`, up to that
     many other statement wordings of the relation: more wordings for the value to serve)."""
-    from assistant.phrasings import statement_forms
 
     target = " " + request.target_new.strip()
     pieces = [(f"{p}{request.prompt}", request.subject, target) for p in prefixes]

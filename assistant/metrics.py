@@ -6,6 +6,8 @@ on an unrelated prompt + its true answer before and after an edit.
 """
 from __future__ import annotations
 
+import resource
+
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -119,6 +121,4 @@ def teacher_forced_scores(model: torch.nn.Module, tok: PreTrainedTokenizerBase, 
 
 def peak_rss_mb() -> float:
     """Efficiency: peak resident memory of this process so far (Linux reports KiB)."""
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

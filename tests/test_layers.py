@@ -1,0 +1,62 @@
+"""Imports go one way: store <- assistant <- editing <- ui and bench, each at the top of its
+file. An import inside a function hides a cycle or a layer breach until the function runs, so
+only the deliberate ones are allowed: the start-up loader defers the heavy model imports until
+after the page is served."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LAYERS = ["store", "assistant", "editing"]  # lowest first; ui and bench sit above all three
+ABOVE = {"ui", "bench", "tests"}
+# (file, imported module): deferred on purpose, with the reason in the code
+DEFERRED = {
+    ("assistant/runtime.py", "torch"), ("assistant/runtime.py", "assistant.embedder"),
+    ("assistant/runtime.py", "assistant.llm"), ("assistant/runtime.py", "assistant.memory"),
+    ("assistant/runtime.py", "assistant.router"), ("assistant/runtime.py", "store.db"),
+}
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top_level = {id(node) for node in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module, id(node) in top_level or _guarded(tree, node)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, id(node) in top_level or _guarded(tree, node)
+
+
+def _guarded(tree: ast.Module, node: ast.AST) -> bool:
+    """An import under a module-level `if TYPE_CHECKING:` counts as top-level."""
+    for statement in tree.body:
+        if isinstance(statement, ast.If) and "TYPE_CHECKING" in ast.unparse(statement.test):
+            if any(child is node for child in ast.walk(statement)):
+                return True
+    return False
+
+
+def _modules():
+    for layer in LAYERS:
+        for path in sorted((REPO / layer).rglob("*.py")):
+            yield layer, path, path.relative_to(REPO).as_posix()
+
+
+def test_no_layer_imports_one_above_it():
+    breaches = []
+    for layer, path, name in _modules():
+        allowed = set(LAYERS[:LAYERS.index(layer) + 1])
+        for module, _ in _imports(path):
+            package = module.split(".")[0]
+            if package in ABOVE or (package in LAYERS and package not in allowed):
+                breaches.append(f"{name} imports {module}")
+    assert not breaches, breaches
+
+
+def test_imports_sit_at_the_top_of_their_file():
+    inner = [f"{name} imports {module} inside a function"
+             for _, path, name in _modules() for module, at_top in _imports(path)
+             if not at_top and (name, module) not in DEFERRED]
+    assert not inner, inner
