@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="retry_scale values (0 = no extra pass for unlanded edits)")
     parser.add_argument("--overrides", type=json.loads, nargs="+", default=[{}],
                         help="config fields to replace, one JSON object per variant "
-                             "(e.g. '{\"neighbour_count\": 8}')")
+                             "(e.g. '{\"merge_ridge\": 0.03}')")
     add_model_args(parser)
     args = parser.parse_args(argv)
     set_threads(1)

@@ -38,14 +38,8 @@ class RomeConfig:
     # position) instead of at the subject's last token only
     through_update: bool
     raw_questions: bool  # the chat questions also as plain text in the value search
-    # the edit reads 0 at the keys of the edited prompt about this many other subjects (and 1
-    # at the subject's), so it does not bleed into the relation for everyone
-    neighbour_keys: int
     statement_forms: int  # other statement wordings of the relation in the value search
     optimizer: str  # of the value search: "adam" (steps at learning_rate) or "lbfgs"
-    # the value search scores only this many first target tokens after the prompt behind a
-    # self-generated context (0 = the whole target); the bare prompt keeps the whole target
-    context_target_tokens: int
     # the update reads 0 at the keys of facts promoted earlier (editing/preserve.py)
     keep_committed: bool = False
     # keep the update in C's eigen-directions below this eigenvalue (AlphaEdit; 0 = off)
@@ -76,7 +70,6 @@ class MemitConfig:
     raw_questions: bool  # as ROME's: the chat questions also as plain text in the value search
     statement_forms: int  # as ROME's: other statement wordings of the relation
     optimizer: str  # as ROME's: "adam" or "lbfgs"
-    context_target_tokens: int  # as ROME's
     # weight of the keys of facts promoted earlier in the solve (AlphaEdit; 0 = off)
     committed_weight: float = 0.0
     null_space_threshold: float = 0.0  # as ROME's
@@ -123,22 +116,6 @@ class MendConfig:
     # edits' single updates, with this ridge (relative to the mean of the inputs' Gram
     # diagonal; 0 = their plain sum); see editing/mend/apply.py
     merge_ridge: float
-    # where the gradient factors are read: "all" tokens up to the target (the paper), or only
-    # the tokens of the edit's subject ("subject"): at the early-middle MLPs these separate one
-    # subject from another, the last token does not (BENCHMARKS.md, session 20)
-    read_positions: str
-    # the editor transforms both gradient factors (the paper), or only delta~ and writes the
-    # update with the inputs u as read (false): then the update fires only on inputs like
-    # the edit's own, e.g. its subject's tokens under read_positions "subject"
-    transform_inputs: bool
-    # editing: the update is made blind to the inputs of the edit's own prompt about this many
-    # other subjects (0 = off): CounterFact's neighbour prompts reuse the edit's wording, so
-    # an update read at the last blocks fires on them as hard as on the edit (session 20)
-    neighbour_count: int
-    # ... with this ridge, relative to the mean of those inputs' Gram diagonal (small: blind)
-    neighbour_ridge: float
-    # ... and still makes its own change at the edit's own tokens (else it is only projected)
-    neighbour_keep_own: bool
     steps: int  # training steps
     batch_edits: int  # edits per training step (applied together, as a batch edit)
     # with a larger value, each step's batch size is drawn from batch_edits..batch_edits_max,
@@ -158,7 +135,6 @@ class MendConfig:
 
 T = TypeVar("T")
 VALUE_OPTIMIZERS = {"adam", "lbfgs"}
-READ_POSITIONS = {"all", "subject"}
 
 
 def edited_layers(cfg) -> tuple[int, ...]:
@@ -178,12 +154,8 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
     names = {name for name, _ in model.named_modules()}
     if getattr(cfg, "batch_edits_max", 0) < getattr(cfg, "batch_edits", 0):
         raise ConfigError(f"{source}: batch_edits_max must be at least batch_edits")
-    if getattr(cfg, "read_positions", "all") not in READ_POSITIONS:
-        raise ConfigError(f"{source}: read_positions must be one of {sorted(READ_POSITIONS)}")
     if getattr(cfg, "optimizer", "adam") not in VALUE_OPTIMIZERS:
         raise ConfigError(f"{source}: optimizer must be one of {sorted(VALUE_OPTIMIZERS)}")
-    if getattr(cfg, "context_target_tokens", 0) < 0:
-        raise ConfigError(f"{source}: context_target_tokens must be 0 (all) or positive")
     if getattr(cfg, "null_space_threshold", 0.0) < 0:
         raise ConfigError(f"{source}: null_space_threshold must be 0 (off) or positive")
     if getattr(cfg, "committed_weight", 0.0) < 0:
@@ -192,10 +164,6 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
         raise ConfigError(f"{source}: retry_scale must be 0 (off) or positive")
     if getattr(cfg, "merge_ridge", 0.0) < 0:
         raise ConfigError(f"{source}: merge_ridge must be 0 (plain sum) or positive")
-    neighbours = getattr(cfg, "neighbour_count", 0)
-    if neighbours < 0 or (neighbours and cfg.neighbour_ridge <= 0):
-        raise ConfigError(f"{source}: neighbour_count must be 0 (off) or positive, with a "
-                          "positive neighbour_ridge")
     for layer in layers:
         if count is not None and not 0 <= layer < count:
             raise ConfigError(f"{source}: layer {layer} is outside the model's 0..{count - 1}")

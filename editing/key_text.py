@@ -7,10 +7,7 @@ add such keys to C. They come from the training splits only (`assistant.records.
 validation subjects and evaluation subjects are dropped) and never from the promotion guard's
 locality probes, which must stay an independent check.
 
-It also writes editing/data/other_subjects.txt, subjects of the same records: ROME's neighbour
-keys ask the edited prompt about some of them.
-
-    python -m editing.key_text   # rewrites both files (deterministic)
+    python -m editing.key_text   # rewrites editing/data/key_sentences.txt (deterministic)
 """
 from __future__ import annotations
 
@@ -23,9 +20,6 @@ from config import REPO_ROOT
 from editing.probes import load_probes
 
 KEY_SENTENCES = REPO_ROOT / "editing" / "data" / "key_sentences.txt"
-# subjects of the same training records: ROME asks the edited prompt about some of them and
-# keeps their answers (the neighbour KL term), so an edit does not bleed into its relation
-OTHER_SUBJECTS = REPO_ROOT / "editing" / "data" / "other_subjects.txt"
 
 
 def record_sentences(record: EditRecord) -> list[str]:
@@ -57,28 +51,16 @@ def build(count: int, seed: int) -> list[str]:
     return unique[:count]
 
 
-def build_subjects(count: int, seed: int) -> list[str]:
-    """`count` distinct subjects of those records, shuffled."""
-    subjects = sorted({" ".join(r.subject.split()) for r in usable_records() if r.subject})
-    random.Random(seed).shuffle(subjects)
-    return subjects[:count]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m editing.key_text", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--subjects", type=int, default=500)
     parser.add_argument("--out", type=Path, default=KEY_SENTENCES)
-    parser.add_argument("--subjects-out", type=Path, default=OTHER_SUBJECTS)
     args = parser.parse_args(argv)
     lines = build(args.count, args.seed)
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {len(lines)} sentences to {args.out}")
-    subjects = build_subjects(args.subjects, args.seed)
-    args.subjects_out.write_text("\n".join(subjects) + "\n", encoding="utf-8")
-    print(f"wrote {len(subjects)} subjects to {args.subjects_out}")
     return 0
 
 

@@ -36,8 +36,7 @@ from editing.memit import apply_memit
 from editing.promote import below
 from editing.methods import Editor, load_method
 from editing.rome import apply_rome, attention, compute
-from editing.rome.compute import (EditRequest, compute_key, compute_keys, context_prefixes,
-                                  neighbour_requests)
+from editing.rome.compute import EditRequest, compute_key, compute_keys, context_prefixes
 from editing.preserve import (batch_read, committed_keys, constrained_read_out,
                               null_space_basis, solve_c)
 from editing.rome.rome import rank_one
@@ -362,9 +361,6 @@ def test_config_bad_module_and_fields(tmp_path, tok):
     with pytest.raises(ConfigError, match="optimizer") as info:
         load_method_config("rome", "x", model, path)
     assert str(path) in str(info.value)
-    with pytest.raises(ConfigError, match="context_target_tokens"):
-        load_method_config("rome", "x", model, write_config(tmp_path, "rome", "smollm2",
-                                                            context_target_tokens=-1))
     cfg = load_method_config("memit", "x", model, write_config(tmp_path, "memit", "smollm2"))
     assert cfg.layers == (0, 1) and cfg.layer == 1
     gpt2_cfg = load_method_config("rome", "x", gpt2(tok),
@@ -584,21 +580,6 @@ def test_packed_attention_equals_dense_masked_attention():
         attn_mask=fresh).transpose(1, 2), atol=1e-6)
 
 
-def test_context_copies_score_only_the_first_target_tokens(tok):
-    """With a limit, the prompt behind a context keeps only its first target tokens; the bare
-    prompt and the other texts keep the whole target."""
-
-    request = EditRequest("Eiffel Tower", "The Eiffel Tower is in", "the city of Rome")
-    pieces = compute.rewriting_pieces(request, VALUE_PREFIXES, _brief_chat)
-    whole = len(tok(" the city of Rome", add_special_tokens=False).input_ids)
-    assert whole > 2
-    limits = [2 if 0 < row < len(VALUE_PREFIXES) else 0 for row in range(len(pieces))]
-    texts = compute._batch(tok, pieces, limits)
-    counts = [len(ids) for ids in texts.target_ids]
-    assert counts[0] == whole and counts[1:len(VALUE_PREFIXES)] == [2, 2]
-    assert all(count > 2 for count in counts[len(VALUE_PREFIXES):])
-
-
 @pytest.mark.parametrize("through_update", [False, True])
 def test_value_search_from_the_edited_block_changes_nothing(tmp_path, tok, monkeypatch,
                                                             through_update):
@@ -742,7 +723,8 @@ def test_keys_in_one_batch_equal_keys_one_by_one(tok):
     the one its request gets alone (the whole model run on its own texts)."""
     model = llama(tok)
     name = LLAMA_DOWN.format(1)
-    requests = [EIFFEL, *neighbour_requests(EIFFEL, 3)]
+    requests = [EIFFEL, LOUVRE, EditRequest("Big Ben", "Where is Big Ben", ""),
+                EditRequest("Colosseum", "Where is the Colosseum", "")]
     together = compute_keys(model, tok, name, requests, VALUE_PREFIXES)
     for request, key in zip(requests, together):
         texts = [f"{p}{request.prompt}" for p in VALUE_PREFIXES]
@@ -755,36 +737,6 @@ def test_keys_in_one_batch_equal_keys_one_by_one(tok):
                 model(input_ids=torch.tensor([ids]))
             alone.append(seen[0][0, position])
         assert torch.allclose(key, torch.stack(alone).mean(0), atol=1e-5)
-
-
-def test_neighbour_requests_ask_the_edited_prompt_about_other_subjects():
-    others = neighbour_requests(TOWER_REQUEST, 3)
-    assert len(others) == 3 and others == neighbour_requests(TOWER_REQUEST, 3)  # deterministic
-    for other in others:
-        assert other.subject != TOWER_REQUEST.subject and other.target_new == ""
-        assert other.prompt == TOWER_REQUEST.prompt.replace(TOWER_REQUEST.subject,
-                                                            other.subject)
-    assert neighbour_requests(TOWER_REQUEST, 0) == []
-
-
-@pytest.mark.parametrize("through_update", [False, True])
-def test_neighbour_keys_are_left_alone(tmp_path, tok, stats_root, through_update):
-    """With neighbour keys, the edit changes the projection's output at the subject's key and
-    not at the keys of the same prompt about the other subjects."""
-    model, name, cfg = _family(tok, tmp_path, "llama")
-    cfg = dataclasses.replace(cfg, through_update=through_update, neighbour_keys=4)
-    prefixes = context_prefixes(model, tok, cfg.context_count, cfg.context_tokens, cfg.seed)
-    key = compute_key(model, tok, name, EIFFEL, prefixes)
-    others = [compute_key(model, tok, name, r, prefixes) for r in neighbour_requests(EIFFEL, 4)]
-    delta = apply_rome(model, tok, [EIFFEL], cfg, stats_root=stats_root, progress=QUIET)
-    update = delta.update(f"{name}.weight")  # (out, in) for Llama
-    assert float((update @ key).norm()) > 0.1
-    for other in others:
-        assert float((update @ other).norm()) < 1e-4 * float((update @ key).norm())
-    plain = apply_rome(model, tok, [EIFFEL], dataclasses.replace(cfg, neighbour_keys=0),
-                       stats_root=stats_root, progress=QUIET).update(f"{name}.weight")
-    assert max(float((plain @ other).norm()) for other in others) > 1e-2 * float(
-        (plain @ key).norm())
 
 
 def test_rome_weights_restored_on_error(tmp_path, tok, stats_root):

@@ -17,7 +17,7 @@ from editing.hparams import edited_modules
 from editing.registry import NAMES, load_method_config
 from editing.locate import from_block
 from editing.mend import apply_mend, load_editor, mend_delta
-from editing.mend.apply import edit_batch, edit_texts, new_editor
+from editing.mend.apply import edit_texts, new_editor
 from editing.mend.core import (edited, editor_updates, frozen, gradient_factors, lowest_module,
                                scored_logits, text_batch)
 from editing.mend.network import RunningMoments
@@ -55,7 +55,7 @@ def weight_gradients(model, tok, names, requests, cfg) -> dict[str, torch.Tensor
     """Plain autograd of the same edit loss with respect to the weights, (out, in) layout."""
     from editing.locate import get_module, weight_out_in
 
-    pieces, weights, _ = edit_texts(requests, None, cfg.chat_prompts)
+    pieces, weights = edit_texts(requests, None, cfg.chat_prompts)
     batch = text_batch(tok, pieces)
     params = [get_module(model, n).weight for n in names]
     for p in model.parameters():
@@ -243,65 +243,6 @@ def test_validation_scores_a_batch_edit_too(tmp_path, tok):
     assert set(both) == set(single) | {f"batch_{k}" for k in single}
     assert {k: both[k] for k in single} == single
     assert all(0.0 <= v <= 1.0 for v in both.values())
-
-
-def test_subject_focus_marks_only_the_subjects_tokens(tok):
-    """read_positions "subject": the factors are read at the subject's tokens; a text without
-    its subject (or with none given) keeps all of its tokens."""
-    pieces = [("Where is the Eiffel Tower", " Rome"), ("Where is it", " Rome"),
-              ("Rome is", " big")]
-    batch = text_batch(tok, pieces, subjects=["Eiffel Tower", "Eiffel Tower", None])
-    for row, (prefix, _) in enumerate(pieces):
-        ids = tok(prefix, add_special_tokens=False).input_ids
-        kept = tok.decode([i for i, on in zip(ids, batch.focus[row]) if on])
-        assert kept.strip() == ("Eiffel Tower" if row == 0 else prefix)
-    assert not batch.focus[:, max(len(tok(p).input_ids) for p, _ in pieces):].any()
-
-
-def test_subject_read_positions_take_factors_at_the_subject(tmp_path, tok):
-    model = llama(tok)
-    counts = {}
-    for mode in ("all", "subject"):
-        cfg = load_method_config("mend", "llama", model,
-                                 mend_config(tmp_path, "llama", read_positions=mode))
-        names = edited_modules(cfg)
-        batch, weights = edit_batch(tok, [EIFFEL], cfg, None)
-        with frozen(model):
-            factors, _ = gradient_factors(model, names, batch, weights)
-        counts[mode] = {len(u) for u, _ in factors.values()}
-    pieces, _, _ = edit_texts([EIFFEL], None, False)
-    subject_tokens = len(tok(" Eiffel Tower", add_special_tokens=False).input_ids)
-    assert counts["subject"] == {subject_tokens * len(pieces)}
-    assert counts["all"] == {sum(len(tok(p, add_special_tokens=False).input_ids)
-                                 for p, _ in pieces)}
-    with pytest.raises(ConfigError, match="read_positions"):
-        load_method_config("mend", "llama", model,
-                           mend_config(tmp_path, "llama", read_positions="middle"))
-
-
-def test_editor_without_input_transform_writes_the_inputs_as_read(tmp_path, tok):
-    """transform_inputs false: the update's right factors are the layer inputs u themselves,
-    while delta~ is still transformed, so the update only fires on inputs like the edit's."""
-    model = llama(tok)
-    cfg = load_method_config("mend", "llama", model,
-                             mend_config(tmp_path, "llama", transform_inputs=False))
-    names = edited_modules(cfg)
-    editor = new_editor(model, cfg)
-    torch.manual_seed(0)
-    for transform in editor.transforms.values():
-        torch.nn.init.normal_(transform.up.weight, std=0.5)  # not the identity any more
-    batch, weights = edit_batch(tok, [EIFFEL], cfg, None)
-    with frozen(model):
-        factors, _ = gradient_factors(model, names, batch, weights)
-    updates = editor_updates(editor, factors)
-    editor.transform_inputs = True
-    both = editor_updates(editor, factors)
-    for name, (u, delta) in factors.items():
-        left, right = updates[name]
-        assert torch.equal(right, u)
-        assert not torch.allclose(both[name][1], u)
-        assert torch.allclose(left, both[name][0])  # delta~ is the same either way
-        assert not torch.allclose(left, -(editor.rate(name) * delta).T)
 
 
 def test_batch_size_range_is_checked(tmp_path, tok):
@@ -584,7 +525,7 @@ def test_a_batch_above_the_trained_size_merges_its_single_edits(tmp_path, tok):
     singles = [edit_updates(model, tok, editor, [r], cfg)[0][name] for r in requests]
     inputs = []
     for request in requests:
-        pieces, weights, _ = edit_texts([request], None, cfg.chat_prompts)
+        pieces, weights = edit_texts([request], None, cfg.chat_prompts)
         inputs.append(module_inputs(model, name, text_batch(tok, pieces), weights, {}))
     assert sum(len(x) for x in inputs) < get_module(model, name).in_features
     left, right = merged[name]
@@ -607,76 +548,3 @@ def test_negative_merge_ridge_is_refused(tmp_path, tok):
     with pytest.raises(ConfigError, match="merge_ridge"):
         load_method_config("mend", "llama", llama(tok),
                            mend_config(tmp_path, "llama", merge_ridge=-1.0))
-
-
-def test_neighbour_blind_update_leaves_other_subjects_prompts_alone(tmp_path, tok):
-    """neighbour_count: the update barely moves any edited weight's output at the edit prompt
-    about other subjects (while the plain update does), and still moves the edit's own
-    subject tokens."""
-    from editing.mend.apply import edit_updates, module_inputs, neighbour_inputs
-
-    model = llama(tok)
-    plain = load_method_config("mend", "llama", model,
-                               mend_config(tmp_path, "llama", retry_scale=0.0))
-    blind = replace(plain, neighbour_count=1, neighbour_ridge=1e-9)
-    editor = new_editor(model, plain)
-    names = edited_modules(plain)
-    others = neighbour_inputs(model, tok, names, [EIFFEL], 1)
-    assert set(others) == set(names)
-    plain_updates, _ = edit_updates(model, tok, editor, [EIFFEL], plain)
-    blind_updates, _ = edit_updates(model, tok, editor, [EIFFEL], blind)
-    pieces, weights, subjects = edit_texts([EIFFEL], None, False)
-    own = text_batch(tok, pieces, subjects=subjects)
-    own.focus = own.focus & ~own.focus.roll(1, 1)  # the subject's first token only
-    name = max(names, key=lambda n: others[n].shape[1])  # the widest input
-    x = others[name]  # read on the unedited model, as the projection reads them
-    assert len(x) < x.shape[1]  # fewer inputs than dimensions: the projection can be exact
-    change = {k: (x @ r.T) @ left.T for k, (left, r) in
-              (("plain", plain_updates[name]), ("blind", blind_updates[name]))}
-    assert change["blind"].abs().max() < 1e-4 * change["plain"].abs().max()
-    subject_x = module_inputs(model, name, own, weights, {})
-    left, right = blind_updates[name]
-    assert ((subject_x @ right.T) @ left.T).abs().max() > 0.05 * change["plain"].abs().max()
-
-
-def test_a_prompt_without_its_subject_has_no_neighbours(tok):
-    from editing.mend.apply import neighbour_inputs
-
-    model = llama(tok)
-    stray = EditRequest("Big Ben", "Where is the Eiffel Tower", "Rome")
-    assert neighbour_inputs(model, tok, ["model.layers.0.mlp.up_proj"], [stray], 3) == {}
-
-
-def test_neighbour_count_needs_a_positive_ridge(tmp_path, tok):
-    with pytest.raises(ConfigError, match="neighbour_count"):
-        load_method_config("mend", "llama", llama(tok),
-                           mend_config(tmp_path, "llama", neighbour_count=4, neighbour_ridge=0))
-
-
-def test_neighbour_blind_update_can_keep_the_edits_own_change(tmp_path, tok):
-    """neighbour_keep_own: at the edit's own tokens the blind update changes the outputs as
-    the plain update does, and at the other subjects' prompt it still barely moves them."""
-    from editing.mend.apply import blind_to, edit_updates, module_inputs, neighbour_inputs
-
-    model = llama(tok)
-    cfg = load_method_config("mend", "llama", model,
-                             mend_config(tmp_path, "llama", retry_scale=0.0))
-    editor = new_editor(model, cfg)
-    names = edited_modules(cfg)
-    others = neighbour_inputs(model, tok, names, [EIFFEL], 1)
-    batch, weights = edit_batch(tok, [EIFFEL], cfg, None)
-    own = {name: module_inputs(model, name, batch, weights, {}) for name in names}
-    name = max(names, key=lambda n: others[n].shape[1])
-    assert len(others[name]) + len(own[name]) < others[name].shape[1]
-    plain, _ = edit_updates(model, tok, editor, [EIFFEL], cfg)
-    kept = blind_to(plain, others, 1e-9, own)[name]
-    projected = blind_to(plain, others, 1e-9)[name]
-
-    def change(x, factors):
-        left, right = factors
-        return (x @ right.T) @ left.T
-
-    wanted = change(own[name], plain[name])
-    assert (change(own[name], kept) - wanted).abs().max() < 1e-3 * wanted.abs().max()
-    assert (change(own[name], projected) - wanted).abs().max() > 0.05 * wanted.abs().max()
-    assert change(others[name], kept).abs().max() < 1e-3 * wanted.abs().max()

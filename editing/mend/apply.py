@@ -12,8 +12,6 @@ the change its single update makes there (`merged_updates`, a ridge least square
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +26,7 @@ from editing.locate import (StopForward, as_param_layout, block_position, get_mo
 from editing.mend.core import (TextBatch, edited, editor_updates, frozen, gradient_factors,
                                loss_positions, scored_logits, text_batch)
 from editing.mend.network import MendEditor, file_sha256
-from editing.rome.compute import ChatFormat, EditRequest, neighbour_requests, rewriting_pieces
+from editing.rome.compute import ChatFormat, EditRequest, rewriting_pieces
 from errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -42,8 +40,7 @@ def new_editor(model: torch.nn.Module, cfg: MendConfig) -> MendEditor:
     for name in edited_modules(cfg):
         out_features, in_features = weight_out_in(get_module(model, name)).shape
         shapes[name] = (int(in_features), int(out_features))
-    return MendEditor(shapes, cfg.rank, cfg.initial_rate, cfg.std_floor,
-                      cfg.transform_inputs)
+    return MendEditor(shapes, cfg.rank, cfg.initial_rate, cfg.std_floor)
 
 
 def editor_path(cfg: MendConfig) -> Path:
@@ -61,7 +58,7 @@ def load_editor(model: torch.nn.Module, cfg: MendConfig, path: Path | None = Non
         raise ConfigError(f"the MEND editor {path} does not match its checksum in the config "
                           f"(sha256 {digest[:12]}..., expected {cfg.weights_sha256[:12]}...); "
                           "restore the file or retrain it")
-    key = (str(path), digest, tuple(edited_modules(cfg)), cfg.transform_inputs)
+    key = (str(path), digest, tuple(edited_modules(cfg)))
     if key not in _EDITORS:
         editor = new_editor(model, cfg)
         editor.load_tensors(path)
@@ -73,32 +70,23 @@ def load_editor(model: torch.nn.Module, cfg: MendConfig, path: Path | None = Non
 
 
 def edit_texts(requests: list[EditRequest], chat_format: ChatFormat | None,
-               chat_prompts: bool) -> tuple[list[tuple[str, str]], torch.Tensor, list[str]]:
-    """(prefix, target) texts of all requests, per-text loss weights (1 / texts of its edit,
-    so each edit pulls with the same strength however many texts it has) and each text's
-    subject."""
-    pieces, weights, subjects = [], [], []
+               chat_prompts: bool) -> tuple[list[tuple[str, str]], torch.Tensor]:
+    """(prefix, target) texts of all requests and per-text loss weights (1 / texts of its
+    edit, so each edit pulls with the same strength however many texts it has)."""
+    pieces, weights = [], []
     for request in requests:
         own = [(prefix, target) for prefix, _, target in
                rewriting_pieces(request, [""], chat_format if chat_prompts else None)]
         pieces += own
         weights += [1.0 / len(own)] * len(own)
-        subjects += [request.subject] * len(own)
-    return pieces, torch.tensor(weights), subjects
-
-
-def factor_focus(cfg: MendConfig, subjects: list[str | None]) -> list[str | None] | None:
-    """The `subjects` argument of `text_batch` for texts with these subjects: focused on the
-    subjects' tokens when the config reads the gradient factors there, else None (all)."""
-    return subjects if cfg.read_positions == "subject" else None
+    return pieces, torch.tensor(weights)
 
 
 def edit_batch(tok, requests: list[EditRequest], cfg: MendConfig,
                chat_format: ChatFormat | None) -> tuple[TextBatch, torch.Tensor]:
-    """The requests' edit texts as one batch (focused as `factor_focus` says) and the
-    per-text loss weights."""
-    pieces, weights, subjects = edit_texts(requests, chat_format, cfg.chat_prompts)
-    return text_batch(tok, pieces, subjects=factor_focus(cfg, subjects)), weights
+    """The requests' edit texts as one batch and the per-text loss weights."""
+    pieces, weights = edit_texts(requests, chat_format, cfg.chat_prompts)
+    return text_batch(tok, pieces), weights
 
 
 Updates = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -112,65 +100,12 @@ def ridge_dual_solve(x: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch.
     return torch.linalg.solve(gram, rhs)
 
 
-@torch.no_grad()
-def neighbour_inputs(model: torch.nn.Module, tok, names: list[str],
-                     requests: list[EditRequest], count: int) -> dict[str, torch.Tensor]:
-    """Each edited weight's inputs (N, in) at the requests' prompts about `count` other
-    subjects (`neighbour_requests`), from the other subject's first token on (the tokens
-    before it are the edit prompt's own), read on the unedited model. A prompt that does not
-    name its subject has no such neighbours."""
-    others = [other for request in requests
-              if request.subject and request.subject in request.prompt
-              for other in neighbour_requests(request, count)]
-    if not others:
-        return {}
-    batch = text_batch(tok, [(other.prompt, "") for other in others],
-                       subjects=[other.subject for other in others])
-    keep = batch.mask.bool() & (batch.focus.cumsum(1) > 0)
-    captured: dict[str, torch.Tensor] = {}
-
-    def capture(name: str):
-        def pre(_module, args):
-            captured[name] = args[0].detach()[keep]
-        return pre
-
-    with contextlib.ExitStack() as hooks:
-        for name in names:
-            hooks.enter_context(hooked(get_module(model, name), pre=capture(name)))
-        model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False)
-    return captured
-
-
-def blind_to(updates: Updates, others: dict[str, torch.Tensor], ridge: float,
-             own: dict[str, torch.Tensor] | None = None) -> Updates:
-    """The updates changed as little as possible (Frobenius) so that they barely move the
-    outputs at the inputs `others` and, with `own`, still move those inputs' outputs as
-    before: a ridge least squares in the dual, r relative to the Gram diagonal's mean. The
-    left factors stay; the right ones become R - (G^-1 E)^T Z, with Z the stacked inputs, G
-    their Gram and E the unwanted change (R's response at `others`, zero at `own`)."""
-    blind = {}
-    for name, (left, right) in updates.items():
-        x = others.get(name)
-        if x is None or not len(x):
-            blind[name] = (left, right)
-            continue
-        r = right.double()
-        kept = own.get(name) if own else None
-        z = x.double() if kept is None else torch.cat([kept.double(), x.double()])
-        unwanted = x.double() @ r.T
-        if kept is not None:
-            unwanted = torch.cat([torch.zeros(len(kept), len(r), dtype=r.dtype), unwanted])
-        blind[name] = (left, (r - ridge_dual_solve(z, unwanted, ridge).T @ z).to(right.dtype))
-    return blind
-
-
 def mend_updates(model: torch.nn.Module, editor: MendEditor, names: list[str], batch,
                  weights: torch.Tensor, passes: int, scale: float = 1.0,
-                 start: Updates | None = None, shape: Callable[[Updates], Updates] | None = None
-                 ) -> Updates:
+                 start: Updates | None = None) -> Updates:
     """The edit as (left, right) factors per weight, (out, in) layout. Each pass reads the
     gradient of the model as edited so far (from `start`, if given) and adds `scale` times
-    the editor's update (passed through `shape` first, if given)."""
+    the editor's update."""
     updates: Updates = dict(start or {})
     for _ in range(passes):
         with frozen(model), edited(model, updates):
@@ -178,8 +113,6 @@ def mend_updates(model: torch.nn.Module, editor: MendEditor, names: list[str], b
         with torch.no_grad():
             step = editor_updates(editor, factors)
             step = {name: (left * scale, right) for name, (left, right) in step.items()}
-            if shape is not None:
-                step = shape(step)
         updates = {name: (torch.cat([updates[name][0], left], 1),
                           torch.cat([updates[name][1], right], 0)) if name in updates
                    else (left, right) for name, (left, right) in step.items()}
@@ -210,21 +143,13 @@ def edit_updates(model: torch.nn.Module, tok, editor: MendEditor, requests: list
     model makes it worse (a batch of 20 on zsRE: reliability 0.256 -> 0.050; BENCHMARKS.md)."""
     names = edited_modules(cfg)
     batch, weights = edit_batch(tok, requests, cfg, chat_format)
-    shape = None
-    if cfg.neighbour_count:
-        own = ({name: module_inputs(model, name, batch, weights, {}) for name in names}
-               if cfg.neighbour_keep_own else None)
-        shape = functools.partial(
-            blind_to, others=neighbour_inputs(model, tok, names, requests, cfg.neighbour_count),
-            ridge=cfg.neighbour_ridge, own=own)
-    updates = mend_updates(model, editor, names, batch, weights, cfg.edit_steps, cfg.edit_scale,
-                           shape=shape)
+    updates = mend_updates(model, editor, names, batch, weights, cfg.edit_steps, cfg.edit_scale)
     retry = cfg.retry_scale > 0 and len(requests) <= cfg.batch_edits_max
     missed = unlanded(model, tok, requests, updates) if retry else []
     if missed:
         batch, weights = edit_batch(tok, missed, cfg, chat_format)
         updates = mend_updates(model, editor, names, batch, weights, 1, cfg.retry_scale,
-                               start=updates, shape=shape)
+                               start=updates)
     return updates, len(missed)
 
 

@@ -33,8 +33,6 @@ class TextBatch:
     cols: torch.Tensor  # (K,) position whose logits predict the target token
     targets: torch.Tensor  # (K,) the target token there
     texts: int
-    # (texts, width) tokens the gradient factors may be read at (None: all of them)
-    focus: torch.Tensor | None = None
 
     def per_text_mean(self, values: torch.Tensor,
                       rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -46,33 +44,11 @@ class TextBatch:
         return sums / counts.clamp_min(1)
 
 
-def subject_tokens(offsets: list[tuple[int, int]], prefix: str,
-                   subject: str) -> list[bool] | None:
-    """Which tokens of `prefix` (given by their character offsets) belong to the last mention
-    of `subject`, or None when it is not there."""
-    at = prefix.casefold().rfind(subject.casefold()) if subject else -1
-    if at < 0:
-        return None
-    end = at + len(subject)
-    marks = [start < end and stop > at for start, stop in offsets]
-    return marks if any(marks) else None
-
-
-def text_batch(tok, pieces: list[tuple[str, str]], pad_id: int | None = None,
-               subjects: list[str | None] | None = None) -> TextBatch:
-    """pieces: (prefix, target text as it follows the prefix, e.g. " Paris"). With `subjects`
-    (one per piece), the batch's `focus` keeps each text's subject tokens; a text without a
-    subject, or whose prefix does not contain it (or a tokenizer without character offsets),
-    keeps all its tokens."""
-    rows, cols, targets, encoded, focus = [], [], [], [], []
-    offsets = subjects is not None and getattr(tok, "is_fast", False)
+def text_batch(tok, pieces: list[tuple[str, str]], pad_id: int | None = None) -> TextBatch:
+    """pieces: (prefix, target text as it follows the prefix, e.g. " Paris")."""
+    rows, cols, targets, encoded = [], [], [], []
     for row, (prefix, target) in enumerate(pieces):
-        prefix_enc = tok(prefix, add_special_tokens=False, return_offsets_mapping=offsets)
-        prefix_ids = prefix_enc.input_ids
-        if subjects is not None:
-            marks = (subject_tokens(prefix_enc.offset_mapping, prefix, subjects[row] or "")
-                     if offsets else None)
-            focus.append(marks if marks is not None else [True] * len(prefix_ids))
+        prefix_ids = tok(prefix, add_special_tokens=False).input_ids
         target_ids = tok(target, add_special_tokens=False).input_ids if target else []
         encoded.append(prefix_ids + target_ids)
         for offset, token in enumerate(target_ids):
@@ -86,9 +62,7 @@ def text_batch(tok, pieces: list[tuple[str, str]], pad_id: int | None = None,
                                         for e in encoded]),
                      rows=torch.tensor(rows, dtype=torch.long),
                      cols=torch.tensor(cols, dtype=torch.long),
-                     targets=torch.tensor(targets, dtype=torch.long), texts=len(pieces),
-                     focus=None if subjects is None else torch.tensor(
-                         [f + [False] * (width - len(f)) for f in focus]))
+                     targets=torch.tensor(targets, dtype=torch.long), texts=len(pieces))
 
 
 @contextlib.contextmanager
@@ -175,14 +149,12 @@ def gradient_factors(model: torch.nn.Module, names: list[str], batch: TextBatch,
 
 def loss_positions(batch: TextBatch, text_weights: torch.Tensor) -> torch.Tensor:
     """Mask of (text, position) pairs that can influence a weighted text's loss: real tokens
-    up to the last scored position of a text whose weight is not zero (and, when the batch
-    has a focus, only those)."""
+    up to the last scored position of a text whose weight is not zero."""
     last = torch.full((batch.texts,), -1, dtype=torch.long)
     last = last.scatter_reduce(0, batch.rows, batch.cols, reduce="amax")
     positions = torch.arange(batch.ids.shape[1]).unsqueeze(0)
-    keep = ((positions <= last.unsqueeze(1)) & batch.mask.bool()
+    return ((positions <= last.unsqueeze(1)) & batch.mask.bool()
             & (text_weights != 0).unsqueeze(1))
-    return keep if batch.focus is None else keep & batch.focus
 
 
 @contextlib.contextmanager

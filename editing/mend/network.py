@@ -89,12 +89,10 @@ class MendEditor(nn.Module):
     """All transforms of one model, plus one learned edit rate per edited weight."""
 
     def __init__(self, shapes: dict[str, tuple[int, int]], rank: int, initial_rate: float,
-                 std_floor: float, transform_inputs: bool = True) -> None:
-        """shapes: edited weight name -> (in_features, out_features); transform_inputs false:
-        the inputs u pass through as read and only the output gradients are transformed."""
+                 std_floor: float) -> None:
+        """shapes: edited weight name -> (in_features, out_features)."""
         super().__init__()
         self.shapes = dict(shapes)
-        self.transform_inputs = transform_inputs
         groups: dict[tuple[int, int], list[str]] = {}
         for name, shape in self.shapes.items():
             groups.setdefault(shape, []).append(name)
@@ -111,8 +109,7 @@ class MendEditor(nn.Module):
     def transform(self, weight: str, u: torch.Tensor, delta: torch.Tensor,
                   track: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         i, o = self.shapes[weight]
-        u_new, delta_new = self.transforms[f"{i}x{o}"](weight, u, delta, track)
-        return (u_new if self.transform_inputs else u), delta_new
+        return self.transforms[f"{i}x{o}"](weight, u, delta, track)
 
     # -- storage ------------------------------------------------------------------------
     def save(self, path: Path, meta: dict) -> str:

@@ -33,7 +33,7 @@ from assistant.records import EditRecord, split_by_subject
 from config import CONFIG_DIR, REPO_ROOT, default_data_dir
 from editing.hparams import MendConfig, edited_modules
 from editing.locate import block_input, from_block
-from editing.mend.apply import edit_texts, edit_updates, editor_path, factor_focus, new_editor
+from editing.mend.apply import edit_texts, edit_updates, editor_path, new_editor
 from editing.mend.core import (edited, editor_updates, frozen, gradient_factors, lowest_module,
                                scored_logits, text_batch)
 from editing.registry import load_method_config
@@ -76,12 +76,10 @@ def step_loss(model, tok, editor, names: list[str], examples: list[Example],
     runs. Chat-templated paraphrases are much longer and go in a second batch rather than
     padding every short text to their length.
     """
-    pieces, weights, subjects = edit_texts([e.request for e in examples], chat_format,
-                                           cfg.chat_prompts)
+    pieces, weights = edit_texts([e.request for e in examples], chat_format, cfg.chat_prompts)
     equivalents = [q for e in examples for q in e.equivalents]
     unrelated = [u for e in examples for u in e.unrelated]
-    focus = factor_focus(cfg, subjects + [None] * (len(equivalents) + len(unrelated)))
-    batch = text_batch(tok, pieces + equivalents + unrelated, subjects=focus)
+    batch = text_batch(tok, pieces + equivalents + unrelated)
     text_weights = torch.cat([weights, torch.zeros(len(equivalents) + len(unrelated))])
     hidden: dict[str, torch.Tensor] = {}
     factors, base_logits = gradient_factors(model, names, batch, text_weights,

@@ -10,7 +10,6 @@ on "{subject} is a" that keeps the subject's other properties, weight decay and 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,7 +17,6 @@ import torch
 
 from assistant.phrasings import statement_forms
 from editing.deltas import model_fingerprint
-from editing.key_text import OTHER_SUBJECTS
 from editing.locate import (StopForward, block_input, first_tensor, from_block, get_module,
                             hooked, subject_last_tokens, weight_out_in)
 from editing.rome import attention
@@ -88,16 +86,13 @@ def _sample_prefixes(model: torch.nn.Module, tok, count: int, length: int,
     return prefixes
 
 
-def _batch(tok, pieces: list[tuple[str, str, str]], limits: list[int] | None = None) -> Texts:
-    """pieces: (text before the target, subject, target); the target may be "". `limits`:
-    per piece, how many target tokens to keep (0 = all)."""
+def _batch(tok, pieces: list[tuple[str, str, str]]) -> Texts:
+    """pieces: (text before the target, subject, target); the target may be ""."""
     rows, delta_rows, delta_cols = [], [], []
     targets: list[tuple[int, list[int], int]] = []
     for row, (prefix, subject, target) in enumerate(pieces):
         prefix_ids = tok(prefix, add_special_tokens=False).input_ids
         target_ids = tok(target, add_special_tokens=False).input_ids if target else []
-        if limits and limits[row]:
-            target_ids = target_ids[:limits[row]]
         for col in subject_last_tokens(tok, prefix, subject):
             delta_rows.append(row)
             delta_cols.append(col)
@@ -116,20 +111,6 @@ def _batch(tok, pieces: list[tuple[str, str, str]], limits: list[int] | None = N
             texts.target_cols.append(torch.arange(start - 1, start - 1 + len(target_ids)))
             texts.target_ids.append(torch.tensor(target_ids))
     return texts
-
-
-def neighbour_requests(request: EditRequest, count: int) -> list[EditRequest]:
-    """The edited prompt about `count` other subjects (shipped training subjects, chosen by
-    the subject's name so an edit always gets the same ones): where an edit of one subject
-    would bleed into its whole relation."""
-    if not count:
-        return []
-
-    names = [line for line in OTHER_SUBJECTS.read_text(encoding="utf-8").splitlines()
-             if line and line not in request.subject and request.subject not in line]
-    chosen = random.Random(request.subject).sample(names, min(count, len(names)))
-    return [EditRequest(other, request.prompt.replace(request.subject, other), "")
-            for other in chosen]
 
 
 def rewriting_pieces(request: EditRequest, prefixes: list[str],
@@ -372,12 +353,7 @@ def compute_value(model: torch.nn.Module, tok, module_name: str, request: EditRe
                               cfg.raw_questions, cfg.statement_forms)
     n_rewrite = len(pieces)
     pieces = pieces + [(KL_TEMPLATE.format(request.subject), request.subject, "")]
-    # the prompt behind a self-generated context (rows 1 .. len(prefixes) - 1) shows whether
-    # the subject's new value survives other text before it; the first target tokens carry
-    # that, and the rest of a long target is taught by the other texts
-    limits = [cfg.context_target_tokens if 0 < row < len(prefixes) else 0
-              for row in range(len(pieces))]
-    texts = _batch(tok, pieces, limits)
+    texts = _batch(tok, pieces)
     for p in model.parameters():
         p.requires_grad_(False)
 

@@ -23,8 +23,8 @@ from editing.deltas import Delta, model_fingerprint
 from editing.hparams import RomeConfig
 from editing.locate import as_param_layout, get_module, weight_out_in
 from editing.preserve import constrained_read_out, null_space_basis
-from editing.rome.compute import (ChatFormat, EditRequest, compute_keys, compute_value,
-                                  context_prefixes, neighbour_requests)
+from editing.rome.compute import (ChatFormat, EditRequest, compute_key, compute_value,
+                                  context_prefixes)
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,10 @@ def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Ro
             started = time.perf_counter()
             progress(f"ROME: edit {i + 1}/{len(requests)}: {request.subject} → "
                      f"{request.target_new}")
-            keys = compute_keys(model, tok, module_name,
-                                [request, *neighbour_requests(request, cfg.neighbour_keys)],
-                                prefixes)
-            key = keys[0]
+            key = compute_key(model, tok, module_name, request, prefixes)
             # with keep_committed, this delta's earlier requests are held like committed ones
             kept = [held, *written] if cfg.keep_committed else []
-            others = [k for k in (*kept, keys[1:].T) if k is not None and k.shape[1]]
+            others = [k for k in kept if k is not None and k.shape[1]]
             others = torch.cat(others, 1) if others else None
             read_out = constrained_read_out(mom2, key, others, cfg.covariance_ridge,
                                             basis).float()
