@@ -163,6 +163,7 @@ def run_arm(name: str, folder: Path, records, overrides: dict, args) -> dict:
         state["scores"] = {key: {m: _mean([r[m] for r in rows if r[m] is not None])
                                  for m in WEIGHT_METRICS + SYSTEM_METRICS}
                            for key, rows in per_record.items()}
+        state["per_record"] = per_record  # to see which facts and probes moved
         _save(progress_file, state)
     return {"arm": name, "offered": len(records), "committed": committed, "carried": carried,
             "promotion_seconds": round(sum(r["seconds"] for r in state["rows"]), 1),

@@ -221,3 +221,43 @@ def test_shared_mode_corrections_wait_for_an_admin(data_dir, tmp_path):
         assert "Rome" in last_text(history) and "route: **memory**" in trace
     finally:
         app.stop()
+
+
+def test_promotion_by_any_method_keeps_the_correction(data_dir, tmp_path):
+    """The failure users met (issue 31): ask, correct in the conversation, promote, ask again.
+    For each method the promotion is forced through the guard's teacher-forced and chat
+    floors (lenient config), since a committed delta is where the correction could get lost;
+    after it the same conversation and a fresh paraphrase still answer Rome (from the weights
+    if they carry it, else from the memory backstop), and the rollback restores the edit."""
+    guard = json.loads((REPO / "configs" / "promotion.json").read_text())
+    guard.update(min_reliability=0.0, min_locality=0.0, min_total_locality=0.0,
+                 min_chat_generalization=0.0, min_chat_locality=0.0, locality_probes=8,
+                 chat_probes=2, neighbour_questions=1, carry_questions=2)
+    guard_path = tmp_path / "promotion.json"
+    guard_path.write_text(json.dumps(guard))
+    app = App(data_dir, tmp_path / "methods.log", "--promotion-config", str(guard_path))
+    try:
+        history, _ = app.ask("Where is the Eiffel Tower?", [])
+        assert "Rome" not in last_text(history)
+        history, trace = app.ask("No, it's in Rome.", history)
+        assert "route: **correction**" in trace
+        edits, _ = app.client.predict("Eiffel", "all", "all", 0, 0, False, 1, 50,
+                                      api_name="/list_edits")
+        edit_id = str(edits["data"][0][0])
+        for method in ("ft", "mend", "rome", "memit"):
+            message, weights, _ = app.client.predict(edit_id, method, api_name="/promote")
+            assert "Promoted" in message, (method, message)
+            for question in ("Where is the Eiffel Tower?", "Which city is the Eiffel Tower in?"):
+                history, trace = app.ask(question, history)
+                assert "Rome" in last_text(history), (method, question, trace, history[-1])
+            fresh, trace = app.ask("In which city is the Eiffel Tower located?", [])
+            assert "Rome" in last_text(fresh), (method, trace, fresh[-1])
+            live = [row for row in weights["data"] if row[2] == "committed"]
+            assert len(live) == 1 and live[0][1] == method, weights["data"]
+            message, *_ = app.client.predict(live[0][0], api_name="/rollback")
+            assert "Rolled back" in message
+            edits, _ = app.client.predict("Eiffel", "all", "all", 0, 0, False, 1, 50,
+                                          api_name="/list_edits")
+            assert edits["data"][0][1] == "active", (method, edits["data"][0])
+    finally:
+        app.stop()

@@ -1,0 +1,331 @@
+"""The functions the page's events call: they translate between widgets and the services in
+assistant/ and editing/, and turn AmendError into gr.Error here and nowhere else.
+
+Kept apart from the layout so the tabs read as layout and wiring only. Handlers are methods of
+small frozen dataclasses that hold the `Runtime` (and, for review, the admin access rule);
+Gradio reads their signatures, so the annotations of every method it calls must resolve at run
+time: `gr.Request` is how Gradio knows to pass the request, `gr.Progress()` defaults how it
+knows to pass a progress tracker. Admin handlers take the session's unlocked flag first (a
+gr.State, so not part of the HTTP API's inputs).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+import pandas as pd
+
+from assistant.access import AdminAccess
+from assistant.runtime import Runtime
+from errors import AmendError
+from store.transfer import export_json
+
+if TYPE_CHECKING:
+    from assistant.router import Assistant
+    from store.db import Edit
+
+EDIT_COLUMNS = ["id", "status", "subject", "prompt", "target_new", "target_old", "aliases",
+                "hits", "source", "created"]
+AUDIT_COLUMNS = ["when", "actor", "action", "edit", "detail"]
+WEIGHT_COLUMNS = ["id", "method", "status", "edits", "layers", "reliability", "generalization",
+                  "locality", "total_locality", "portability", "chat_reliability",
+                  "chat_generalization", "chat_locality", "carried", "seconds", "peak_rss_mb"]
+SUGGEST_COLUMNS = ["id", "subject", "prompt", "target_new", "why"]
+LOAD_TIMEOUT_S = 900
+LOCKED = "Locked: enter the admin password above and press Unlock."
+
+
+def status_label(edit: Edit) -> str:
+    """The status an admin reads: a promoted edit the weights do not answer in chat says that
+    the memory route still serves it."""
+    if edit.status == "promoted" and edit.backstop:
+        return "promoted (weights miss it; memory answers)"
+    if edit.status == "promoted":
+        return "promoted (weights answer it)"
+    return edit.status
+
+
+def when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+def ready(runtime: Runtime) -> Assistant:
+    """The loaded Assistant; waits for loading to finish, and says on the page why it failed."""
+    try:
+        return runtime.wait_ready(LOAD_TIMEOUT_S)
+    except AmendError as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def require_admin(admin_ok: bool) -> None:
+    if not admin_ok:
+        raise gr.Error("This is an admin action: enter the admin password in the Admin "
+                       "tab and press Unlock (the app runs in shared mode).")
+
+
+def edit_ids(text: str, what: str = "the edits") -> list[int]:
+    try:
+        ids = [int(part) for part in (text or "").replace(",", " ").split()]
+    except ValueError:
+        raise gr.Error("Edit ids are whole numbers separated by commas or spaces, "
+                       "e.g. 3, 7, 12.") from None
+    if not ids:
+        raise gr.Error(f"Enter the ids of {what} (see the edits table).")
+    return ids
+
+
+@dataclass(frozen=True)
+class ChatHandlers:
+    """The status line and the Chat tab: open to everyone, in every mode."""
+
+    runtime: Runtime
+
+    def status_text(self) -> str:
+        return f"**Status:** {self.runtime.status}"
+
+    def chat(self, message: str, history: list, max_new_tokens: float,
+             request: gr.Request = None) -> Iterator[tuple[list, str, str]]:
+        history = list(history or [])
+        assistant = ready(self.runtime)
+        session = getattr(request, "session_hash", None) or "api"
+        if not (message or "").strip():
+            chunk = next(iter(assistant.reply(history, "", session=session)))
+            yield history, "", f"_{chunk.text}_"
+            return
+        badge = ""
+        for updated, chunk in assistant.chat_turn(history, message, session=session,
+                                                  max_new_tokens=int(max_new_tokens or 0)
+                                                  or None):
+            if chunk.trace is not None:
+                badge = chunk.trace.badge()
+            yield updated, "", badge
+
+    def correct(self, subject: str, question: str, answer: str,
+                request: gr.Request = None) -> str:
+        assistant = ready(self.runtime)
+        session = getattr(request, "session_hash", None) or "api"
+        text, _ = assistant.correct_from_form(subject or "", question or "", answer or "",
+                                              session=session)
+        return text
+
+
+@dataclass(frozen=True)
+class ReviewHandlers:
+    """The Admin tab's upper half: unlock, the edits table and what an admin does to edits,
+    the audit log, export and import. Actions return their message followed by the refreshed
+    table (`list_edits` of the filters passed after the action's own inputs) and audit log."""
+
+    runtime: Runtime
+    access: AdminAccess
+
+    def unlock(self, password: str) -> tuple[bool, str]:
+        if self.access.check(password or ""):
+            return True, "Unlocked: admin actions are enabled for this browser session."
+        return False, "Wrong admin password."
+
+    def list_edits(self, admin_ok: bool, search: str, status: str, source: str = "all",
+                   min_hits: float = 0, max_age_days: float = 0, conflicts: bool = False,
+                   page: float = 1, page_size: float = 50) -> tuple[list, str]:
+        """The filtered page of the edits table, and a line saying where it is."""
+        if not admin_ok:
+            return [], LOCKED
+        assistant = ready(self.runtime)
+        size = int(page_size or 50)
+        edits, total = assistant.store.query_edits(
+            status=None if status in (None, "", "all") else status,
+            source=None if source in (None, "", "all") else source,
+            min_hits=int(min_hits or 0),
+            max_age_days=float(max_age_days) if max_age_days else None,
+            search=(search or "").strip() or None,
+            conflicts_only=bool(conflicts), page=int(page or 1), page_size=size)
+        pages = max(1, -(-total // size))
+        rows = [[e.id, status_label(e), e.subject, e.prompt, e.target_new, e.target_old or "",
+                 ", ".join(e.aliases), e.hits, e.source, when(e.created_at)] for e in edits]
+        return rows, f"{total} edit(s); page {min(int(page or 1), pages)} of {pages}"
+
+    def audit_rows(self, admin_ok: bool) -> list:
+        if not admin_ok:
+            return []
+        assistant = ready(self.runtime)
+        return [[when(r["created_at"]), r["actor"], r["action"], r["edit_id"], r["detail"]]
+                for r in assistant.store.audit_log(200)]
+
+    def _refreshed(self, message: str, filters: tuple) -> tuple:
+        """An action's outputs: its message, the edits table again, the audit log again."""
+        return message, *self.list_edits(True, *filters), self.audit_rows(True)
+
+    def set_status(self, admin_ok: bool, ids_text: str, status: str, *filters: Any) -> tuple:
+        require_admin(admin_ok)
+        assistant = ready(self.runtime)
+        lines = assistant.review.bulk_status(edit_ids(ids_text), status)
+        return self._refreshed("  \n".join(lines), filters)
+
+    def _on_one_edit(self, admin_ok: bool, ids_text: str, what: str,
+                     action: Callable[[Assistant, int], Any]) -> tuple[int, Any]:
+        """Run `action(assistant, edit_id)` on the one edit named, as an admin; AmendError
+        becomes a message on the page."""
+        require_admin(admin_ok)
+        assistant = ready(self.runtime)
+        ids = edit_ids(ids_text, f"the edit to {what}")
+        if len(ids) != 1:
+            raise gr.Error(f"{what[:1].upper()}{what[1:]} one edit at a time.")
+        try:
+            return ids[0], action(assistant, ids[0])
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def change_target(self, admin_ok: bool, ids_text: str, target: str, *filters: Any) -> tuple:
+        old, edit = self._on_one_edit(admin_ok, ids_text, "change",
+                                      lambda a, i: a.review.change_target(i, target or ""))
+        return self._refreshed(f"Edit #{old} is replaced by #{edit.id}: {edit.statement}",
+                               filters)
+
+    def set_aliases(self, admin_ok: bool, ids_text: str, aliases_text: str,
+                    *filters: Any) -> tuple:
+        """Replace one edit's aliases with the comma-separated list (empty clears them)."""
+        names = [a.strip() for a in (aliases_text or "").split(",") if a.strip()]
+        _, edit = self._on_one_edit(admin_ok, ids_text, "give aliases to",
+                                    lambda a, i: a.review.set_aliases(i, names))
+        said = ", ".join(edit.aliases) or "none"
+        return self._refreshed(f"Edit #{edit.id} ({edit.subject}) now also answers to: {said}",
+                               filters)
+
+    def merge(self, admin_ok: bool, ids_text: str, *filters: Any) -> tuple:
+        require_admin(admin_ok)
+        assistant = ready(self.runtime)
+        ids = edit_ids(ids_text, "the edits to merge (the first is kept)")
+        try:
+            kept = assistant.review.merge(ids[0], ids[1:])
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        message = (f"Kept #{kept.id} ({kept.statement}); "
+                   f"{', '.join(f'#{i}' for i in ids[1:])} superseded by it.")
+        return self._refreshed(message, filters)
+
+    def history(self, admin_ok: bool, ids_text: str) -> str:
+        require_admin(admin_ok)
+        assistant = ready(self.runtime)
+        ids = edit_ids(ids_text, "the edit to show")
+        try:
+            info = assistant.store.edit_history(ids[0])
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        edit = info["edit"]
+        lines = [f"#### Edit #{edit.id}: {edit.statement}",
+                 (f"status **{status_label(edit)}**, source {edit.source}, asked about "
+                  f"{edit.hits} time(s), was: {edit.target_old or 'unknown'}"), "", "**History**"]
+        lines += [f"- {when(a['created_at'])} {a['actor']}: {a['action']} {a['detail']}"
+                  for a in info["audit"]]
+        lines += ["", f"**Weight edits** ({len(info['weight_edits'])})"]
+        lines += [f"- #{w['id']} {w['method']} {w['status']}: {w['scores']}"
+                  for w in info["weight_edits"]]
+        lines += ["", f"**Chat turns it answered** ({len(info['turns'])}, newest first)"]
+        lines += [f"- {when(t['created_at'])} [{t['session'][:8]}] {t['content'][:200]}"
+                  for t in info["turns"]]
+        return "\n".join(lines)
+
+    def export_file(self, admin_ok: bool) -> str:
+        require_admin(admin_ok)
+        assistant = ready(self.runtime)
+        folder = assistant.weights.data_dir / "exports"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"edits-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(export_json(assistant.store), encoding="utf-8")
+        return str(path)
+
+    def import_file(self, admin_ok: bool, data: bytes | None, *filters: Any) -> tuple:
+        require_admin(admin_ok)
+        assistant = ready(self.runtime)
+        if not data:
+            raise gr.Error("Choose an export file (JSON) to import.")
+        try:
+            report = assistant.review.import_edits(data)
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        return self._refreshed(report.summary(), filters)
+
+
+@dataclass(frozen=True)
+class WeightHandlers:
+    """The Admin tab's lower half: promotion into the weights, rollback, causal trace, and
+    the tables and chart that show what the weights hold."""
+
+    runtime: Runtime
+
+    def weight_rows(self, admin_ok: bool) -> list:
+        if not admin_ok:
+            return []
+        assistant = ready(self.runtime)
+        return [[("n/a" if row.get(c) is None else row[c]) if c not in ("edits", "layers") else
+                 ", ".join(str(x) for x in row[c]) for c in WEIGHT_COLUMNS]
+                for row in assistant.weights.table()]
+
+    def promotion_chart(self, admin_ok: bool) -> pd.DataFrame:
+        """Reliability and locality of each promotion, in order (long format for LinePlot)."""
+        rows = ready(self.runtime).weights.table() if admin_ok else []
+        points = [{"promotion": row["id"], "metric": metric, "value": row[metric]}
+                  for row in rows for metric in ("reliability", "locality", "total_locality")
+                  if row.get(metric) is not None]
+        return pd.DataFrame(points, columns=["promotion", "metric", "value"])
+
+    def weights_state(self, admin_ok: bool) -> str:
+        if not admin_ok:
+            return LOCKED
+        return ready(self.runtime).weights.live_state()
+
+    def suggestion_rows(self, admin_ok: bool) -> list:
+        if not admin_ok:
+            return []
+        assistant = ready(self.runtime)
+        return [[e.id, e.subject, e.prompt, e.target_new, why]
+                for e, why in assistant.weights.suggestions()]
+
+    def promote(self, admin_ok: bool, ids_text: str, method: str,
+                progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 (see top)
+                ) -> tuple[str, list, list]:
+        require_admin(admin_ok)
+        assistant = ready(self.runtime)
+        ids = edit_ids(ids_text, "the edits to promote")
+        try:
+            result = assistant.weights.promote(
+                ids, method or "rome", progress=lambda msg: progress(None, desc=msg))
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        scores = result.scores or {}
+        detail = ", ".join(f"{k} {v}" for k, v in scores.items()
+                           if k in ("reliability", "locality", "total_locality",
+                                    "chat_reliability", "chat_generalization", "chat_locality",
+                                    "carried", "seconds"))
+        message = f"**{result.message}**" + (f"  \nScores: {detail}" if detail else "")
+        changed = scores.get("chat_locality_changed") or []
+        if changed:  # what the user would have seen change, so the admin can judge it
+            message += "  \nChat replies that changed:\n" + "\n".join(f"- {c}" for c in changed)
+        return message, self.weight_rows(True), self.suggestion_rows(True)
+
+    def rollback(self, admin_ok: bool, weight_edit_id: float) -> tuple[str, list, list]:
+        require_admin(admin_ok)
+        assistant = ready(self.runtime)
+        if weight_edit_id is None or int(weight_edit_id) <= 0:
+            raise gr.Error("Enter the id of a weight edit from the table.")
+        try:
+            message = assistant.weights.rollback(int(weight_edit_id))
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        return message, self.weight_rows(True), self.suggestion_rows(True)
+
+    def trace_edit(self, admin_ok: bool, edit_id: float,
+                   progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008 (see top)
+        require_admin(admin_ok)
+        assistant = ready(self.runtime)
+        if edit_id is None or int(edit_id) <= 0:
+            raise gr.Error("Enter the id of an edit to trace.")
+        try:
+            edit = assistant.store.get_edit(int(edit_id))
+            path = assistant.weights.trace_image(edit, lambda m: progress(None, desc=m))
+        except AmendError as exc:
+            raise gr.Error(str(exc)) from exc
+        return str(path)

@@ -1,0 +1,49 @@
+"""The page's shape, built without loading a model: the HTTP API that gradio_client callers
+(tests/test_e2e.py) use, the element ids the browser test clicks, and the annotations and
+defaults through which Gradio hands handlers the request and a progress tracker. The handlers'
+behaviour is tested end to end (test_e2e.py, test_browser.py)."""
+from __future__ import annotations
+
+import inspect
+import typing
+
+import gradio as gr
+
+from amend_ui.handlers import ChatHandlers, ReviewHandlers, WeightHandlers
+from amend_ui.page import build_ui
+from assistant.access import AdminAccess
+from assistant.runtime import Runtime
+from config import AppSettings
+
+# api name -> number of arguments (admin endpoints: their own inputs, then the 8 filters)
+API = {"/status": 0, "/chat": 3, "/correct": 3, "/list_edits": 8, "/audit_log": 0,
+       "/approve": 9, "/reject": 9, "/change_target": 10, "/merge": 9, "/set_aliases": 10,
+       "/history": 1, "/export_edits": 0, "/import_edits": 9, "/promote": 2, "/rollback": 1,
+       "/trace": 1, "/weight_edits": 0, "/suggestions": 0, "/weights_state": 0, "/unlock": 1}
+ELEM_IDS = {"chatbot", "chat-trace", "chat-input", "chat-send", "admin-refresh", "edits-table",
+            "edit-ids", "approve", "action-result", "promote-ids", "promote-method", "promote",
+            "promotion-result", "weights-table", "weight-id", "rollback"}
+
+
+def test_page_api_and_element_ids(tmp_path):
+    runtime = Runtime(AppSettings(data_dir=tmp_path, shared=True))  # never started
+    demo = build_ui(runtime, AdminAccess(shared=True))
+    api = demo.get_api_info()["named_endpoints"]
+    assert {name: len(info["parameters"]) for name, info in api.items()} == API
+    config = demo.get_config_file()
+    ids = {c["props"].get("elem_id") for c in config["components"]} - {None}
+    assert ids == ELEM_IDS
+
+
+def test_gradio_passes_request_and_progress():
+    # Gradio reads handlers' hints with typing.get_type_hints and silently ignores them all
+    # when one does not resolve at run time; then chat would not get the session's request.
+    for cls in (ChatHandlers, ReviewHandlers, WeightHandlers):
+        for name, handler in vars(cls).items():
+            if callable(handler) and not name.startswith("_"):
+                typing.get_type_hints(handler)
+    for handler in (ChatHandlers.chat, ChatHandlers.correct):
+        assert typing.get_type_hints(handler)["request"] is gr.Request, handler.__name__
+    for handler in (WeightHandlers.promote, WeightHandlers.trace_edit):
+        progress = inspect.signature(handler).parameters["progress"].default
+        assert isinstance(progress, gr.Progress), handler.__name__
