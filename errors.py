@@ -1,5 +1,7 @@
-"""Domain errors. Code below the UI raises these; only the edge (ui.py, CLI) turns them into
-user-facing text, so the services stay testable and the messages stay in one voice."""
+"""Domain errors. Code below the UI raises these; only the edge (the UI, a command line) turns
+them into user-facing text, so the services stay testable and the messages stay in one voice."""
+import sys
+from collections.abc import Callable
 
 
 class AmendError(Exception):
@@ -28,3 +30,13 @@ class ConfigError(AmendError):
 
 class StoreError(AmendError):
     """The database file cannot be used (damaged, not a database); it is left untouched."""
+
+
+def run_command(main: Callable[[], int | None]) -> None:
+    """Run a command line's `main`: an AmendError (missing data, bad config) ends it with one
+    line on stderr and exit code 2 instead of a traceback."""
+    try:
+        sys.exit(main())
+    except AmendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -30,6 +30,7 @@ from assistant.phrasings import question_forms
 from assistant.records import EVAL_FILES, TRAIN_FILES, EditRecord, load_records
 from config import REPO_ROOT, counterfactual_config, default_data_dir
 from store.db import Edit
+from errors import run_command
 
 
 
@@ -154,4 +155,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -29,6 +29,7 @@ from assistant.phrasings import OTHER_ATTRIBUTES, question_forms, relation_of
 from assistant.records import TRAIN_FILES
 from assistant.scope import ScopeHead, pair_features, relation_text, subject_overlap
 from config import CONFIG_DIR, REPO_ROOT, router_config
+from errors import run_command
 
 DEFAULT_DATA = [TRAIN_FILES["zsre"], TRAIN_FILES["counterfact"]]
 HEAD_PATH = "assistant/weights/scope_head.npz"
@@ -239,4 +240,4 @@ def _write(report: dict, weights: dict[str, np.ndarray], use_head: bool) -> None
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from editing.chat_guard import first_sentence
 from assistant.metrics import (contains_answer, peak_rss_mb, predicted_target_tokens,
                              token_accuracy, unchanged_share)
 from assistant.records import EditRecord, load_records
-from errors import AmendError
+from errors import run_command
 from editing.systems import METHODS, EditedSystem
 
 METRICS = ("reliability", "generalization", "locality", "portability", "chat_reliability",
@@ -218,8 +217,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except AmendError as exc:  # missing data, bad config: one line, not a traceback
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_command(main)

@@ -18,6 +18,7 @@ from pathlib import Path
 from assistant.records import EditRecord, split_by_subject
 from config import REPO_ROOT
 from editing.probes import load_probes
+from errors import run_command
 
 KEY_SENTENCES = REPO_ROOT / "editing" / "data" / "key_sentences.txt"
 
@@ -65,4 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(main)

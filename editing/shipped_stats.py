@@ -20,6 +20,7 @@ from editing.deltas import model_fingerprint
 from editing.hparams import edited_modules
 from editing.registry import METHODS, load_method_config
 from editing.stats_bundle import write_bundle
+from errors import run_command
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,4 +45,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

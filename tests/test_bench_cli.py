@@ -1,5 +1,6 @@
-"""Every benchmark script parses its command line and shows its help without loading a model:
-the figures in BENCHMARKS.md are only reproducible while their commands still start."""
+"""Every benchmark and experiment script parses its command line and shows its help without
+loading a model: the figures in BENCHMARKS.md and docs/experiments/ are only reproducible
+while their commands still start."""
 from __future__ import annotations
 
 import importlib
@@ -7,24 +8,25 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in ("__init__", "common"))
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(f"{folder}.{p.stem}" for folder in ("bench", "experiments")
+                 for p in (REPO / folder).glob("*.py") if p.stem not in ("__init__", "common"))
+DRIVERS = ("rome_select", "memit_select", "mend_select", "locality_margins")
 
 
 def test_every_script_is_listed() -> None:
-    assert {"rome_select", "memit_select", "mend_select", "locality_margins",
-            "promotions"} <= set(SCRIPTS)
+    assert {f"experiments.{d}" for d in DRIVERS} | {"bench.promotions"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    module = importlib.import_module(f"bench.{name}")
+    module = importlib.import_module(name)
     with pytest.raises(SystemExit) as exit_info:
         module.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: ")
-    if name in ("rome_select", "memit_select", "mend_select", "locality_margins"):
+    if name.split(".")[1] in DRIVERS:
         assert "--data-dir" in out and "--json" in out
 
 

@@ -41,8 +41,8 @@ def live_state(app: App) -> tuple[str, str]:
     return checksum, applied
 
 
-def check_store(data_dir: Path) -> list[tuple]:
-    store = Store(data_dir / "amend.db")
+def check_store(folder: Path) -> list[tuple]:
+    store = Store(folder / "amend.db")
     try:
         assert store.integrity_ok()
         rows = store.db.execute("SELECT subject, prompt, target_new, status FROM edits").fetchall()

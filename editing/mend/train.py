@@ -38,6 +38,7 @@ from editing.mend.core import (edited, editor_updates, frozen, gradient_factors,
                                scored_logits, text_batch)
 from editing.registry import load_method_config
 from editing.rome.compute import ChatFormat, EditRequest
+from errors import run_command
 
 ZSRE_SHARE = 0.3  # zsRE has 500 training records to CounterFact's 10,000
 
@@ -269,4 +270,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -5,7 +5,7 @@ prints the guard's probes whose argmax tokens changed (against the model just be
 delta) and the locality against the unedited model so far. This is how sequential drift is
 read: a few facts lost, or many near-tie tokens flipping back and forth.
 
-    python -m bench.delta_drift --data-dir <folder of a promotions run> --limit 20
+    python -m experiments.delta_drift --data-dir <folder of a promotions run> --limit 20
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from bench.common import run_cli, set_threads
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.delta_drift", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m experiments.delta_drift", description=__doc__)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N")
     args = parser.parse_args(argv)

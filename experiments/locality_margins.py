@@ -7,7 +7,7 @@ under any edit. For the records named with --edit, the shipped ROME edit is made
 each locality prompt, u . x (how strongly the rank-one edit reads that position; about 0.7 at
 the edited subject) and the change in the new target's log-probability after it.
 
-    python -m bench.locality_margins --data ../shared/data/counterfact/counterfact-edit-first500.json \
+    python -m experiments.locality_margins --data ../shared/data/counterfact/counterfact-edit-first500.json \
         --limit 50 --edit 13 46
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from bench.common import add_model_args, load_default_model, run_cli, set_thread
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.locality_margins",
+    parser = argparse.ArgumentParser(prog="python -m experiments.locality_margins",
                                      description=__doc__)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=50)

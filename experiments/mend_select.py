@@ -5,7 +5,7 @@ and a smaller scale protects locality. This sweeps both on validation subjects o
 split (`assistant.records.split_by_subject`; the evaluation sets are never read) and prints
 reliability / generalization / locality per setting, as the training validation scores them.
 
-    python -m bench.mend_select --checkpoint <data>/checkpoints/mend-smollm2.pt \
+    python -m experiments.mend_select --checkpoint <data>/checkpoints/mend-smollm2.pt \
         --json artifacts/mend-select.json
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from bench.common import (add_model_args, load_default_model, markdown_table, ru
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.mend_select", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m experiments.mend_select", description=__doc__)
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="training checkpoint (default: the shipped editor)")
     parser.add_argument("--records", type=int, default=60, help="per source (CF, zsRE)")

@@ -6,7 +6,7 @@ line). Every variant edits the same validation records of the train split
 scored as `editing.evaluate` scores: teacher-forced reliability, generalization and locality,
 plus the chat answer to the prompt (chat reliability) and seconds per edit.
 
-    python -m bench.rome_select --records 10 --variants '{}' '{"stop_loss": 0.2}' \
+    python -m experiments.rome_select --records 10 --variants '{}' '{"stop_loss": 0.2}' \
         --json artifacts/rome-select.json
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 
 from bench.common import (add_model_args, load_default_model, markdown_table, run_cli, set_threads,
                           write_json)
+from editing.registry import NAMES
 
 
 def other_probes(valid: dict, edited: list, count: int) -> list[tuple[str, str]]:
@@ -39,8 +40,8 @@ def other_probes(valid: dict, edited: list, count: int) -> list[tuple[str, str]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.rome_select", description=__doc__)
-    parser.add_argument("--method", default="rome", choices=["rome", "memit", "ft"])
+    parser = argparse.ArgumentParser(prog="python -m experiments.rome_select", description=__doc__)
+    parser.add_argument("--method", default="rome", choices=[n for n in NAMES if n != "mend"])
     parser.add_argument("--variants", nargs="+", default=["{}"],
                         help="JSON objects of config fields to override ('{}' = shipped)")
     parser.add_argument("--records", type=int, default=10, help="per source (CF, zsRE)")

@@ -4,7 +4,7 @@ The value search (MEMIT's costly half) does not depend on λ, so it runs once fo
 (cached with `--targets`); each λ then only spreads the update over the layers and is scored
 teacher-forced on every record of the batch: reliability, generalization, locality.
 
-    python -m bench.memit_select --batch 50 --weights 500 1000 3000 --fact-tokens 0 40000 \
+    python -m experiments.memit_select --batch 50 --weights 500 1000 3000 --fact-tokens 0 40000 \
         --targets artifacts/select/memit-targets.pt --json artifacts/select/memit.json
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from bench.common import (add_model_args, load_default_model, markdown_table, ru
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.memit_select", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m experiments.memit_select", description=__doc__)
     parser.add_argument("--batch", type=int, default=50, help="edits in the batch")
     parser.add_argument("--weights", type=float, nargs="+", default=[1000.0, 3000.0])
     parser.add_argument("--fact-tokens", type=int, nargs="+", default=None,
