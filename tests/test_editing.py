@@ -32,10 +32,11 @@ from editing.locate import (
     subject_last_tokens,
     weight_out_in,
 )
-from editing.memit import apply_memit
+from editing.memit.memit import apply_memit
 from editing.promote import below
 from editing.methods import Editor, load_method
-from editing.rome import apply_rome, attention, compute
+from editing.rome import attention, compute
+from editing.rome.rome import apply_rome
 from editing.rome.compute import EditRequest, compute_key, compute_keys, context_prefixes
 from editing.preserve import (batch_read, committed_keys, constrained_read_out,
                               null_space_basis, solve_c)

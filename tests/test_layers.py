@@ -55,6 +55,35 @@ def test_no_layer_imports_one_above_it():
     assert not breaches, breaches
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_cycles():
+    """Module-level imports between project modules form no cycle, so any module can be
+    imported first (`python -c "import editing.promote"` as well as via the app)."""
+    names = {_module_name(path): path for _, path, _ in _modules()}
+    graph = {name: {m for m, at_top in _imports(path) if at_top and m in names}
+             for name, path in names.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> list[str] | None:
+        state[name] = 1
+        for target in sorted(graph[name]):
+            if state.get(target) == 1:
+                return path + [name, target]
+            if target not in state and (cycle := visit(target, path + [name])):
+                return cycle
+        state[name] = 2
+        return None
+
+    for name in sorted(graph):
+        if name not in state:
+            cycle = visit(name, [])
+            assert cycle is None, " -> ".join(cycle)
+
+
 def test_imports_sit_at_the_top_of_their_file():
     inner = [f"{name} imports {module} inside a function"
              for _, path, name in _modules() for module, at_top in _imports(path)

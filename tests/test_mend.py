@@ -16,7 +16,7 @@ from editing.deltas import Delta, WeightState, weights_checksum
 from editing.hparams import edited_modules
 from editing.registry import NAMES, load_method_config
 from editing.locate import from_block
-from editing.mend import apply_mend, load_editor, mend_delta
+from editing.mend.apply import apply_mend, load_editor, mend_delta
 from editing.mend.apply import edit_texts, new_editor
 from editing.mend.core import (edited, editor_updates, frozen, gradient_factors, lowest_module,
                                scored_logits, text_batch)

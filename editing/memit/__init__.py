@@ -1,4 +1,1 @@
-"""MEMIT: a batch of edits spread over a range of MLP layers (see memit.py)."""
-from editing.memit.memit import apply_memit
-
-__all__ = ["apply_memit"]
+"""MEMIT: a batch of edits spread over a range of MLP layers (editing/memit/memit.py)."""

@@ -1,4 +1,2 @@
-"""ROME: a rank-one update of one MLP output projection per fact (see rome.py)."""
-from editing.rome.rome import apply_rome
-
-__all__ = ["apply_rome"]
+"""ROME: a rank-one update of one MLP output projection per fact (editing/rome/rome.py); the
+key and value search shared with MEMIT (compute.py) and its packed attention (attention.py)."""

@@ -19,7 +19,7 @@ from assistant.phrasings import statement_forms
 from editing.deltas import model_fingerprint
 from editing.locate import (StopForward, block_input, first_tensor, from_block, get_module,
                             hooked, subject_last_tokens, weight_out_in)
-from editing.rome import attention
+import editing.rome.attention as attention
 
 log = logging.getLogger(__name__)
 
