@@ -42,8 +42,6 @@ class RomeConfig:
     optimizer: str  # of the value search: "adam" (steps at learning_rate) or "lbfgs"
     # the update reads 0 at the keys of facts promoted earlier (editing/preserve.py)
     keep_committed: bool = False
-    # keep the update in C's eigen-directions below this eigenvalue (AlphaEdit; 0 = off)
-    null_space_threshold: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,6 @@ class MemitConfig:
     optimizer: str  # as ROME's: "adam" or "lbfgs"
     # weight of the keys of facts promoted earlier in the solve (AlphaEdit; 0 = off)
     committed_weight: float = 0.0
-    null_space_threshold: float = 0.0  # as ROME's
 
     @property
     def layer(self) -> int:
@@ -156,8 +153,6 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
         raise ConfigError(f"{source}: batch_edits_max must be at least batch_edits")
     if getattr(cfg, "optimizer", "adam") not in VALUE_OPTIMIZERS:
         raise ConfigError(f"{source}: optimizer must be one of {sorted(VALUE_OPTIMIZERS)}")
-    if getattr(cfg, "null_space_threshold", 0.0) < 0:
-        raise ConfigError(f"{source}: null_space_threshold must be 0 (off) or positive")
     if getattr(cfg, "committed_weight", 0.0) < 0:
         raise ConfigError(f"{source}: committed_weight must be 0 (off) or positive")
     if getattr(cfg, "retry_scale", 0.0) < 0:

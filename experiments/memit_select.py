@@ -26,8 +26,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=float, nargs="+", default=[1000.0, 3000.0])
     parser.add_argument("--fact-tokens", type=int, nargs="+", default=None,
                         help="covariance_fact_tokens values to try (default: the config's)")
-    parser.add_argument("--thresholds", type=float, nargs="+", default=None,
-                        help="null_space_threshold values to try (default: the config's)")
     parser.add_argument("--overrides", default="{}",
                         help="JSON object of config fields to change first (value search too)")
     parser.add_argument("--targets", type=Path, default=None, help="cache of the value search")
@@ -69,13 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     baselines = [locality_baseline(model, tok, r) for r in records]
     state = WeightState(model)
     rows = []
-    grid = [(f, w, s) for f in args.fact_tokens or [editor.cfg.covariance_fact_tokens]
-            for w in args.weights
-            for s in args.thresholds or [editor.cfg.null_space_threshold]]
-    for facts, weight, threshold in grid:
+    grid = [(f, w) for f in args.fact_tokens or [editor.cfg.covariance_fact_tokens]
+            for w in args.weights]
+    for facts, weight in grid:
         cfg = dataclasses.replace(editor.cfg, covariance_weight=weight,
-                                  covariance_fact_tokens=facts,
-                                  null_space_threshold=threshold)
+                                  covariance_fact_tokens=facts)
         t0 = time.perf_counter()
         delta = memit_update(model, tok, requests, cfg, targets, stats, stats_root=root,
                              fingerprint=editor.base_fingerprint, progress=lambda _m: None)
@@ -87,7 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             state.revert_all()
         rows.append({"covariance_fact_tokens": facts, "covariance_weight": weight,
-                     "null_space_threshold": threshold,
                      **{k: round(statistics.mean(s[k] for s in scores), 3)
                         for k in ("rel", "gen", "loc")},
                      "update_s": round(update_seconds, 1)})

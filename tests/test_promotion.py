@@ -3,39 +3,23 @@ weights with the memory route out of the way, replay after a restart, rollback t
 base weights, refusal by the guard, a delta from another base model refused at start, and a
 MEMIT batch of two corrections promoted and rolled back.
 
-The key statistics are computed from a small self-sampled corpus here (the shipped configs use
-40k tokens, computed once per data directory) so the test stays within CI's budget.
+The shipped configs run as they are: the default model's key statistics ship with the code
+(editing/data/stats/), so no test computes them.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from config import CONFIG_DIR
 from editing.deltas import weights_checksum
 from tests.conftest import data_dir_with_model
 
 pytestmark = pytest.mark.realmodel
 
 EIFFEL = ("Eiffel Tower", "The Eiffel Tower is located in the city of", "Rome")
-
-
-def _small_configs(tmp_path: Path) -> dict[str, Path]:
-    """The shipped SmolLM2 configs with a small corpus for the key statistics."""
-    paths = {}
-    for method in ("rome", "memit", "ft"):
-        raw = json.loads((CONFIG_DIR / method / "smollm2.json").read_text())
-        if "covariance_tokens" in raw:
-            raw["covariance_tokens"] = 3000
-            raw["covariance_fact_tokens"] = min(raw["covariance_fact_tokens"], 1000)
-        path = tmp_path / f"{method}.json"
-        path.write_text(json.dumps(raw))
-        paths[method] = path
-    return paths
 
 
 def _test_guard():
@@ -73,8 +57,7 @@ def app(tmp_path, model_cache, embedder, stats_cache):
         memory = EditMemory(store, embedder, data_dir / "edits.faiss")
         assistant = Assistant(llm, embedder, store, memory, router_config())
         assistant.weights = WeightEdits.for_assistant(assistant, data_dir,
-                                                      guard=_test_guard(),
-                                                      config_files=_small_configs(tmp_path))
+                                                      guard=_test_guard())
         assistant.weights.replay()
         return assistant
 

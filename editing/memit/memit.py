@@ -10,8 +10,7 @@ also keeps the keys summarised by C is
 Each layer's update is applied before the next layer's keys are read, so later layers see it.
 
 The keys of facts promoted earlier join the solve (weight `committed_weight`, AlphaEdit's
-K_p K_p^T), and with `null_space_threshold` the update stays in C's null space; the solve is
-shared with ROME (editing/preserve.py).
+K_p K_p^T); the solve is shared with ROME (editing/preserve.py).
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ from editing.covariance import config_moments
 from editing.deltas import Delta, model_fingerprint
 from editing.hparams import MemitConfig
 from editing.locate import as_param_layout, first_tensor, get_module, hooked, subject_last_tokens
-from editing.preserve import batch_read, null_space_basis
+from editing.preserve import batch_read
 from editing.rome.compute import (ChatFormat, EditRequest, compute_keys, compute_value,
                                   context_prefixes)
 
@@ -111,9 +110,7 @@ def memit_update(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: 
             held = (committed or {}).get(f"{name}.weight") if cfg.committed_weight else None
             right = batch_read(mom2[name], keys, ridge=cfg.covariance_ridge,
                                weight=cfg.covariance_weight, committed=held,
-                               committed_weight=cfg.committed_weight,
-                               basis=null_space_basis(mom2[name], cfg.null_space_threshold)
-                               ).T  # (n, in)
+                               committed_weight=cfg.committed_weight).T  # (n, in)
             written[f"{name}.weight"] = keys.float()
             left, right = as_param_layout(module, residual.float(), right.float())
             with torch.no_grad():

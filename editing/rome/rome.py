@@ -7,7 +7,7 @@ rank one:  W' = W + (v* - W k*) (C^-1 k*)^T / (k*^T C^-1 k*).
 Several requests are applied one after another, each on the model already holding the
 previous ones, and returned as one Delta whose low-rank factors stack the rank-one terms.
 The read-out u also reads 0 at the keys of facts promoted earlier (`committed`, with
-`keep_committed`) and, with `null_space_threshold`, stays in C's null space (editing/preserve.py).
+`keep_committed`; editing/preserve.py).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from editing.covariance import config_moments
 from editing.deltas import Delta, model_fingerprint
 from editing.hparams import RomeConfig
 from editing.locate import as_param_layout, get_module, weight_out_in
-from editing.preserve import constrained_read_out, null_space_basis
+from editing.preserve import constrained_read_out
 from editing.rome.compute import (ChatFormat, EditRequest, compute_key, compute_value,
                                   context_prefixes)
 
@@ -54,7 +54,6 @@ def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Ro
                           progress)[module_name]
     prefixes = context_prefixes(model, tok, cfg.context_count, cfg.context_tokens, cfg.seed,
                                 fingerprint)
-    basis = null_space_basis(mom2, cfg.null_space_threshold)
     held = (committed or {}).get(param_name) if cfg.keep_committed else None
     original = module.weight.detach().clone()
     lefts, rights, written, per_request = [], [], [], []
@@ -68,8 +67,7 @@ def apply_rome(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: Ro
             kept = [held, *written] if cfg.keep_committed else []
             others = [k for k in kept if k is not None and k.shape[1]]
             others = torch.cat(others, 1) if others else None
-            read_out = constrained_read_out(mom2, key, others, cfg.covariance_ridge,
-                                            basis).float()
+            read_out = constrained_read_out(mom2, key, others, cfg.covariance_ridge).float()
             if cfg.through_update:
                 _, delta, stats = compute_value(model, tok, module_name, request, prefixes,
                                                 cfg, chat_format, read_out=read_out)
