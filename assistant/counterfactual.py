@@ -5,7 +5,7 @@ so the reply is also *started* with the edit's statement and the model continues
 the corrected fact is always said, in the chat's own turn, and the model may add to it.
 Text mode (teacher-forced metrics, completions): the facts are written before the prompt and
 the base model runs with the trained LoRA adapter on (`assistant/adapter.py`), which learned
-on ../shared/data/train to answer from the fact that governs the prompt.
+on the CounterFact and zsRE training splits to answer from the fact that governs the prompt.
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ Each example is what the memory route feeds the counterfactual model in text mod
 (`counterfactual.text_prompt`): the governing fact among up to `max_distractors` facts about
 other subjects, then a query about it — the edit's own prompt, its paraphrase, or a chat
 question (`assistant/phrasings.py`) — and the loss is on the new target only. Records come
-from ../shared/data/train (CounterFact and zsRE); the evaluation sets stay unseen.
+from the training splits of CounterFact and zsRE (`assistant.records.train_files`: ../shared/data
+or the copy `python -m editing.datasets fetch` downloads); the evaluation sets stay unseen.
 Checkpoints (adapter + optimiser + step) go to <data>/checkpoints so a run can resume; the
 finished adapter is written to the path in configs/counterfactual/<family>.json.
 """
@@ -27,7 +28,7 @@ from assistant.counterfactual import text_prompt
 from assistant.llm import ChatLLM
 from assistant.metrics import token_accuracy
 from assistant.phrasings import question_forms
-from assistant.records import EVAL_FILES, TRAIN_FILES, EditRecord, load_records
+from assistant.records import EditRecord, eval_files, load_records, train_files
 from config import REPO_ROOT, counterfactual_config, default_data_dir
 from store.db import Edit
 from errors import run_command
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", action="store_true", help="ship the adapter in the repo")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    training, held_out = train_files(), eval_files()  # a missing file stops here, not later
     cfg = counterfactual_config(args.family)
     data_dir = args.data_dir or default_data_dir()
     llm = ChatLLM.load(None, data_dir)
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         adapter.load_tensors(state["adapter"])
         optimiser.load_state_dict(state["optimiser"])
         start = state["step"]
-    pool = [r for path in TRAIN_FILES.values() for r in load_records(path)]
+    pool = [r for path in training.values() for r in load_records(path)]
     rng = random.Random(cfg.seed + start)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: min(1.0, (s + 1) / 30) * max(0.05, 1 - s / steps))
@@ -143,9 +145,9 @@ def main(argv: list[str] | None = None) -> None:
             break
     model.eval()
     report = {"steps_done": start + len(curve), "loss_curve": curve,
-              "held_out": {path.parent.name: held_out_scores(
+              "held_out": {source: held_out_scores(
                   model, tok, adapter, load_records(path, args.eval_records))
-                  for path in EVAL_FILES.values()}}
+                  for source, path in held_out.items()}}
     print(json.dumps(report["held_out"], indent=2))
     (REPO_ROOT / "artifacts").mkdir(exist_ok=True)
     (REPO_ROOT / "artifacts" / "counterfactual_train.json").write_text(json.dumps(report))

@@ -1,6 +1,9 @@
-"""Train and compare scope deciders on ../shared/data/train, split by subject.
+"""Train and compare scope deciders on the training splits, split by subject.
 
-    python -m assistant.scope_train [--limit N] [--write]
+    python -m assistant.scope_train [--limit N] [--write] [--data FILE|NAME ...]
+
+Default data: the zsRE and CounterFact training splits (`assistant.records.train_files`:
+../shared/data or the copy `python -m editing.datasets fetch` downloads).
 
 Pairs (edit, query) come from the training records: in scope = the edit's prompt vs its
 paraphrase and vs a chat question asking the same (`assistant/phrasings.py`); out of scope =
@@ -26,12 +29,12 @@ import torch
 
 from assistant.embedder import Embedder
 from assistant.phrasings import OTHER_ATTRIBUTES, question_forms, relation_of
-from assistant.records import TRAIN_FILES
+from assistant.records import DATA_NAMES, resolve_data
 from assistant.scope import ScopeHead, pair_features, relation_text, subject_overlap
 from config import CONFIG_DIR, REPO_ROOT, router_config
-from errors import run_command
+from errors import AmendError, run_command
 
-DEFAULT_DATA = [TRAIN_FILES["zsre"], TRAIN_FILES["counterfact"]]
+DEFAULT_DATA = ("zsre-train", "counterfact-train")  # names for resolve_data
 HEAD_PATH = "assistant/weights/scope_head.npz"
 HELD_OUT_SHARE = 0.2
 GATE_RECALL = 0.99  # the cheap similarity gate in front of the head may drop 1% of positives
@@ -167,7 +170,9 @@ def best_threshold(probabilities: np.ndarray, gate: np.ndarray, labels: np.ndarr
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train and compare scope deciders.")
-    parser.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA)
+    parser.add_argument("--data", nargs="+", default=list(DEFAULT_DATA),
+                        help=f"record files, or names among {sorted(DATA_NAMES)} "
+                             "(default: the two training splits)")
     parser.add_argument("--limit", type=int, default=4000, help="records per file")
     parser.add_argument("--write", action="store_true",
                         help="save the head and point configs/router at the better decider")
@@ -175,7 +180,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = router_config()
-    records = [r for path in args.data
+    paths = [resolve_data(value) for value in args.data]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise AmendError(f"no records at {', '.join(missing)}")
+    records = [r for path in paths
                for r in json.loads(path.read_text(encoding="utf-8"))[: args.limit]]
     pairs = calibration_pairs(records)
     held = np.array([is_held_out(s) for s, *_ in pairs])

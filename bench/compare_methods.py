@@ -16,12 +16,12 @@ import os
 import time
 from pathlib import Path
 
-from bench.common import (REPO_ROOT, fmt, machine_info, machine_line, markdown_table, run_cli,
+from bench.common import (fmt, machine_info, machine_line, markdown_table, run_cli,
                           set_threads, setup_logging, write_json)
+from errors import AmendError
 
-SHARED = REPO_ROOT.parent / "shared" / "data"  # assistant.records.EVAL_FILES (not imported: --help stays fast)
-DATA_SETS = {"zsRE": SHARED / "zsre" / "zsre_mend_train-1k-first500.json",
-             "CounterFact": SHARED / "counterfact" / "counterfact-edit-first500.json"}
+# the evaluation sets, looked up (assistant.records.data_file) when the run starts
+DATA_SETS = {"zsRE": "zsre", "CounterFact": "counterfact"}
 COLUMNS = ("reliability", "generalization", "locality", "chat_reliability",
            "chat_generalization", "chat_locality", "seconds_per_edit")
 
@@ -43,19 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_dir:
         os.environ["AMEND_DATA_DIR"] = str(args.data_dir)
     from editing.evaluate import evaluate
-    from assistant.records import load_records
+    from assistant.records import data_file, load_records
     from editing.systems import METHODS
 
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown methods {unknown}; known: {sorted(METHODS)}")
+    paths = {name: data_file("eval", DATA_SETS[name]) for name in args.sets}  # fail early
     results = []
     for method in args.methods:
         started = time.perf_counter()
         system = METHODS[method](chat_tokens=args.chat_tokens)
         setup = round(time.perf_counter() - started, 1)
         for name in args.sets:
-            records = load_records(DATA_SETS[name], args.limit)
+            records = load_records(paths[name], args.limit)
             print(f"{method} on {name}: {len(records)} records", flush=True)
             result = evaluate(system, records)
             results.append({"method": method, "data": name, "records": len(records),
@@ -73,4 +74,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, (AmendError,))

@@ -25,15 +25,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.common import (REPO_ROOT, add_common_args, build_assistant_in, cache_from_args,
-                          data_dir, machine_info, machine_line, markdown_table, run_cli,
-                          setup_logging, time_limit, write_json)
+from assistant.records import resolve_data
+from bench.common import (add_common_args, build_assistant_in, cache_from_args, data_dir,
+                          machine_info, machine_line, markdown_table, run_cli, setup_logging,
+                          time_limit, write_json)
 from editing.registry import NAMES
 from errors import AmendError
 
-SHARED = REPO_ROOT.parent / "shared" / "data"
-DEFAULT_DATA = [SHARED / "counterfact" / "counterfact-edit-first500.json",
-                SHARED / "zsre" / "zsre_mend_train-1k-first500.json"]
+DEFAULT_DATA = ["counterfact", "zsre"]  # the evaluation sets (assistant.records.resolve_data)
 # the options editing/preserve.py adds, off: the plain method
 PLAIN = {"rome": {"keep_committed": False, "null_space_threshold": 0.0},
          "memit": {"committed_weight": 0.0, "null_space_threshold": 0.0}}
@@ -178,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.promotions", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--method", default="rome", choices=NAMES)
-    parser.add_argument("--data", type=Path, nargs="+", default=DEFAULT_DATA,
-                        help="record files, interleaved (default: CounterFact and zsRE)")
+    parser.add_argument("--data", nargs="+", default=DEFAULT_DATA,
+                        help="record files or names (counterfact, zsre, counterfact-train, "
+                             "zsre-train), interleaved (default: the CounterFact and zsRE "
+                             "evaluation sets)")
     parser.add_argument("--limit", type=int, default=1000, help="facts offered in all")
     parser.add_argument("--batch", type=int, default=1, help="facts per promotion")
     parser.add_argument("--plain", action="store_true",
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    args.data = [resolve_data(value) for value in args.data]
     records = interleaved(args.data, args.limit)
     arms = [("shipped", json.loads(args.overrides))]
     if args.plain:

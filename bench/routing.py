@@ -8,8 +8,9 @@ records), half unrelated general questions, shuffled with a fixed seed. The figu
 `timings_ms["route"]` (embed + search + scope) as the app measures it; medians of the stages
 and the share of queries routed to memory are reported as well.
 
-Edits come from CounterFact records (`--data`, default ../shared/data/train/
-counterfact-train.json: 10,000 records); `--synthetic` (or a size beyond the file) uses
+Edits come from CounterFact records (`--data`, default the CounterFact training split,
+train/counterfact-train.json: 10,000 records, looked up as `python -m editing.datasets where`
+shows); `--synthetic` (or a size beyond the file) uses
 generated ones ("The capital of Vorland-17 is" ...) instead.
 
     python -m bench.routing --edits 1000 10000 --json artifacts/bench-routing.json
@@ -25,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from assistant.records import FETCH_COMMAND, find_data_file
 from bench.common import (
-    REPO_ROOT,
     add_common_args,
     build_assistant_in,
     cache_from_args,
@@ -42,7 +43,6 @@ from bench.common import (
     write_json,
 )
 
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "train" / "counterfact-train.json"
 WARMUP_QUERIES = 10
 
 GENERAL_QUESTIONS = [
@@ -174,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="stored-edit counts to measure at (default: 1000 10000)")
     parser.add_argument("--queries", type=int, default=200,
                         help="timed queries per size, half in scope (default 200)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                        help="CounterFact-format records for the edits and paraphrases")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="CounterFact-format records for the edits and paraphrases "
+                             "(default: the CounterFact training split, where found)")
     parser.add_argument("--synthetic", action="store_true",
                         help="generated edits instead of CounterFact records")
     parser.add_argument("--seed", type=int, default=0, help="query sampling seed")
@@ -188,9 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     if not sizes:
         parser.error("--edits needs at least one positive count")
     biggest = sizes[-1]
-    if args.synthetic or not args.data.exists():
+    if args.data is None:
+        args.data = find_data_file("train", "counterfact")
+    if args.synthetic or args.data is None or not args.data.exists():
         if not args.synthetic:
-            print(f"note: {args.data} not found; using synthetic edits", file=sys.stderr)
+            print(f"note: {args.data or 'the CounterFact training split'} not found (see "
+                  f"`{FETCH_COMMAND}`); using synthetic edits", file=sys.stderr)
         records, source = synthetic_records(biggest, args.seed), "synthetic"
     else:
         records, source = counterfact_records(args.data), f"counterfact ({args.data.name})"

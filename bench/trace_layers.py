@@ -6,7 +6,7 @@ averages, per layer, the indirect effect at the subject's last token (restored -
 probability). The layer where the MLP effect peaks is where ROME/MEMIT should write.
 
     AMEND_DATA_DIR=/tmp/amend-data python -m bench.trace_layers \\
-        --data ../shared/data/train/counterfact-train.json --limit 20 --kinds mlp hidden \\
+        --data counterfact-train --limit 20 --kinds mlp hidden \\
         --json artifacts/trace_layers.json --png artifacts/trace_example.png
 """
 from __future__ import annotations
@@ -33,8 +33,10 @@ KINDS = ("hidden", "mlp", "attn")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True,
-                        help="CounterFact records (EasyEdit JSON: prompt, subject, ...)")
+    parser.add_argument("--data", required=True,
+                        help="CounterFact records (EasyEdit JSON: prompt, subject, ...), or a "
+                             "name: counterfact-train, counterfact (looked up as `python -m "
+                             "editing.datasets where` shows)")
     parser.add_argument("--limit", type=int, default=20, help="trace the first N records")
     parser.add_argument("--kinds", nargs="+", choices=KINDS, default=["mlp"],
                         help="states to restore (default: mlp)")
@@ -84,11 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from assistant.llm import ChatLLM
+    from assistant.records import resolve_data
     from config import default_data_dir
     from editing.heatmap import render_heatmaps
     from editing.trace import CausalTracer, answer_token, average_indirect_effect
     from errors import InvalidEditError
 
+    args.data = resolve_data(args.data)  # before the model loads: a missing file fails fast
     started = time.perf_counter()
     llm = ChatLLM.load(None, default_data_dir())
     load_s = time.perf_counter() - started

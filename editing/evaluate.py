@@ -1,6 +1,11 @@
 """Evaluation harness shared by every route and method.
 
-    python -m editing.evaluate --method memory --data PATH [--limit N] [--sequential] [--json OUT]
+    python -m editing.evaluate --method memory [--data PATH|NAME] [--limit N] [--sequential]
+        [--json OUT]
+
+--data is a records file, or `zsre` / `counterfact` for an evaluation set (default `zsre`),
+looked up as `python -m editing.datasets where` shows ($AMEND_SHARED_DATA, the fetched copy,
+../shared/data).
 
 For each record: reliability / generalization / locality / portability (EasyEdit's teacher-forced
 definitions, `assistant/metrics.py`), the same questions asked as chat messages with greedy
@@ -28,7 +33,7 @@ from tqdm import tqdm
 from editing.chat_guard import first_sentence
 from assistant.metrics import (contains_answer, peak_rss_mb, predicted_target_tokens,
                              token_accuracy, unchanged_share)
-from assistant.records import EditRecord, load_records
+from assistant.records import EditRecord, load_records, resolve_data
 from errors import run_command
 from editing.systems import METHODS, EditedSystem
 
@@ -183,8 +188,10 @@ def format_table(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate an editing route or method.")
     parser.add_argument("--method", required=True, choices=sorted(METHODS))
-    parser.add_argument("--data", type=Path, required=True,
-                        help="CounterFact or zsRE records (EasyEdit JSON format)")
+    parser.add_argument("--data", default="zsre",
+                        help="CounterFact or zsRE records (EasyEdit JSON format), or a name: "
+                             "zsre, counterfact (evaluation sets), zsre-train, "
+                             "counterfact-train (default: zsre)")
     parser.add_argument("--limit", type=int, default=None, help="first N records only")
     parser.add_argument("--sequential", action="store_true",
                         help="apply all records first, then evaluate them all")
@@ -197,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    args.data = resolve_data(args.data)
     records = load_records(args.data, args.limit)
     options = {"config_file": args.config} if args.config else {}
     if args.config and args.method == "memory":

@@ -7,21 +7,24 @@ under any edit. For the records named with --edit, the shipped ROME edit is made
 each locality prompt, u . x (how strongly the rank-one edit reads that position; about 0.7 at
 the edited subject) and the change in the new target's log-probability after it.
 
-    python -m experiments.locality_margins --data ../shared/data/counterfact/counterfact-edit-first500.json \
-        --limit 50 --edit 13 46
+    python -m experiments.locality_margins --data counterfact --limit 50 --edit 13 46
+
+(--data: a records file, or a name such as `counterfact`, looked up as `python -m
+editing.datasets where` shows)
 """
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from bench.common import add_model_args, load_default_model, run_cli, set_threads, write_json
+from errors import AmendError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.locality_margins",
                                      description=__doc__)
-    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--data", required=True,
+                        help="records file, or counterfact / zsre (the evaluation sets)")
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--show", type=int, default=10, help="print the N smallest margins")
     parser.add_argument("--edit", type=int, nargs="*", default=[],
@@ -35,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     from editing.locate import get_module, hooked
     from editing.methods import load_method
     from assistant.metrics import _target_logits, target_log_prob
-    from assistant.records import load_records
+    from assistant.records import load_records, resolve_data
     from editing.systems import edit_requests
 
+    args.data = resolve_data(args.data)
     llm, root = load_default_model(args.data_dir)
     model, tok = llm.model, llm.tokenizer
     records = load_records(args.data, args.limit)
@@ -95,4 +99,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, (AmendError,))

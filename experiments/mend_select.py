@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.common import (add_model_args, load_default_model, markdown_table, run_cli, set_threads,
                           write_json)
+from errors import AmendError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,4 +78,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, (AmendError,))

@@ -20,6 +20,7 @@ import time
 from bench.common import (add_model_args, load_default_model, markdown_table, run_cli, set_threads,
                           write_json)
 from editing.registry import NAMES
+from errors import AmendError
 
 
 def other_probes(valid: dict, edited: list, count: int) -> list[tuple[str, str]]:
@@ -147,4 +148,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(main, (AmendError,))

@@ -13,6 +13,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from assistant.records import DATA_LAYOUT, find_data_file
 from config import chat_config_for
 from store.db import Store
 
@@ -28,7 +29,6 @@ CORPUS = [
     "No, it's Rome. Actually the Louvre is in Madrid. Remember that the CEO of Acme is Jane Roe.",
     "system user assistant You are a helpful assistant. These facts are true. Answer: .",
 ]
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def make_tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -113,9 +113,17 @@ def real_llm(model_cache):
     return ChatLLM.load(None, model_cache)
 
 
+def require_data(kind: str, source: str) -> Path:
+    """A public data file found by the commands' lookup (assistant.records), or a skip: the
+    data sets are optional (`python -m editing.datasets fetch`)."""
+    path = find_data_file(kind, source)
+    if path is None:
+        pytest.skip(f"{DATA_LAYOUT[(kind, source)]} not found (python -m editing.datasets where)")
+    return path
+
+
 @pytest.fixture
-def shared_data() -> Path:
-    if not SHARED_DATA.exists():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def data_files() -> dict[tuple[str, str], Path]:
+    """All four public data files, (kind, source) -> path; skips when one is missing."""
+    return {key: require_data(*key) for key in DATA_LAYOUT}
 

@@ -320,14 +320,13 @@ def test_shipped_smollm2_config_names_its_checksum():
 
 def test_training_split_keeps_evaluation_subjects_out():
     from assistant.records import load_records
-    from tests.conftest import SHARED_DATA
+    from tests.conftest import require_data
 
-    if not (SHARED_DATA / "train").exists():
-        pytest.skip("../shared/data is not beside the clone")
+    held_out = [require_data("eval", source) for source in ("counterfact", "zsre")]
+    for source in ("counterfact", "zsre"):
+        require_data("train", source)
     train, valid = split_by_subject()
-    held = {r.subject.casefold() for path in [
-        SHARED_DATA / "counterfact" / "counterfact-edit-first500.json",
-        SHARED_DATA / "zsre" / "zsre_mend_train-1k-first500.json"] for r in load_records(path)}
+    held = {r.subject.casefold() for path in held_out for r in load_records(path)}
     train_subjects = {r.subject.casefold() for rs in train.values() for r in rs}
     valid_subjects = {r.subject.casefold() for rs in valid.values() for r in rs}
     assert train_subjects and valid_subjects

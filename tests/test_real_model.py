@@ -59,11 +59,9 @@ def test_shipped_counterfactual_adapter_answers_from_the_fact(real_llm):
     from assistant.metrics import token_accuracy
     from assistant.records import load_records
     from store.db import Edit
-    from tests.conftest import SHARED_DATA
+    from tests.conftest import require_data
 
-    path = SHARED_DATA / "counterfact" / "counterfact-edit-first500.json"
-    if not path.exists():
-        pytest.skip(f"shared data not found at {path}")
+    path = require_data("eval", "counterfact")
     adapter = load_counterfactual_adapter(real_llm.model, real_llm.family)
     assert adapter is not None, "the adapter weights are shipped in assistant/weights/"
     records = load_records(path, limit=20)

@@ -9,8 +9,9 @@ the *edited* model is the new target's NLL on the edit texts and their paraphras
 questions) and the KL to the unedited model on unrelated prompts (the records' locality
 prompts), as in the paper. Only the editor learns.
 
-Records come from ../shared/data/train (CounterFact and zsRE); any whose subject also occurs
-in the evaluation sets is dropped, and 5% of the remaining subjects are held out for the
+Records come from the CounterFact and zsRE training splits (`assistant.records.train_files`:
+../shared/data or the copy `python -m editing.datasets fetch` downloads); any whose subject
+also occurs in the evaluation sets is dropped, and 5% of the remaining subjects are held out for the
 validation curve. Checkpoints go to <data>/checkpoints (resume with --resume); --write saves
 the editor to the path in configs/mend/<family>.json and records its sha256 there.
 """
