@@ -133,20 +133,24 @@ def test_guard_refusal_leaves_everything_as_it_was(app):
     assert any(r["action"] == "promote-refused:rome" for r in assistant.store.audit_log())
 
 
-def test_delta_from_another_base_model_is_refused_at_start(app, tmp_path):
+def test_delta_from_another_base_model_is_refused_at_start(app):
+    """A committed delta stamped with another base model's fingerprint (written here directly:
+    how it got there does not matter) is named at start-up and not applied."""
     from assistant.corrections import Correction
     from editing.deltas import Delta
 
     assistant = app()
     base_checksum = weights_checksum(assistant.llm.model)
     edit, _ = assistant.add_edit(Correction(*EIFFEL), source="test")
-    result = assistant.weights.promote([edit.id], "ft")
-    assert result.committed, result.message
-    row = assistant.store.weight_edits("committed")[0]
-    path = assistant.weights.data_dir / row["delta_path"]
-    delta = Delta.load(path)
-    delta.base_fingerprint = "0" * 16  # as if made on another model
-    delta.save(path)
+    name = "model.layers.4.mlp.down_proj.weight"
+    out_features, in_features = assistant.llm.model.get_parameter(name).shape
+    delta = Delta("rome", "0" * 16,  # as if made on another model
+                  low_rank={name: (torch.randn(out_features, 1), torch.randn(1, in_features))})
+    delta.save(assistant.weights.data_dir / "deltas" / "foreign.safetensors")
+    assistant.store.add_weight_edit(method="rome", edit_ids=[edit.id], layers=[4],
+                                    delta_path="deltas/foreign.safetensors",
+                                    base_fingerprint="0" * 16, scores={}, checksum="",
+                                    seconds=0.0)
     restarted = app()
     assert any("another base model" in m for m in restarted.weights.messages)
     assert weights_checksum(restarted.llm.model) == base_checksum  # nothing applied
@@ -178,10 +182,10 @@ def test_memit_batch_promotion_answers_from_weights_and_rolls_back(app):
 
 
 def test_promotion_never_loses_a_chat_correction(app):
-    """The failure users met: ask, correct in chat, promote with ft, ask again in the same
-    conversation. The shipped guard refuses this ft delta (it answers "Paris" after the old
-    answer, and changes unrelated replies); forced through, the edit stays in the memory
-    route as a backstop, and rollback leaves it there once, not twice."""
+    """The failure users met: ask, correct in chat, promote with ft. The shipped guard's chat
+    checks refuse this ft delta (it answers "Paris" after the old answer, and changes
+    unrelated replies), where the teacher-forced checks alone would let it through. Forced
+    through, the memory backstop keeps the correction: tests/test_e2e.py, for every method."""
     from editing.promote import guard_config
 
     assistant = app()
@@ -204,19 +208,6 @@ def test_promotion_never_loses_a_chat_correction(app):
     assert not refused.committed, refused.message
     assert "chat" in refused.message  # a chat check said no, not only teacher-forced tokens
     assert refused.scores["chat_generalization_in_conversation"] < 1.0
-
-    assistant.weights.guard = replace(small, min_chat_generalization=0.0,
-                                      min_chat_locality=0.0, min_reliability=0.0)
-    forced = assistant.weights.promote([edit.id], "ft")
-    assert forced.committed, forced.message
-    assert forced.scores["carried"] == 0 and "memory route keeps answering" in forced.message
-    stored = assistant.store.get_edit(edit.id)
-    assert stored.status == "promoted" and stored.backstop
-    for question in ("Where is the Eiffel Tower?", "Which city is the Eiffel Tower in?"):
-        answer, route = say(question)
-        assert route == "memory" and "Rome" in answer, (question, route, answer)
-    vectors = assistant.memory.size
-    assistant.weights.rollback(forced.weight_edit_id)
     assert assistant.store.get_edit(edit.id).status == "active"
-    assert assistant.memory.size == vectors  # re-added once, not twice
-    assert say("Where is the Eiffel Tower?")[1] == "memory"
+    answer, route = say("Which city is the Eiffel Tower in?")
+    assert route == "memory" and "Rome" in answer, (route, answer)
