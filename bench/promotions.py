@@ -34,8 +34,7 @@ from errors import AmendError
 
 DEFAULT_DATA = ["counterfact", "zsre"]  # the evaluation sets (assistant.records.resolve_data)
 # the options editing/preserve.py adds, off: the plain method
-PLAIN = {"rome": {"keep_committed": False, "null_space_threshold": 0.0},
-         "memit": {"committed_weight": 0.0, "null_space_threshold": 0.0}}
+PLAIN = {"rome": {"keep_committed": False}, "memit": {"keep_committed": False}}
 WEIGHT_METRICS = ("reliability", "generalization", "locality", "chat_reliability",
                   "chat_generalization", "chat_locality_first_sentence")
 SYSTEM_METRICS = ("chat_reliability", "chat_generalization",

@@ -68,8 +68,7 @@ class MemitConfig:
     raw_questions: bool  # as ROME's: the chat questions also as plain text in the value search
     statement_forms: int  # as ROME's: other statement wordings of the relation
     optimizer: str  # as ROME's: "adam" or "lbfgs"
-    # weight of the keys of facts promoted earlier in the solve (AlphaEdit; 0 = off)
-    committed_weight: float = 0.0
+    keep_committed: bool = False  # as ROME's: the update reads 0 at earlier promotions' keys
 
     @property
     def layer(self) -> int:
@@ -153,8 +152,6 @@ def validate_for_model(cfg, model: torch.nn.Module, source: str) -> None:
         raise ConfigError(f"{source}: batch_edits_max must be at least batch_edits")
     if getattr(cfg, "optimizer", "adam") not in VALUE_OPTIMIZERS:
         raise ConfigError(f"{source}: optimizer must be one of {sorted(VALUE_OPTIMIZERS)}")
-    if getattr(cfg, "committed_weight", 0.0) < 0:
-        raise ConfigError(f"{source}: committed_weight must be 0 (off) or positive")
     if getattr(cfg, "retry_scale", 0.0) < 0:
         raise ConfigError(f"{source}: retry_scale must be 0 (off) or positive")
     if getattr(cfg, "merge_ridge", 0.0) < 0:

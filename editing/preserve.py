@@ -1,27 +1,27 @@
 """What a ROME or MEMIT update must leave in place, and the one solve both methods use.
 
-An update Delta of a projection W changes the output at every key k by Delta k. Two kinds of
-keys should see no change:
-- the keys of ordinary text, summarised by their second moment C (ROME, MEMIT);
-- the keys of facts already promoted into the weights (`committed`): AlphaEdit (Fang et al.,
-  ICLR 2025) keeps them in the least-squares solve, so a new promotion does not overwrite an
-  earlier one;
-
-With K the new keys (in, n), K_p the committed ones, lambda the weight of C, the update is
-Delta = R X^T with X = A^-1 K and A = lambda C + w K_p K_p^T (+ K K^T for MEMIT's batch).
+An update Delta = R X^T of a projection W changes the output at every key k by R (X^T k). Two
+kinds of keys should see no change:
+- the keys of ordinary text, summarised by their second moment C: X = A^-1 K with
+  A = lambda C (+ K K^T for MEMIT's batch), the least change in the C-weighted sense;
+- the keys of facts already promoted into the weights (`committed`, K_p): with
+  `keep_committed`, X is then changed as little as possible (in the A-norm) so that
+  K_p^T X = 0 exactly (`hold_committed`): a new promotion leaves every earlier promoted fact's
+  key mapping to what it mapped to. This is AlphaEdit's (Fang et al., ICLR 2025) "keep the
+  earlier edits' keys in the solve", held exactly instead of by a weight: beside lambda C a
+  weight of 1 on K_p K_p^T changed nothing measurable (session 26).
 AlphaEdit's other half, projecting the update onto the null space of C, did not ship: SmolLM2's
 C has no null space (a flat spectrum), and the projection cost reliability and chat locality
 (docs/experiments/2026-12-05-s26-null-space-and-capacity.md; tag exp/s26-unshipped-options).
-ROME reads one key
-and wants Delta k = r exactly, so its read-out is X / (k . X), and it can hold the committed
-keys exactly (u . k_p = 0) instead of by weight.
 
-Deltas stay additive: each keeps the keys it wrote (`Delta.keys`), the next promotion reads the
-keys of the deltas live at that moment, and rolling one back subtracts exactly its own update.
+ROME reads one key and wants Delta k* = r exactly, so its read-out is the held X scaled to
+u . k* = 1 (`constrained_read_out`). Deltas stay additive: each keeps the keys it wrote
+(`Delta.keys`), the next promotion reads the keys of the deltas live at that moment, and
+rolling one back subtracts exactly its own update.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -46,18 +46,28 @@ def solve_c(mom2: torch.Tensor, keys: torch.Tensor, ridge: float, weight: float 
     return torch.linalg.solve(c, keys.double())
 
 
+def hold_committed(x: torch.Tensor, solve: Callable[[torch.Tensor], torch.Tensor],
+                   committed: torch.Tensor | None) -> torch.Tensor:
+    """X (in, n) changed as little as possible in the A-norm (`solve` applies A^-1) so that
+    K_p^T X = 0 for the committed keys K_p (in, m): the edit then reads nothing at them."""
+    if committed is None or not committed.shape[1]:
+        return x
+    held = committed.double()
+    a_inv_held = solve(held)  # A^-1 K_p
+    gram = held.T @ a_inv_held  # K_p^T A^-1 K_p
+    # lstsq: committed keys may be (nearly) parallel to each other
+    return x - a_inv_held @ torch.linalg.lstsq(gram, held.T @ x).solution
+
+
 def batch_read(mom2: torch.Tensor, keys: torch.Tensor, *, ridge: float, weight: float,
-               committed: torch.Tensor | None = None,
-               committed_weight: float = 1.0) -> torch.Tensor:
-    """X (in, n) of the MEMIT/AlphaEdit update Delta = R X^T for new keys K (in, n): the
-    least-squares change that moves K by R and keeps C's keys (weight lambda) and the committed
-    keys (weight w) where they are."""
+               committed: torch.Tensor | None = None) -> torch.Tensor:
+    """X (in, n) of MEMIT's update Delta = R X^T for new keys K (in, n): the least-squares
+    change that moves K by R and keeps C's keys (weight lambda) where they are, held at 0 on
+    the committed keys when given."""
     keys = keys.double()
     extra = keys @ keys.T
-    if committed is not None and committed.shape[1]:
-        held = committed.double()
-        extra = extra + committed_weight * (held @ held.T)
-    return solve_c(mom2, keys, ridge, weight, extra=extra)
+    x = solve_c(mom2, keys, ridge, weight, extra=extra)
+    return hold_committed(x, lambda k: solve_c(mom2, k, ridge, weight, extra=extra), committed)
 
 
 def constrained_read_out(mom2: torch.Tensor, key: torch.Tensor, others: torch.Tensor | None,
@@ -65,12 +75,6 @@ def constrained_read_out(mom2: torch.Tensor, key: torch.Tensor, others: torch.Te
     """ROME's read-out: the u of least C-energy (u^T C u) with u . k = 1 and u . o = 0 for each
     column o of `others` (in, m); the rank-one edit then changes nothing at those keys. With
     no others this is C^-1 k / (k^T C^-1 k)."""
-    columns = [key[:, None]] + ([others] if others is not None and others.shape[1] else [])
-    keys = torch.cat([c.double() for c in columns], 1)  # (in, 1 + m)
-    solved = solve_c(mom2, keys, ridge)  # A^-1 K
-    gram = keys.T @ solved  # K^T A^-1 K
-    unit = torch.zeros(keys.shape[1], dtype=torch.float64)
-    unit[0] = 1.0
-    # lstsq: committed keys may be (nearly) parallel to each other
-    weights = torch.linalg.lstsq(gram, unit[:, None]).solution[:, 0]
-    return solved @ weights
+    x = solve_c(mom2, key.double()[:, None], ridge)  # C^-1 k
+    x = hold_committed(x, lambda k: solve_c(mom2, k, ridge), others)[:, 0]
+    return x / (key.double() @ x)

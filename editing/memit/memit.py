@@ -9,8 +9,8 @@ also keeps the keys summarised by C is
     Delta_l = R K^T (lambda C + K K^T)^-1.
 Each layer's update is applied before the next layer's keys are read, so later layers see it.
 
-The keys of facts promoted earlier join the solve (weight `committed_weight`, AlphaEdit's
-K_p K_p^T); the solve is shared with ROME (editing/preserve.py).
+With `keep_committed` the update reads 0 at the keys of facts promoted earlier (AlphaEdit's
+idea, held exactly); the solve is shared with ROME (editing/preserve.py).
 """
 from __future__ import annotations
 
@@ -107,10 +107,9 @@ def memit_update(model: torch.nn.Module, tok, requests: list[EditRequest], cfg: 
             keys = compute_keys(model, tok, name, requests, prefixes).T.double()  # (in, n)
             current = _block_outputs(model, tok, last_block, requests)
             residual = ((targets - current) / (len(names) - position)).T.double()  # (out, n)
-            held = (committed or {}).get(f"{name}.weight") if cfg.committed_weight else None
+            held = (committed or {}).get(f"{name}.weight") if cfg.keep_committed else None
             right = batch_read(mom2[name], keys, ridge=cfg.covariance_ridge,
-                               weight=cfg.covariance_weight, committed=held,
-                               committed_weight=cfg.committed_weight).T  # (n, in)
+                               weight=cfg.covariance_weight, committed=held).T  # (n, in)
             written[f"{name}.weight"] = keys.float()
             left, right = as_param_layout(module, residual.float(), right.float())
             with torch.no_grad():
