@@ -78,6 +78,13 @@ def edit_ids(text: str, what: str = "the edits") -> list[int]:
     return ids
 
 
+def one_id(value: float | None, message: str) -> int:
+    """The positive id in a number box, or `message` as the error."""
+    if value is None or int(value) <= 0:
+        raise gr.Error(message)
+    return int(value)
+
+
 @dataclass(frozen=True)
 class ChatHandlers:
     """The status line and the Chat tab: open to everyone, in every mode."""
@@ -309,10 +316,9 @@ class WeightHandlers:
     def rollback(self, admin_ok: bool, weight_edit_id: float) -> tuple[str, list, list]:
         require_admin(admin_ok)
         assistant = ready(self.runtime)
-        if weight_edit_id is None or int(weight_edit_id) <= 0:
-            raise gr.Error("Enter the id of a weight edit from the table.")
+        weight_edit = one_id(weight_edit_id, "Enter the id of a weight edit from the table.")
         try:
-            message = assistant.weights.rollback(int(weight_edit_id))
+            message = assistant.weights.rollback(weight_edit)
         except AmendError as exc:
             raise gr.Error(str(exc)) from exc
         return message, self.weight_rows(True), self.suggestion_rows(True)
@@ -321,10 +327,9 @@ class WeightHandlers:
                    progress: gr.Progress = gr.Progress()) -> str:  # noqa: B008 (see top)
         require_admin(admin_ok)
         assistant = ready(self.runtime)
-        if edit_id is None or int(edit_id) <= 0:
-            raise gr.Error("Enter the id of an edit to trace.")
+        traced = one_id(edit_id, "Enter the id of an edit to trace.")
         try:
-            edit = assistant.store.get_edit(int(edit_id))
+            edit = assistant.store.get_edit(traced)
             path = assistant.weights.trace_image(edit, lambda m: progress(None, desc=m))
         except AmendError as exc:
             raise gr.Error(str(exc)) from exc

@@ -134,21 +134,19 @@ def run_arm(name: str, folder: Path, records, overrides: dict, args) -> dict:
         result = weights.promote([e.id for e in edits], args.method, actor="bench")
         state["rows"].append({"batch": number, "edits": [e.id for e in edits],
                               "committed": result.committed,
-                              "carried": (result.scores or {}).get("carried", 0)
-                              if result.committed else 0,
                               "seconds": round(time.perf_counter() - t0, 1),
                               "message": result.message})
         _save(progress_file, state)
-        done = len(state["rows"])
+        offered = sum(len(r["edits"]) for r in state["rows"])
         rate = (time.perf_counter() - started) / timed
         print(f"[{name}] batch {number}/{len(batches)} "
               f"{'committed' if result.committed else 'refused'} in "
-              f"{state['rows'][-1]['seconds']} s ({done * args.batch} facts offered; about "
+              f"{state['rows'][-1]['seconds']} s ({offered} facts offered; about "
               f"{(len(batches) - number) * rate / 60:.0f} min of promotions left)", flush=True)
     committed = sum(len(r["edits"]) for r in state["rows"] if r["committed"])
-    carried = sum(1 for r in state["rows"] if r["committed"]
-                  for i in r["edits"] if not assistant.store.get_edit(i).backstop
-                  and assistant.store.get_edit(i).status == "promoted")
+    promoted = [assistant.store.get_edit(i) for r in state["rows"] if r["committed"]
+                for i in r["edits"]]
+    carried = sum(e.status == "promoted" and not e.backstop for e in promoted)
     if "scores" not in state:
         systems = {"weights": LiveWeights(assistant, args.chat_tokens),
                    "system": MemorySystem(assistant, args.chat_tokens)}

@@ -60,10 +60,10 @@ class Editor:
         """The delta writing these requests into `llm` (a ChatLLM: model, tokenizer,
         chat_text); the model itself is left unchanged. `committed`: parameter name -> keys
         of live promotions, which ROME and MEMIT keep in place (editing/preserve.py)."""
-        return method(self.method).apply(llm.model, llm.tokenizer, requests, self.cfg,
-                                stats_root=self.stats_root, chat_format=llm.chat_text,
-                                base_fingerprint=self.base_fingerprint, progress=progress,
-                                committed=committed)
+        apply = method(self.method).apply
+        return apply(llm.model, llm.tokenizer, requests, self.cfg, stats_root=self.stats_root,
+                     chat_format=llm.chat_text, base_fingerprint=self.base_fingerprint,
+                     progress=progress, committed=committed)
 
 
 def load_method(name: str, llm, stats_root: Path, config_file: Path | None = None,

@@ -6,7 +6,7 @@ kinds of keys should see no change:
   A = lambda C (+ K K^T for MEMIT's batch), the least change in the C-weighted sense;
 - the keys of facts already promoted into the weights (`committed`, K_p): with
   `keep_committed`, X is then changed as little as possible (in the A-norm) so that
-  K_p^T X = 0 exactly (`hold_committed`): a new promotion leaves every earlier promoted fact's
+  K_p^T X = 0 exactly (`held_solve`): a new promotion leaves every earlier promoted fact's
   key mapping to what it mapped to. This is AlphaEdit's (Fang et al., ICLR 2025) "keep the
   earlier edits' keys in the solve", held exactly instead of by a weight: beside lambda C a
   weight of 1 on K_p K_p^T changed nothing measurable (session 26).
@@ -21,7 +21,7 @@ rolling one back subtracts exactly its own update.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -46,14 +46,18 @@ def solve_c(mom2: torch.Tensor, keys: torch.Tensor, ridge: float, weight: float 
     return torch.linalg.solve(c, keys.double())
 
 
-def hold_committed(x: torch.Tensor, solve: Callable[[torch.Tensor], torch.Tensor],
-                   committed: torch.Tensor | None) -> torch.Tensor:
-    """X (in, n) changed as little as possible in the A-norm (`solve` applies A^-1) so that
-    K_p^T X = 0 for the committed keys K_p (in, m): the edit then reads nothing at them."""
+def held_solve(mom2: torch.Tensor, keys: torch.Tensor, committed: torch.Tensor | None, *,
+               ridge: float, weight: float = 1.0,
+               extra: torch.Tensor | None = None) -> torch.Tensor:
+    """X = A^-1 K (A = weight * C + extra, as `solve_c`) changed as little as possible in the
+    A-norm so that K_p^T X = 0 for the committed keys K_p (in, m): the edit then reads nothing
+    at them. One solve serves K and K_p."""
+    keys = keys.double()
     if committed is None or not committed.shape[1]:
-        return x
+        return solve_c(mom2, keys, ridge, weight, extra=extra)
     held = committed.double()
-    a_inv_held = solve(held)  # A^-1 K_p
+    solved = solve_c(mom2, torch.cat([keys, held], 1), ridge, weight, extra=extra)
+    x, a_inv_held = solved[:, :keys.shape[1]], solved[:, keys.shape[1]:]
     gram = held.T @ a_inv_held  # K_p^T A^-1 K_p
     # lstsq: committed keys may be (nearly) parallel to each other
     return x - a_inv_held @ torch.linalg.lstsq(gram, held.T @ x).solution
@@ -65,9 +69,7 @@ def batch_read(mom2: torch.Tensor, keys: torch.Tensor, *, ridge: float, weight: 
     change that moves K by R and keeps C's keys (weight lambda) where they are, held at 0 on
     the committed keys when given."""
     keys = keys.double()
-    extra = keys @ keys.T
-    x = solve_c(mom2, keys, ridge, weight, extra=extra)
-    return hold_committed(x, lambda k: solve_c(mom2, k, ridge, weight, extra=extra), committed)
+    return held_solve(mom2, keys, committed, ridge=ridge, weight=weight, extra=keys @ keys.T)
 
 
 def constrained_read_out(mom2: torch.Tensor, key: torch.Tensor, others: torch.Tensor | None,
@@ -75,6 +77,5 @@ def constrained_read_out(mom2: torch.Tensor, key: torch.Tensor, others: torch.Te
     """ROME's read-out: the u of least C-energy (u^T C u) with u . k = 1 and u . o = 0 for each
     column o of `others` (in, m); the rank-one edit then changes nothing at those keys. With
     no others this is C^-1 k / (k^T C^-1 k)."""
-    x = solve_c(mom2, key.double()[:, None], ridge)  # C^-1 k
-    x = hold_committed(x, lambda k: solve_c(mom2, k, ridge), others)[:, 0]
+    x = held_solve(mom2, key[:, None], others, ridge=ridge)[:, 0]
     return x / (key.double() @ x)

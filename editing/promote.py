@@ -30,7 +30,7 @@ from editing.heatmap import render_heatmaps
 from editing.methods import Editor, load_method
 from editing.preserve import committed_keys
 from editing.probes import load_probes, probe_locality, probe_predictions
-from editing.registry import NAMES
+from editing import registry
 from editing.rome.compute import EditRequest
 from editing.trace import fact_prompt, trace
 from errors import AmendError, InvalidEditError
@@ -196,8 +196,7 @@ class WeightEdits:
     def promote(self, edit_ids: list[int], method: str, actor: str = "admin",
                 progress: Progress = log.info) -> PromotionResult:
         """Edit, check against the guard, and commit or discard. Never half-applies."""
-        if method not in NAMES:
-            raise InvalidEditError(f"unknown method '{method}'; choose one of {', '.join(NAMES)}")
+        registry.method(method)  # an unknown name fails here, naming the known ones
         edits = [self.store.get_edit(i) for i in dict.fromkeys(edit_ids)]
         if not edits:
             raise InvalidEditError("select at least one edit to promote")

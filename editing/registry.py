@@ -4,8 +4,8 @@ per model.
 
 Each apply function has the same signature (`ApplyFn`) and returns a `Delta`, leaving the
 model's weights as it found them. The table names the function by module and attribute, and
-`Method.apply` imports it on first use: the UI and the command lines read the names and help
-text here without loading torch (seconds of start-up before the page is served).
+`Method.apply` imports it on first use: the UI and the command lines read the names here
+without loading torch (seconds of start-up before the page is served).
 """
 from __future__ import annotations
 
@@ -43,7 +43,6 @@ class Method:
     function: str  # "module:attribute" of its ApplyFn
     batches: bool  # a batch of edits is one joint solve (else one edit after another)
     prepares: str  # what is readied once per model: "key statistics", "trained editor" or ""
-    summary: str  # one line for help texts and the Admin tab
 
     @property
     def apply(self) -> ApplyFn:
@@ -52,14 +51,10 @@ class Method:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("rome", RomeConfig, "editing.rome.rome:apply_rome", False, "key statistics",
-           "rank-one update of one MLP layer (Meng et al. 2022)"),
-    Method("memit", MemitConfig, "editing.memit.memit:apply_memit", True, "key statistics",
-           "a batch spread over several MLP layers (Meng et al. 2023)"),
-    Method("mend", MendConfig, "editing.mend.apply:apply_mend", True, "trained editor",
-           "a trained network maps the fine-tuning gradient to an edit (Mitchell et al. 2022)"),
-    Method("ft", FtConfig, "editing.ft:apply_ft", False, "",
-           "plain fine-tuning of one layer within a norm bound (baseline)"),
+    Method("rome", RomeConfig, "editing.rome.rome:apply_rome", False, "key statistics"),
+    Method("memit", MemitConfig, "editing.memit.memit:apply_memit", True, "key statistics"),
+    Method("mend", MendConfig, "editing.mend.apply:apply_mend", True, "trained editor"),
+    Method("ft", FtConfig, "editing.ft:apply_ft", False, ""),
 )}
 NAMES: tuple[str, ...] = tuple(METHODS)
 
