@@ -9,6 +9,7 @@ their argument order are what gradio_client callers (tests/test_e2e.py) rely on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 from gradio.components import Component
@@ -29,36 +30,72 @@ PAGE_SIZES = [25, 50, 100, 200]
 METHOD_CHOICES = list(NAMES)
 
 
+# Shift- or ctrl-click adds a row to the selection: Gradio's select event does not carry the
+# modifier keys, so the page remembers them (page.PAGE_HEAD) and this passes them along.
+WITH_MODIFIER = "(selection, add) => [selection, !!window.amendAddToSelection]"
+# Column widths that fit a 1400 px page without breaking a word (the browser test checks).
+EDIT_WIDTHS = ["4%", "12%", "12%", "22%", "9%", "9%", "9%", "6%", "6%", "11%"]
+AUDIT_WIDTHS = ["13%", "8%", "16%", "8%", "55%"]
+
+
 @dataclass(frozen=True)
-class EditsTable:
-    """What the sections below the edits table act on: every edit action takes the filters
-    after its own inputs and redraws the table (`shown`) with them."""
+class AdminView:
+    """The Admin tab's shared pieces: the session's unlocked flag, the edits filters, the
+    selection every action reads, and the Refresh button."""
 
     admin: gr.State
     filters: list[Component]
-    shown: list[Component]
+    selection: gr.Textbox
     refresh: gr.Button
 
 
 def build_admin_tab(demo: gr.Blocks, review: ReviewHandlers, weights: WeightHandlers,
                     access_open: bool) -> None:
-    """Lay out the Admin tab inside `demo`; its page-load events go on `demo`."""
-    with gr.Tab("Admin"):
+    """Lay out the Admin tab inside `demo`. Everything on it is redrawn whenever the tab is
+    opened, on page load, when the selection changes and after every action, so no table or
+    message is older than the last thing done."""
+    with gr.Tab("Admin") as tab:
         admin = gr.State(access_open)
         with gr.Row(visible=not access_open):
             password = gr.Textbox(label="Admin password (shared mode)", type="password",
                                   scale=3)
             unlock_button = gr.Button("Unlock", scale=1)
             unlock_result = gr.Markdown()
-        table = _edits_table(demo, review, admin)
-        outputs = _edit_actions(demo, review, table)
-        _export_import(review, table, outputs)
-        _weights_section(demo, weights, admin, table.refresh)
-        unlock_button.click(review.unlock, password, [admin, unlock_result], api_name="unlock")
+        audit = gr.Dataframe(headers=AUDIT_COLUMNS, interactive=False, wrap=True,
+                             elem_id="audit-table", elem_classes=["amend-table"],
+                             column_widths=AUDIT_WIDTHS, max_height=320, render=False)
+        view, edits_shown = _edits_table(review, admin)
+        outputs = [*edits_shown, audit]  # what an edit action returns after its message
+        action_result, history, review_events = _edit_actions(review, view, outputs)
+        review_events.append(_export_import(review, view, [action_result, *outputs]))
+        weights_shown, promotion_result, weight_events = _weights_section(weights, view)
+        gr.Markdown("### Audit log")
+        audit.render()
+        view.refresh.click(review.audit_rows, admin, audit, api_name="audit_log")
+
+    def redraw(admin_ok: bool, selection: str, *filters: Any) -> tuple:
+        return (*review.list_edits(admin_ok, *filters), review.audit_rows(admin_ok),
+                review.selected_history(admin_ok, selection),
+                weights.weight_rows(admin_ok), weights.suggestion_rows(admin_ok),
+                weights.promotion_chart(admin_ok), weights.weights_state(admin_ok))
+
+    again = dict(fn=redraw, inputs=[admin, view.selection, *view.filters],
+                 outputs=[*edits_shown, audit, history, *weights_shown], api_name=False,
+                 show_progress="hidden")
+    for event in (tab.select, demo.load, view.refresh.click, view.selection.change):
+        event(**again)
+    for events, stale in ((review_events, promotion_result), (weight_events, action_result)):
+        for event in events:  # the other section's message no longer says what is true
+            event.then(lambda: "", None, stale, api_name=False, show_progress="hidden"
+                       ).then(**again)
+    unlock_button.click(review.unlock, password, [admin, unlock_result], api_name="unlock"
+                        ).then(**again)
 
 
-def _edits_table(demo: gr.Blocks, review: ReviewHandlers, admin: gr.State) -> EditsTable:
-    """Filters, paging and the table of edits; any filter change redraws it."""
+def _edits_table(review: ReviewHandlers, admin: gr.State) -> tuple[AdminView, list[Component]]:
+    """Filters, paging, the table of edits and the selection that clicks on it fill; returns
+    the view and the two things the redraw fills here (the table and its page line)."""
+    gr.Markdown("### Corrections")
     with gr.Row():
         search = gr.Textbox(label="Search", scale=3)
         status_filter = gr.Dropdown(STATUS_CHOICES, value="all", label="Status", scale=1)
@@ -71,62 +108,69 @@ def _edits_table(demo: gr.Blocks, review: ReviewHandlers, admin: gr.State) -> Ed
         page_size = gr.Dropdown(PAGE_SIZES, value=50, label="Per page", scale=1)
         page_info = gr.Markdown()
         refresh = gr.Button("Refresh", scale=1, elem_id="admin-refresh")
+    gr.Markdown("Click a row to select that edit; shift-click (or ctrl-click) more rows to "
+                "add them. Every action below works on the selection.")
     edits = gr.Dataframe(headers=EDIT_COLUMNS, interactive=False, wrap=True,
-                         elem_id="edits-table")
-    table = EditsTable(admin, [search, status_filter, source_filter, min_hits, max_age,
-                               conflicts, page, page_size], [edits, page_info], refresh)
-    redraw = [admin, *table.filters], table.shown
-    refresh.click(review.list_edits, *redraw, api_name="list_edits")
-    demo.load(review.list_edits, *redraw, api_name=False)
+                         elem_id="edits-table", elem_classes=["amend-table"],
+                         column_widths=EDIT_WIDTHS, max_height=420)
+    with gr.Row():
+        selection = gr.Textbox(label="Selected edits (ids: click rows above, or type them)",
+                               placeholder="3, 7, 12", scale=4, elem_id="edit-ids")
+        add_flag = gr.Checkbox(visible=False)
+        clear = gr.Button("Clear selection", scale=1, elem_id="clear-selection")
+    filters = [search, status_filter, source_filter, min_hits, max_age, conflicts, page,
+               page_size]
+    refresh.click(review.list_edits, [admin, *filters], [edits, page_info],
+                  api_name="list_edits")
     for trigger in (search.submit, status_filter.change, source_filter.change,
                     conflicts.change, page.submit, page_size.change):
-        trigger(review.list_edits, *redraw, api_name=False)
-    return table
+        trigger(review.list_edits, [admin, *filters], [edits, page_info], api_name=False)
+    edits.select(review.select_row, [selection, add_flag], selection, js=WITH_MODIFIER,
+                 api_name=False, show_progress="hidden")
+    clear.click(lambda: "", None, selection, api_name=False, show_progress="hidden")
+    return AdminView(admin, filters, selection, refresh), [edits, page_info]
 
 
-def _edit_actions(demo: gr.Blocks, review: ReviewHandlers,
-                  table: EditsTable) -> list[Component]:
-    """What an admin does to the edits named by id, and the audit log that records it;
-    returns an action's outputs: its message, the table, the audit log."""
+def _edit_actions(review: ReviewHandlers, view: AdminView,
+                  tables: list[Component]) -> tuple[Component, Component, list]:
+    """What an admin does to the selected edits; each returns its message, then `tables`
+    (edits table, page line, audit log: the API's callers read them). Returns the message
+    area, the selected edit's history panel, and the actions' events."""
     with gr.Row():
-        ids_box = gr.Textbox(label="Edit ids (one, or several for bulk actions)",
-                             placeholder="3, 7, 12", scale=3, elem_id="edit-ids")
         approve = gr.Button("Approve / reactivate", scale=1, elem_id="approve")
-        reject = gr.Button("Reject", scale=1)
-        show_history = gr.Button("History", scale=1)
-    with gr.Row():
-        new_target = gr.Textbox(label="New target for the edit", scale=3)
-        change_button = gr.Button("Change target", scale=1)
+        reject = gr.Button("Reject", scale=1, elem_id="reject")
         merge_button = gr.Button("Merge (keep the first id)", scale=1)
+        show_history = gr.Button("History", scale=1, visible=False)
     with gr.Row():
-        aliases_box = gr.Textbox(label="Other names of the edit's subject "
+        new_target = gr.Textbox(label="New answer for the selected edit", scale=3)
+        change_button = gr.Button("Change answer", scale=1)
+    with gr.Row():
+        aliases_box = gr.Textbox(label="Other names of the selected edit's subject "
                                        "(comma-separated; replaces the list)",
                                  placeholder="the Big Apple, NYC", scale=3)
         aliases_button = gr.Button("Set aliases", scale=1)
     action_result = gr.Markdown(elem_id="action-result")
-    edit_history = gr.Markdown()
-    gr.Markdown("### Audit log")
-    audit = gr.Dataframe(headers=AUDIT_COLUMNS, interactive=False, wrap=True)
-    demo.load(review.audit_rows, table.admin, audit, api_name=False)
-    table.refresh.click(review.audit_rows, table.admin, audit, api_name="audit_log")
-    admin, filters = table.admin, table.filters
-    outputs = [action_result, *table.shown, audit]
-    approve.click(lambda a, i, *f: review.set_status(a, i, "active", *f),
-                  [admin, ids_box, *filters], outputs, api_name="approve")
-    reject.click(lambda a, i, *f: review.set_status(a, i, "rejected", *f),
-                 [admin, ids_box, *filters], outputs, api_name="reject")
-    change_button.click(review.change_target, [admin, ids_box, new_target, *filters], outputs,
-                        api_name="change_target")
-    merge_button.click(review.merge, [admin, ids_box, *filters], outputs, api_name="merge")
-    aliases_button.click(review.set_aliases, [admin, ids_box, aliases_box, *filters], outputs,
-                         api_name="set_aliases")
+    with gr.Accordion("History of the selected edit", open=True):
+        edit_history = gr.Markdown(elem_id="edit-history")
+    admin, ids_box, filters = view.admin, view.selection, view.filters
+    outputs = [action_result, *tables]
+    events = [
+        approve.click(lambda a, i, *f: review.set_status(a, i, "active", *f),
+                      [admin, ids_box, *filters], outputs, api_name="approve"),
+        reject.click(lambda a, i, *f: review.set_status(a, i, "rejected", *f),
+                     [admin, ids_box, *filters], outputs, api_name="reject"),
+        change_button.click(review.change_target, [admin, ids_box, new_target, *filters],
+                            outputs, api_name="change_target"),
+        merge_button.click(review.merge, [admin, ids_box, *filters], outputs, api_name="merge"),
+        aliases_button.click(review.set_aliases, [admin, ids_box, aliases_box, *filters],
+                             outputs, api_name="set_aliases"),
+    ]
     show_history.click(review.history, [admin, ids_box], edit_history, api_name="history")
-    return outputs
+    return action_result, edit_history, events
 
 
-def _export_import(review: ReviewHandlers, table: EditsTable,
-                   outputs: list[Component]) -> None:
-    """All edits to a JSON file and back; an import redraws the table and the audit log."""
+def _export_import(review: ReviewHandlers, view: AdminView, outputs: list[Component]):
+    """All edits to a JSON file and back; returns the import's event."""
     with gr.Accordion("Export / import edits (JSON)", open=False):
         with gr.Row():
             export_button = gr.Button("Export all edits")
@@ -134,50 +178,54 @@ def _export_import(review: ReviewHandlers, table: EditsTable,
         with gr.Row():
             upload = gr.File(label="File to import", type="binary", file_types=[".json"])
             import_button = gr.Button("Import")
-    export_button.click(review.export_file, table.admin, exported, api_name="export_edits")
-    import_button.click(review.import_file, [table.admin, upload, *table.filters],
-                        outputs, api_name="import_edits")
+    export_button.click(review.export_file, view.admin, exported, api_name="export_edits")
+    return import_button.click(review.import_file, [view.admin, upload, *view.filters],
+                               outputs, api_name="import_edits")
 
 
-def _weights_section(demo: gr.Blocks, weights: WeightHandlers, admin: gr.State,
-                     refresh: gr.Button) -> None:
-    """Promote edits into the weights, see what each promotion scored, roll one back, or
-    trace where the model recalls a fact."""
+def _weights_section(weights: WeightHandlers, view: AdminView):
+    """Promote the selected edits into the weights, see what each promotion scored, roll one
+    back, or trace where the model recalls a fact. Returns what the redraw fills here
+    (weight table, candidates, chart, live state), the message area, and the events."""
     gr.Markdown("### Promote into the model's weights")
-    gr.Markdown("Ready to promote (active, asked about often, no conflict):")
-    suggestions = gr.Dataframe(headers=SUGGEST_COLUMNS, interactive=False, wrap=True)
+    gr.Markdown("Promotion candidates: every active edit, ready ones first (an edit is ready "
+                "once asked about often enough, with no conflicting edit). Any active edit "
+                "can be promoted.")
+    suggestions = gr.Dataframe(headers=SUGGEST_COLUMNS, interactive=False, wrap=True,
+                               elem_id="suggestions-table", elem_classes=["amend-table"],
+                               column_widths=["4%", "14%", "26%", "12%", "8%", "36%"],
+                               max_height=260)
     with gr.Row():
-        promote_ids = gr.Textbox(label="Edit ids to promote", placeholder="3, 7", scale=3,
-                                 elem_id="promote-ids")
         method = gr.Dropdown(METHOD_CHOICES, value="rome", label="Method", scale=1,
                              elem_id="promote-method")
-        promote_button = gr.Button("Promote", variant="primary", scale=1, elem_id="promote")
+        promote_button = gr.Button("Promote the selected edits", variant="primary", scale=2,
+                                   elem_id="promote")
     promotion_result = gr.Markdown(elem_id="promotion-result")
-    gr.Markdown("#### Weight edits (applied in order at every start)")
+    gr.Markdown("#### Weight edits (applied in order at every start; click one to roll it "
+                "back)")
     table = gr.Dataframe(headers=WEIGHT_COLUMNS, interactive=False, wrap=True,
-                         elem_id="weights-table")
+                         elem_id="weights-table", elem_classes=["amend-table"])
     live_weights = gr.Markdown()
-    chart = gr.LinePlot(x="promotion", y="value", color="metric", y_lim=[0, 1.05],
-                        label="Reliability and locality across promotions", height=260)
+    chart = gr.Plot(label="Scores per promotion", elem_id="promotion-chart")
     with gr.Row():
         weight_id = gr.Number(label="Weight edit id", precision=0, elem_id="weight-id")
         rollback_button = gr.Button("Roll back", elem_id="rollback")
-        trace_id = gr.Number(label="Edit id to trace", precision=0)
-        trace_button = gr.Button("Causal trace")
-    heatmap = gr.Image(label="Causal trace (where the model recalls the fact)",
-                       type="filepath")
-    changed = [promotion_result, table, suggestions]
-    for button, handler, inputs, name in (
-            (promote_button, weights.promote, [admin, promote_ids, method], "promote"),
-            (rollback_button, weights.rollback, [admin, weight_id], "rollback")):
-        button.click(handler, inputs, changed, api_name=name
-                     ).then(weights.promotion_chart, admin, chart, api_name=False
-                            ).then(weights.weights_state, admin, live_weights, api_name=False)
+        trace_id = gr.Number(label="Edit id to trace", precision=0, elem_id="trace-id")
+        trace_button = gr.Button("Causal trace", elem_id="trace")
+    heatmap = gr.Image(label="Causal trace: where the model recalls the fact", type="filepath",
+                       elem_id="trace-image", show_label=True)
+    admin = view.admin
+    changed = [promotion_result, table, suggestions]  # what the API's callers read
+    events = [
+        promote_button.click(weights.promote, [admin, view.selection, method], changed,
+                             api_name="promote"),
+        rollback_button.click(weights.rollback, [admin, weight_id], changed,
+                              api_name="rollback"),
+    ]
+    table.select(weights.select_weight_row, None, weight_id, api_name=False,
+                 show_progress="hidden")
     trace_button.click(weights.trace_edit, [admin, trace_id], heatmap, api_name="trace")
-    refresh.click(weights.weight_rows, admin, table, api_name="weight_edits")
-    refresh.click(weights.suggestion_rows, admin, suggestions, api_name="suggestions")
-    demo.load(weights.weight_rows, admin, table, api_name=False)
-    demo.load(weights.promotion_chart, admin, chart, api_name=False)
-    refresh.click(weights.promotion_chart, admin, chart, api_name=False)
-    refresh.click(weights.weights_state, admin, live_weights, api_name="weights_state")
-    demo.load(weights.suggestion_rows, admin, suggestions, api_name=False)
+    view.refresh.click(weights.weight_rows, admin, table, api_name="weight_edits")
+    view.refresh.click(weights.suggestion_rows, admin, suggestions, api_name="suggestions")
+    view.refresh.click(weights.weights_state, admin, live_weights, api_name="weights_state")
+    return [table, suggestions, chart, live_weights], promotion_result, events

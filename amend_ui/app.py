@@ -103,12 +103,12 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local app phones no one
     runtime = Runtime(settings, build=build_app_in_loader, started_at=started_at)
     loader = runtime.start_in_background()
-    from amend_ui.page import build_ui  # imports Gradio: only now that the models load
+    from amend_ui.page import build_ui, launch_options  # Gradio: once the models load
 
     demo = build_ui(runtime, access)
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=settings.host, server_port=settings.port, prevent_thread_lock=True,
-                ssr_mode=False, quiet=True)
+                ssr_mode=False, quiet=True, **launch_options())
     log.info("Page served at http://%s:%d (%.1f s after start)", settings.host, settings.port,
              time.perf_counter() - started_at)
     loader.join()

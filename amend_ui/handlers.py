@@ -10,6 +10,7 @@ gr.State, so not part of the HTTP API's inputs).
 """
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,13 +29,23 @@ if TYPE_CHECKING:
     from assistant.router import Assistant
     from store.db import Edit
 
-EDIT_COLUMNS = ["id", "status", "subject", "prompt", "target_new", "target_old", "aliases",
-                "hits", "source", "created"]
-AUDIT_COLUMNS = ["when", "actor", "action", "edit", "detail"]
-WEIGHT_COLUMNS = ["id", "method", "status", "edits", "layers", "reliability", "generalization",
-                  "locality", "total_locality", "portability", "chat_reliability",
-                  "chat_generalization", "chat_locality", "carried", "seconds", "peak_rss_mb"]
-SUGGEST_COLUMNS = ["id", "subject", "prompt", "target_new", "why"]
+EDIT_COLUMNS = ["#", "Status", "Subject", "Question", "New answer", "Old answer", "Aliases",
+                "Asked", "Source", "Created"]
+AUDIT_COLUMNS = ["When", "Who", "Action", "Edit", "Detail"]
+# (key in WeightEdits.table() rows, header); positions 0-2 (id, method, status) are what
+# gradio_client callers read
+WEIGHT_FIELDS = [("id", "#"), ("method", "Method"), ("status", "Status"), ("edits", "Edits"),
+                 ("reliability", "Reliability"), ("generalization", "Generalization"),
+                 ("locality", "Locality"), ("total_locality", "Locality vs base"),
+                 ("portability", "Portability"), ("chat_reliability", "Chat reliability"),
+                 ("chat_generalization", "Chat generalization"),
+                 ("chat_locality", "Chat locality"), ("carried", "Carried"),
+                 ("seconds", "Time (s)"), ("peak_rss_mb", "Memory (MB)")]
+WEIGHT_COLUMNS = [header for _, header in WEIGHT_FIELDS]
+SUGGEST_COLUMNS = ["#", "Subject", "Question", "New answer", "Ready", "Why"]
+DETAIL_WORDS = {"target_new": "new answer", "by": "replaced by #", "edits": "edits",
+                "weight_edit": "weight edit #", "note": "note", "source": "source",
+                "aliases": "aliases", "reason": "reason", "scores": "scores"}
 LOAD_TIMEOUT_S = 900
 LOCKED = "Locked: enter the admin password above and press Unlock."
 
@@ -50,7 +61,56 @@ def status_label(edit: Edit) -> str:
 
 
 def when(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
+
+
+def plain(value: Any) -> str:
+    """A value as a person reads it: lists joined, scores to three decimals, no JSON."""
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if value != int(value) else str(int(value))
+    if isinstance(value, list | tuple):
+        return ", ".join(plain(v) for v in value) or "–"
+    if isinstance(value, dict):
+        return "; ".join(f"{k.replace('_', ' ')} {plain(v)}" for k, v in value.items())
+    return str(value)
+
+
+def audit_detail(detail: str | None) -> str:
+    """An audit entry's JSON detail as one readable line ("new answer: Rome, source: chat")."""
+    try:
+        fields = json.loads(detail or "{}")
+    except ValueError:
+        return detail or ""
+    if not isinstance(fields, dict):
+        return plain(fields)
+    parts = []
+    for key, value in fields.items():
+        if value in (None, "", [], {}):
+            continue
+        label = DETAIL_WORDS.get(key, key.replace("_", " "))
+        parts.append(f"{label}{plain(value)}" if label.endswith("#") else
+                     f"{label}: {plain(value)}")
+    return ", ".join(parts)
+
+
+def audit_edit(row: dict) -> str:
+    """The edit(s) an audit entry is about; a promotion names its edits in the detail."""
+    if row.get("edit_id") is not None:
+        return f"#{row['edit_id']}"
+    try:
+        edits = json.loads(row.get("detail") or "{}").get("edits") or []
+    except (ValueError, AttributeError):
+        edits = []
+    return ", ".join(f"#{e}" for e in edits)
+
+
+def loose_ids(text: str | None) -> list[int]:
+    """The ids in a selection box, skipping anything that is not one (for the selection,
+    which must never fail; the actions use `edit_ids`, which says what is wrong)."""
+    return list(dict.fromkeys(int(p) for p in (text or "").replace(",", " ").split()
+                              if p.isdigit()))
 
 
 def ready(runtime: Runtime) -> Assistant:
@@ -158,8 +218,8 @@ class ReviewHandlers:
         if not admin_ok:
             return []
         assistant = ready(self.runtime)
-        return [[when(r["created_at"]), r["actor"], r["action"], r["edit_id"], r["detail"]]
-                for r in assistant.store.audit_log(200)]
+        return [[when(r["created_at"]), r["actor"], r["action"], audit_edit(r),
+                 audit_detail(r["detail"])] for r in assistant.store.audit_log(200)]
 
     def _refreshed(self, message: str, filters: tuple) -> tuple:
         """An action's outputs: its message, the edits table again, the audit log again."""
@@ -222,18 +282,49 @@ class ReviewHandlers:
         except AmendError as exc:
             raise gr.Error(str(exc)) from exc
         edit = info["edit"]
+        turns = info["turns"]
+        answered = sum(1 for t in turns if t["route"] != "correction")
         lines = [f"#### Edit #{edit.id}: {edit.statement}",
-                 (f"status **{status_label(edit)}**, source {edit.source}, asked about "
-                  f"{edit.hits} time(s), was: {edit.target_old or 'unknown'}"), "", "**History**"]
-        lines += [f"- {when(a['created_at'])} {a['actor']}: {a['action']} {a['detail']}"
-                  for a in info["audit"]]
+                 (f"Status **{status_label(edit)}**, source {edit.source}, old answer: "
+                  f"{edit.target_old or 'unknown'}. Asked about {edit.hits} time(s) since it "
+                  "was stored."), "", "**History**"]
+        lines += [f"- {when(a['created_at'])} {a['actor']}: {a['action']} "
+                  f"{audit_detail(a['detail'])}" for a in info["audit"]]
         lines += ["", f"**Weight edits** ({len(info['weight_edits'])})"]
-        lines += [f"- #{w['id']} {w['method']} {w['status']}: {w['scores']}"
+        lines += [f"- #{w['id']} {w['method']} {w['status']}: {plain(w['scores'])}"
                   for w in info["weight_edits"]]
-        lines += ["", f"**Chat turns it answered** ({len(info['turns'])}, newest first)"]
-        lines += [f"- {when(t['created_at'])} [{t['session'][:8]}] {t['content'][:200]}"
-                  for t in info["turns"]]
+        lines += ["", f"**Chat turns that used it** ({len(turns)}: {len(turns) - answered} "
+                      f"correction, {answered} answered from it; newest first)"]
+        lines += [f"- {when(t['created_at'])} [{t['route']}] {t['content'][:200]}"
+                  for t in turns]
         return "\n".join(lines)
+
+    def selected_history(self, admin_ok: bool, selection: str) -> str:
+        """The history of the first selected edit, redrawn after every action, so what it
+        says is never older than the tables."""
+        ids = loose_ids(selection)
+        if not admin_ok or not ids:
+            return "_Select an edit in the table to see its history here._"
+        try:
+            return self.history(admin_ok, str(ids[0]))
+        except gr.Error:
+            return f"_No edit #{ids[0]}._"
+
+    def select_row(self, selection: str, add: bool, event: gr.SelectData) -> str:
+        """A click on a table row selects that edit; shift- or ctrl-click adds it to the
+        selection, or takes it out if it is already there."""
+        try:
+            clicked = int((event.row_value or [None])[0])
+        except (TypeError, ValueError):
+            return selection
+        ids = loose_ids(selection)
+        if not add:
+            ids = [clicked]
+        elif clicked in ids:
+            ids.remove(clicked)
+        else:
+            ids.append(clicked)
+        return ", ".join(str(i) for i in ids)
 
     def export_file(self, admin_ok: bool) -> str:
         require_admin(admin_ok)
@@ -267,8 +358,9 @@ class WeightHandlers:
         if not admin_ok:
             return []
         assistant = ready(self.runtime)
-        return [[("n/a" if row.get(c) is None else row[c]) if c not in ("edits", "layers") else
-                 ", ".join(str(x) for x in row[c]) for c in WEIGHT_COLUMNS]
+        return [[row["id"] if key == "id" else
+                 ", ".join(f"#{e}" for e in row["edits"]) if key == "edits" else
+                 plain(row.get(key)) for key, _ in WEIGHT_FIELDS]
                 for row in assistant.weights.table()]
 
     def promotion_chart(self, admin_ok: bool) -> pd.DataFrame:
@@ -288,8 +380,15 @@ class WeightHandlers:
         if not admin_ok:
             return []
         assistant = ready(self.runtime)
-        return [[e.id, e.subject, e.prompt, e.target_new, why]
-                for e, why in assistant.weights.suggestions()]
+        return [[e.id, e.subject, e.prompt, e.target_new, "yes" if ok else "not yet", why]
+                for e, ok, why in assistant.weights.suggestions()]
+
+    def select_weight_row(self, event: gr.SelectData) -> float | None:
+        """A click on a weight edit's row puts its id in the rollback box."""
+        try:
+            return int((event.row_value or [None])[0])
+        except (TypeError, ValueError):
+            return None
 
     def promote(self, admin_ok: bool, ids_text: str, method: str,
                 progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 (see top)
@@ -297,11 +396,18 @@ class WeightHandlers:
         require_admin(admin_ok)
         assistant = ready(self.runtime)
         ids = edit_ids(ids_text, "the edits to promote")
-        try:
-            result = assistant.weights.promote(
-                ids, method or "rome", progress=lambda msg: progress(None, desc=msg))
-        except AmendError as exc:
-            raise gr.Error(str(exc)) from exc
+        method = method or "rome"
+        what = f"Promoting edit {', '.join(f'#{i}' for i in ids)} with {method}"
+        with self.runtime.activity(what, log_steps=False) as status:  # promote logs steps
+
+            def report(message: str) -> None:
+                status(message)
+                progress(None, desc=message)
+
+            try:
+                result = assistant.weights.promote(ids, method, progress=report)
+            except AmendError as exc:
+                raise gr.Error(str(exc)) from exc
         scores = result.scores or {}
         detail = ", ".join(f"{k} {v}" for k, v in scores.items()
                            if k in ("reliability", "locality", "total_locality",
@@ -328,9 +434,15 @@ class WeightHandlers:
         require_admin(admin_ok)
         assistant = ready(self.runtime)
         traced = one_id(edit_id, "Enter the id of an edit to trace.")
-        try:
-            edit = assistant.store.get_edit(traced)
-            path = assistant.weights.trace_image(edit, lambda m: progress(None, desc=m))
-        except AmendError as exc:
-            raise gr.Error(str(exc)) from exc
+        with self.runtime.activity(f"Causal trace of edit #{traced}") as status:
+
+            def report(message: str) -> None:  # "Causal trace of edit #3: mlp states (2/3)"
+                status(message.split(": ", 1)[-1])
+                progress(None, desc=message)
+
+            try:
+                edit = assistant.store.get_edit(traced)
+                path = assistant.weights.trace_image(edit, report)
+            except AmendError as exc:
+                raise gr.Error(str(exc)) from exc
         return str(path)

@@ -77,6 +77,9 @@ class Review:
         lines = []
         for edit_id in dict.fromkeys(edit_ids):
             try:
+                if self.store.get_edit(edit_id).status == status:
+                    lines.append(f"#{edit_id}: already {status}; nothing changed")
+                    continue
                 edit = self.set_status(edit_id, status, actor=actor)
                 lines.append(f"#{edit.id}: {edit.status}")
             except AmendError as exc:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -90,10 +91,38 @@ class Runtime:
     started_at: float = field(default_factory=time.perf_counter)
     ready_seconds: float | None = None
     _ready: threading.Event = field(default_factory=threading.Event)
+    _jobs: dict[object, str] = field(default_factory=dict)
+    _jobs_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _progress(self, message: str) -> None:
         self.status = message
         log.info(message)
+
+    @contextmanager
+    def activity(self, what: str, log_steps: bool = True) -> Iterator[Callable[[str], None]]:
+        """Long work (a promotion, a trace) reported in one place: the status line reads
+        "<what>: <latest step>" while it runs, each step goes to the log as the command line
+        shows it (unless the work logs its steps itself), and the line says Ready again,
+        naming what finished, when it ends."""
+        key = object()  # held by the dict while the job runs
+
+        def report(step: str) -> None:
+            if log_steps:
+                log.info("%s: %s", what, step)
+            with self._jobs_lock:
+                self._jobs[key] = f"{what}: {step}"
+                self.status = "; ".join(self._jobs.values())
+
+        report("starting")
+        outcome = "failed"
+        try:
+            yield report
+            outcome = "done"
+        finally:
+            with self._jobs_lock:
+                self._jobs.pop(key, None)
+                self.status = "; ".join(self._jobs.values()) or (
+                    f"Ready. Last: {what} ({outcome} at {time.strftime('%H:%M:%S')})")
 
     def start(self) -> None:
         try:

@@ -159,19 +159,29 @@ class WeightEdits:
         return messages
 
     # -- suggestions ------------------------------------------------------------------------
-    def suggestions(self) -> list[tuple[object, str]]:
-        """Active edits asked about often enough, old enough, and alone on their fact."""
+    def suggestions(self) -> list[tuple[object, bool, str]]:
+        """Every active edit with whether it is ready to promote and why (or why not yet):
+        asked about often enough, old enough, alone on its fact. Ready ones first. An admin
+        may promote any active edit; this only says which have proved stable."""
         now = time.time()
-        ready = []
+        need_hits, need_age = self.guard.suggest_min_hits, self.guard.suggest_min_age_hours
+        rows = []
         for edit in self.store.active_edits():
             age_h = (now - edit.created_at) / 3600
-            if edit.hits < self.guard.suggest_min_hits or age_h < self.guard.suggest_min_age_hours:
-                continue
             same = [e for e in self.store.active_edits_about(edit.subject) if e.id != edit.id]
             conflict = any(e.prompt.strip().lower() == edit.prompt.strip().lower() for e in same)
-            if not conflict:
-                ready.append((edit, f"asked {edit.hits}×, {age_h:.1f} h old, no conflict"))
-        return ready
+            waiting = []
+            if edit.hits < need_hits:
+                waiting.append(f"asked {edit.hits} of {need_hits} times needed")
+            if age_h < need_age:
+                waiting.append(f"{age_h:.1f} of {need_age:g} h old")
+            if conflict:
+                waiting.append("another active edit answers the same question")
+            ready = not waiting
+            why = (f"ready: asked {edit.hits} times, {age_h:.1f} h old, no conflict" if ready
+                   else "not yet: " + "; ".join(waiting))
+            rows.append((edit, ready, why))
+        return sorted(rows, key=lambda row: (not row[1], row[0].id))
 
     # -- promotion --------------------------------------------------------------------------
     def use_config_file(self, method: str, path: Path) -> None:
