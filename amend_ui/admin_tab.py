@@ -157,8 +157,8 @@ def _weights_section(demo: gr.Blocks, weights: WeightHandlers, admin: gr.State,
     table = gr.Dataframe(headers=WEIGHT_COLUMNS, interactive=False, wrap=True,
                          elem_id="weights-table")
     live_weights = gr.Markdown()
-    chart = gr.LinePlot(x="promotion", y="value", color="metric", y_lim=[0, 1.05],
-                        label="Reliability and locality across promotions", height=260)
+    chart = gr.Image(label="Scores of each promotion (hollow grey: rolled back)", type="pil",
+                     format="png", interactive=False)
     with gr.Row():
         weight_id = gr.Number(label="Weight edit id", precision=0, elem_id="weight-id")
         rollback_button = gr.Button("Roll back", elem_id="rollback")
