@@ -206,7 +206,9 @@ def _weights_section(weights: WeightHandlers, view: AdminView):
     table = gr.Dataframe(headers=WEIGHT_COLUMNS, interactive=False, wrap=True,
                          elem_id="weights-table", elem_classes=["amend-table"])
     live_weights = gr.Markdown()
-    chart = gr.Plot(label="Scores per promotion", elem_id="promotion-chart")
+    chart = gr.Image(label="Scores of each promotion (hollow grey: rolled back)", type="pil",
+                     format="png", interactive=False, elem_id="promotion-chart",
+                     buttons=["download"])
     with gr.Row():
         weight_id = gr.Number(label="Weight edit id", precision=0, elem_id="weight-id")
         rollback_button = gr.Button("Roll back", elem_id="rollback")

@@ -18,8 +18,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
-import pandas as pd
+from PIL import Image
 
+from amend_ui.charts import promotion_figure
 from assistant.access import AdminAccess
 from assistant.runtime import Runtime
 from errors import AmendError
@@ -363,13 +364,13 @@ class WeightHandlers:
                  plain(row.get(key)) for key, _ in WEIGHT_FIELDS]
                 for row in assistant.weights.table()]
 
-    def promotion_chart(self, admin_ok: bool) -> pd.DataFrame:
-        """Reliability and locality of each promotion, in order (long format for LinePlot)."""
-        rows = ready(self.runtime).weights.table() if admin_ok else []
-        points = [{"promotion": row["id"], "metric": metric, "value": row[metric]}
-                  for row in rows for metric in ("reliability", "locality", "total_locality")
-                  if row.get(metric) is not None]
-        return pd.DataFrame(points, columns=["promotion", "metric", "value"])
+    def promotion_chart(self, admin_ok: bool) -> Image.Image:
+        """Each promotion's scores as a picture (amend_ui/charts.py); locked, a picture that
+        says how to unlock, so the chart never shows a stale or blank frame."""
+        if not admin_ok:
+            return promotion_figure([], "Locked", "Enter the admin password above and press "
+                                    "Unlock to see the promotions' scores.")
+        return promotion_figure(ready(self.runtime).weights.table())
 
     def weights_state(self, admin_ok: bool) -> str:
         if not admin_ok:

@@ -95,12 +95,13 @@ class TraceResult:
     corrupted_prob: float
     layers: int
     prompt: str = ""
+    window: int = 1  # layers restored together around each layer (mlp/attn); 1 for hidden
 
     def to_dict(self, digits: int = 5) -> dict[str, Any]:
         return {
             "prompt": self.prompt, "tokens": self.tokens,
             "subject_range": list(self.subject_range), "answer": self.answer,
-            "kind": self.kind, "layers": self.layers,
+            "kind": self.kind, "layers": self.layers, "window": self.window,
             "clean_prob": round(self.clean_prob, digits),
             "corrupted_prob": round(self.corrupted_prob, digits),
             "scores": np.round(self.scores, digits).tolist(),
@@ -360,7 +361,8 @@ class CausalTracer:
         return TraceResult(tokens=list(self.tokens), subject_range=self.subject_range,
                            answer=self.answer, kind=kind, scores=scores,
                            clean_prob=self.clean_prob, corrupted_prob=self.corrupted_prob,
-                           layers=self.n_layers, prompt=self.prompt)
+                           layers=self.n_layers, prompt=self.prompt,
+                           window=1 if kind == "hidden" else min(window, self.n_layers))
 
 
 def fact_prompt(prompt: str, subject: str, chat_text: str, reply: str) -> str:

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from amend_ui import charts
 from tests.test_e2e import REPO, App, data_dir  # noqa: F401  (data_dir: fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realmodel]
@@ -49,16 +50,30 @@ for (const th of document.querySelectorAll(`#${arguments[0]} th[role=columnheade
 }
 return bad;
 """
-# The chart is an SVG drawn by matplotlib: one marked series per score, x ticks as text.
+# The chart is a picture (amend_ui/charts.py): per score colour, where its pixels lie inside
+# the plot area (the legend, right of it, has markers of the same colours).
 CHART_JS = """
-const svg = document.querySelector('#promotion-chart svg');
-if (!svg) return null;
-const series = {};
-for (const g of svg.querySelectorAll('g[id^="series-"]')) {
-  series[g.id] = g.querySelectorAll('use, path.marker').length;
+const img = document.querySelector('#promotion-chart img');
+if (!img || !img.complete || !img.naturalWidth) return null;
+const [colours, left, right, top, bottom] = arguments;
+const canvas = document.createElement('canvas');
+canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+const ctx = canvas.getContext('2d');
+ctx.drawImage(img, 0, 0);
+const px = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+const boxes = colours.map(() => null);
+for (let y = top; y < canvas.height - bottom; y++) {
+  for (let x = left; x < canvas.width - right; x++) {
+    const i = 4 * (y * canvas.width + x);
+    colours.forEach((c, k) => {
+      if (Math.abs(px[i] - c[0]) + Math.abs(px[i + 1] - c[1]) + Math.abs(px[i + 2] - c[2]) < 10) {
+        const b = boxes[k] || [x, x];
+        boxes[k] = [Math.min(b[0], x), Math.max(b[1], x)];
+      }
+    });
+  }
 }
-const ticks = [...svg.querySelectorAll('g[id^="xtick"] text')].map(t => t.textContent.trim());
-return {series, ticks};
+return {width: canvas.width, boxes};
 """
 
 
@@ -242,10 +257,15 @@ def test_chat_and_admin_as_a_person_uses_them(browser, data_dir, tmp_path):  # n
                       "the tables to show the promotion without Refresh")
         page.wait_for(lambda: "Ready. Last: Promoting edit #1" in page.text("#status"),
                       "the status line to say the promotion ended")
-        chart = page.wait_for(lambda: page.driver.execute_script(CHART_JS),
-                              "the chart of the promotion")
-        assert chart["series"] and all(n == 1 for n in chart["series"].values()), chart
-        assert chart["ticks"] == ["1"], chart
+        # one marker per score, all at the one promotion's x, none missing (the ids on the
+        # axis are whole numbers: tests/test_charts.py reads the ticks)
+        colours = [charts.METRICS[m][1] for m in ("reliability", "generalization", "locality")]
+        chart = page.wait_for(lambda: page.driver.execute_script(
+            CHART_JS, colours, charts.LEFT, charts.RIGHT, charts.TOP, charts.BOTTOM),
+            "the chart of the promotion")
+        assert all(chart["boxes"]), chart  # every series has a visible marker
+        xs = [x for box in chart["boxes"] for x in box]
+        assert max(xs) - min(xs) <= 4 * charts.DODGE + 2 * charts.RADIUS, chart  # one place
         page.shot("6-promoted", at="promotion-result")
         page.shot("6b-chart", at="promotion-chart")
         assert page.broken_headers() == {}

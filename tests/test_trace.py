@@ -8,7 +8,15 @@ from PIL import Image
 from tokenizers import processors
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from editing.heatmap import CELL_H, CELL_W, render_heatmap, render_heatmaps
+from editing.heatmap import (
+    CELL_H,
+    MAX_WIDTH,
+    answer_text,
+    caption,
+    render_heatmap,
+    render_heatmaps,
+    trace_title,
+)
 from editing.trace import (
     CausalTracer,
     TraceModules,
@@ -182,11 +190,13 @@ def test_no_special_tokens(llama, tok):
     assert not set(tok.all_special_tokens) & set(result.tokens)
 
 
-def _result(kind: str, scores, corrupted: float, subject=(0, 2)) -> TraceResult:
+def _result(kind: str, scores, corrupted: float, subject=(0, 2), tokens=None, answer="x",
+            prompt="", window=1) -> TraceResult:
     scores = np.asarray(scores, dtype=float)
-    return TraceResult(tokens=["a"] * scores.shape[1], subject_range=subject, answer="x",
-                       kind=kind, scores=scores, clean_prob=0.9, corrupted_prob=corrupted,
-                       layers=scores.shape[0])
+    return TraceResult(tokens=tokens or ["a"] * scores.shape[1], subject_range=subject,
+                       answer=answer, kind=kind, scores=scores, clean_prob=0.9,
+                       corrupted_prob=corrupted, layers=scores.shape[0], prompt=prompt,
+                       window=window)
 
 
 def test_average_indirect_effect_uses_last_subject_token():
@@ -202,17 +212,57 @@ def test_average_indirect_effect_uses_last_subject_token():
 def test_heatmaps_are_written(llama, tok, tmp_path):
     results = [trace(llama, tok, PROMPT, SUBJECT, kind=k, samples=2)
                for k in ("hidden", "mlp", "attn")]
+    assert results[1].window == min(10, results[1].layers) and results[0].window == 1
     one = render_heatmap(results[1], tmp_path / "mlp.png")
     with Image.open(one) as image:
         image.load()
         assert image.format == "PNG"
         width, height = image.size
-        assert width > 2 * CELL_W and height > n_tokens(tok) * CELL_H
+        assert height > n_tokens(tok) * CELL_H
         colours = {c for _, c in image.convert("RGB").getcolors(maxcolors=1 << 20)}
         assert any(g > r + 40 and g > b + 20 for r, g, b in colours)  # green cells drawn
     three = render_heatmaps(results, tmp_path / "sub" / "all.png")
     with Image.open(three) as image:
-        assert image.size[0] >= 3 * width - 20 and image.size[1] >= height - 5
+        image.load()
+        assert width <= image.size[0] <= MAX_WIDTH and image.size[1] > n_tokens(tok) * CELL_H
+        assert image.text["Title"] == trace_title(results)
+        assert f"recalls '{answer_text(results[0])}' for" in image.text["Title"]
+
+
+PARIS = ["The", " E", "iff", "el", " Tower", " is", " located", " in"]
+
+
+def _three(layers: int, tokens=PARIS, prompt="The Eiffel Tower is located in"):
+    rng = np.random.default_rng(0)
+    return [_result(kind, rng.random((layers, len(tokens))) * 0.8, 0.02, subject=(1, 5),
+                    tokens=tokens, answer=" Paris", prompt=prompt,
+                    window=1 if kind == "hidden" else 10) for kind in ("hidden", "mlp", "attn")]
+
+
+@pytest.mark.parametrize("layers", [2, 24, 30, 48])
+def test_trace_figure_fits_the_admin_tab(layers, tmp_path):
+    """Readable in the Admin tab: never wider than MAX_WIDTH (<= 1300 px, so a 1024 px
+    window shrinks it little), a row per token tall enough for its label, a title that
+    names the prompt and the answer, and a caption per panel saying what was restored."""
+    results = _three(layers)
+    path = render_heatmaps(results, tmp_path / "trace.png")
+    with Image.open(path) as image:
+        image.load()
+        width, height = image.size
+        assert 700 <= width <= MAX_WIDTH <= 1300
+        assert len(PARIS) * CELL_H < height < 3 * (len(PARIS) * CELL_H + 260)
+        assert image.text["Title"] == ("Where the model recalls 'Paris' for: "
+                                       "The Eiffel Tower is located in")
+    assert "residual stream" in caption(results[0])
+    assert "MLP" in caption(results[1]) and "window of 10 layers" in caption(results[1])
+    assert "attention" in caption(results[2])
+
+
+def test_trace_title_of_a_chat_transcript_names_only_the_last_line():
+    prompt = "<|im_start|>user\nWhere is the Eiffel Tower?<|im_end|>\n<|im_start|>assistant\n" \
+             "The Eiffel Tower is located in"
+    title = trace_title(_three(4, prompt=prompt))
+    assert title == "Where the model recalls 'Paris' for: … The Eiffel Tower is located in"
 
 
 def test_admin_trace_image_uses_a_copy_and_is_cached(tiny_llm, store, embedder, tmp_path):
