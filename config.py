@@ -30,6 +30,13 @@ class ChatConfig:
     context_tokens: int  # prompt + reply budget; the model may accept more, CPU time says less
     max_new_tokens: int
     stop_tokens: tuple[str, ...]  # any of these ends a reply (end-of-turn for chat models)
+    # longest n-gram whose immediate repeat is forbidden ("France, France"); 0: allow all
+    max_repeat_ngram: int
+
+    def __post_init__(self) -> None:
+        if self.max_repeat_ngram < 0 or self.max_repeat_ngram == 1:
+            raise ConfigError(f"chat config: max_repeat_ngram must be 0 (off) or at least 2, "
+                              f"got {self.max_repeat_ngram}")
 
 
 @dataclass(frozen=True)

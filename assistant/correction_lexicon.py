@@ -186,3 +186,26 @@ _WH_WORD_RE = re.compile(r"\b(?:which|what|where|who|when|whose|how (?:many|much
 # An update stated plainly: "Oh and the office is on the 9th floor now."
 _UPDATE_LEAD_RE = re.compile(r"^(?:oh and|ah and|one more thing:?|also|plus|and|oh|ah)[\s,]+",
                              re.I)
+# -- vocabulary: the old answer in the assistant's reply ----------------------------------------
+# A reply that gives no answer ("I'm not sure where ...", "I'm sorry, I don't have ...").
+_UNSURE_RE = re.compile(
+    r"^\W*(?:i'?m not (?:sure|certain|aware)|i am not (?:sure|certain|aware)|i (?:do not|don'?t) "
+    r"(?:know|have)|i'?m (?:sorry|afraid|unable)|i am (?:sorry|afraid|unable)|sorry\b|"
+    r"unfortunately|i can(?:'?t|not)|as an ai|there is no (?:information|record)|"
+    r"i have no (?:information|idea)|no one knows)", re.I)
+_MONTHS = ("january|february|march|april|may|june|july|august|september|october|november|"
+           "december|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec")
+_MONTH_RE = re.compile(r"\b(?:%s)\b" % _MONTHS, re.I)
+_DATE_RE = re.compile(  # "July 20, 1969", "20 July 1969", "July 1969"
+    r"\b(?:(?:%(m)s)\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{3,4}|\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?"
+    r"(?:%(m)s)\.?,?\s+\d{3,4}|(?:%(m)s)\.?\s+\d{3,4})(?!\w)" % {"m": _MONTHS}, re.I)
+_NUMBER_RE = re.compile(r"(?<![\w.,])\d+(?:[.,]\d+)*(?!\w)")
+_NUMBER_WORDS = (r"zero|one(?!\s+of\b)|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+                 r"twenty|thirty|forty|fifty|hundred|thousand|million|billion")  # not "one of"
+_NUMBER_WORD_RE = re.compile(r"\b(?:%(w)s)(?:[\s-]+(?:%(w)s))*\b" % {"w": _NUMBER_WORDS}, re.I)
+# Capitalised words that open a sentence without naming anything ("It", "Located", "Yes").
+_NOT_NAMES = _words(
+    "it|it's|its|he|she|they|there|this|that|these|those|here|you|we|i|i'm|yes|no|sure|well|"
+    "certainly|absolutely|of|however|unfortunately|according|located|based|situated|also|but|and|"
+    "so|although|while|since|because|today|currently|originally|built|born|known|famous|one|"
+    "some|many|most|both|each|every|all|his|her|their|our|my|your|as|if|when|where|what|who")

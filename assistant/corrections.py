@@ -111,6 +111,12 @@ from assistant.correction_lexicon import (  # noqa: F401  (vocabulary used by th
     _INTERJECTIONS,
     _UPDATE_LEAD_RE,
     _WH_WORD_RE,
+    _DATE_RE,
+    _MONTH_RE,
+    _NOT_NAMES,
+    _NUMBER_RE,
+    _NUMBER_WORD_RE,
+    _UNSURE_RE,
 )
 
 
@@ -426,6 +432,117 @@ def _tidy_target(text: str) -> str:
     return measure.group(1) if measure else target
 
 
+# -- the old answer ---------------------------------------------------------------------------
+_OLD_MAX_WORDS = 6  # a fallback clause longer than this is a sentence, not an answer
+
+
+def _folded_words(text: str) -> set[str]:
+    return {re.sub(r"'s$", "", w.casefold()) for w in _WORD_RE.findall(text)}
+
+
+def _sentence_start(text: str, pos: int) -> bool:
+    before = text[:pos].rstrip().rstrip(_QUOTES + "*")
+    return not before or before[-1] in ".!?:\n"
+
+
+def _asked_names(question: str) -> set[str]:
+    """Last words of the names in the question ("Beethoven", "F40" of "Ferrari F40"): a reply
+    name ending the same way is the subject again; "Apple" answering "Who created the Apple
+    A5?" is not. A question without names gives all its words."""
+    runs = _name_runs(question, skip_question_word=True)
+    heads = {re.sub(r"'s$", "", _WORD_RE.findall(question[start:end])[-1].casefold())
+             for _, start, end in runs if _WORD_RE.findall(question[start:end])}
+    return heads or _folded_words(question)
+
+
+def _old_name(reply: str, question: str, new: str) -> str | None:
+    """The first capitalised name in the reply that is not the question's subject again."""
+    heads = _asked_names(question)
+    for _, start, end in _name_runs(reply, skip_question_word=False):
+        words = list(_WORD_RE.finditer(reply, start, end))
+        if _sentence_start(reply, start):  # "It is in Paris", "In Paris": no name in "It"/"In"
+            while words and words[0].group().casefold() in _NOT_NAMES | _SPLIT_WORDS:
+                words.pop(0)
+        if not words:
+            continue
+        name = reply[words[0].start():end]
+        if re.sub(r"'s$", "", words[-1].group().casefold()) in heads or \
+                name.casefold() == new.casefold():
+            continue  # the subject ("The Eiffel Tower is ..."), or the new answer itself
+        return name
+    return None
+
+
+def _old_number(reply: str, asked: set[str], new: str) -> str | None:
+    """The reply's date or number in the shape of the new one ("1889" for "1887", "8,849
+    metres" for "9,412 metres"); a number the question holds ("Apollo 11") is not it."""
+    number = _NUMBER_RE.search(new)
+    digits = len(re.sub(r"\D", "", number.group())) if number else 0
+    unit = re.match(r"\S*\d\S*\s+([a-z]+)", new, re.I)
+    patterns = ([_DATE_RE] if _MONTH_RE.search(new) else []) + [_NUMBER_RE, _NUMBER_WORD_RE]
+    for pattern in patterns:
+        found = [m for m in pattern.finditer(reply)
+                 if m.group().casefold() not in asked and m.group().casefold() != new.casefold()]
+        if pattern is _NUMBER_RE and digits:  # same number of digits first: a year for a year
+            found.sort(key=lambda m: len(re.sub(r"\D", "", m.group())) != digits)
+        if found:
+            m = found[0]
+            after = re.match(r"\s+([a-z]+)", reply[m.end():], re.I)
+            if unit and after and after.group(1).casefold().rstrip("s") == \
+                    unit.group(1).casefold().rstrip("s"):
+                return reply[m.start():m.end() + after.end()]
+            return m.group()
+    return None
+
+
+def _old_clause(reply: str, asked: set[str]) -> str | None:
+    """The first clause of the reply without what echoes the question: "The sky is blue,
+    mostly" -> "blue"; None when nothing short is left."""
+    sentence = re.split(r"(?<=[.!?])\s+|\n", reply.strip(), maxsplit=1)[0]
+    words = re.split(r"\s*[,;:(\u2013\u2014]\s*|\s+-\s+", sentence, maxsplit=1)[0].split()
+
+    def echo(word: str) -> bool:
+        w = re.sub(r"'s$", "", word.casefold().strip(".!?\"'"))
+        return (w in asked | _SPLIT_WORDS | _VERB_WORDS | _NOT_NAMES or w.rstrip("s") in asked
+                or bool(_VERB_RE.fullmatch(w)) or word.islower() and _participle(w))
+
+    i = 0
+    while i < len(words) and echo(words[i]):
+        i += 1
+    if i and words[i - 1].casefold() in _ARTICLES:
+        i -= 1  # keep the article: "a forward"
+    rest = words[i:]
+    cut = next((j for j, w in enumerate(rest) if j and w.casefold() in _SPLIT_WORDS - _ARTICLES),
+               len(rest))
+    old = _clean(" ".join(rest[:cut]))
+    return old if _meaningful(old) and len(old.split()) <= _OLD_MAX_WORDS else None
+
+
+def old_answer(reply: str | None, question: str | None, new_target: str,
+               cased: bool = True) -> str | None:
+    """The short answer in the assistant's last reply that the correction replaces: "Paris"
+    from "The Eiffel Tower is located in Paris, France." when the user says "No, it's Rome".
+
+    The edit stores this as target_old (exported as ground_truth), so it must be the span
+    that plays the role the new target plays: a number or date for a number (None when the
+    reply has none), else the first name that is not the question's subject again (cased=False:
+    the writer types in lowercase, so "rome" is a name too), else a short first clause. None
+    for a reply that gave no answer ("I'm not sure ..."). The whole reply stays in the turn log.
+    """
+    reply = _normalize(reply)
+    if not reply or _UNSURE_RE.match(reply) or _is_question(reply.split(". ")[0]):
+        return None
+    asked = _folded_words(question or "")
+    new = _clean(new_target)
+    if re.search(r"\d", new) or _NUMBER_WORD_RE.fullmatch(new):
+        old = _old_number(reply, asked, new)  # no number in the reply: no old number either
+    else:
+        name = _old_name(reply, question or "", new) if _name_like(new) or not cased else None
+        old = name or _old_clause(reply, asked)
+    old = _clean(old or "")
+    return old[:MAX_ANSWER] or None
+
+
 # -- public API -------------------------------------------------------------------------------
 def parse_correction(message: str, last_question: str | None = None,
                      last_answer: str | None = None) -> Correction | Clarification | None:
@@ -626,11 +743,13 @@ def _build(rest: str, statement_only: bool, strong: bool, cased: bool, question:
     if statement is not None:
         subject, prompt, target = statement
         old = last_answer if question and subject.casefold() in question.casefold() else None
+        known = f"{question or ''} {prompt}"  # words the reply may echo: not the old answer
     elif statement_only and not (question and _LEAD_RE.match(rest)):
         return Clarification(_ASK_FACT)  # "It was founded in 1972, keep that in mind" answers
     else:
-        target, old = _answer_from_reply(rest), last_answer
+        target, old, known = _answer_from_reply(rest), last_answer, question
     target = _tidy_target(target)
+    old = old_answer(old, known, target, cased)
     if _WH_WORD_RE.search(target):
         return None  # "the Louvre is in which city": asked, not told
     if not _meaningful(target):

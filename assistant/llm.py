@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -15,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LogitsProcessor,
+    PreTrainedTokenizerBase,
+)
 
 from assistant.locks import ReadWriteLock
 from assistant.packaged import package_file
@@ -110,6 +116,62 @@ def is_looping(tokens: list[int]) -> bool:
     return False
 
 
+class RepeatBlocker(LogitsProcessor):
+    """Forbid the token that would complete an immediate repeat of the n-gram before it: the
+    last k tokens equal to the k before them, for 2 <= k <= max_ngram ("Paris, France,
+    France." stops before the second " France").
+
+    Greedy decoding of a 135M model stutters like this inside otherwise good answers, and the
+    stutter ends up in stored replies and in what users correct. Only repeats of text with a
+    word of two letters or more are blocked, and not one word said again: numbers ("1,1",
+    "000"), "very very very" (one token, k=1) and "Bora Bora" (one word of two tokens) stay
+    allowed; long loops of those are `is_looping`'s to stop. A reply with no such repeat is
+    decoded exactly as without the processor.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_ngram: int) -> None:
+        if max_ngram < 2:
+            raise ValueError(f"max_ngram must be at least 2, got {max_ngram}")
+        self.tokenizer = tokenizer
+        self.max_ngram = max_ngram
+        self.window = 2 * max_ngram - 1  # the most tokens one check reads
+        self._letters: dict[int, int] = {}
+
+    def _has_word(self, ngram: list[int]) -> bool:
+        for token in ngram:
+            if token not in self._letters:
+                text = self.tokenizer.decode([token])
+                self._letters[token] = sum(ch.isalpha() for ch in text)
+            if self._letters[token] >= 2:
+                return not re.fullmatch(r"\w+", self.tokenizer.decode(ngram).strip())
+        return False
+
+    def banned(self, ids: list[int]) -> list[int]:
+        """Tokens that would make ids end in a repeated n-gram (one per repeat length k)."""
+        found = []
+        n = len(ids)
+        for k in range(2, self.max_ngram + 1):
+            if n < 2 * k - 1:
+                break
+            first = ids[n - 2 * k + 1:n - k + 1]  # the earlier copy; the later one lacks its last
+            if (ids[n - k + 1:] == first[:-1] and first[-1] not in found
+                    and len(set(first)) > 1 and self._has_word(first)):  # "ha ha ha ha": k=1
+                found.append(first[-1])
+        return found
+
+    def __call__(self, input_ids: torch.LongTensor,
+                 scores: torch.FloatTensor) -> torch.FloatTensor:
+        rows = [self.banned(input_ids[row, -self.window:].tolist())
+                for row in range(input_ids.shape[0])]
+        if not any(rows):
+            return scores
+        scores = scores.clone()  # the caller's logits stay as the model gave them
+        for row, banned in enumerate(rows):
+            if banned:
+                scores[row, banned] = float("-inf")
+        return scores
+
+
 @dataclass
 class Generation:
     """Counters from one generation, for traces and benchmarks."""
@@ -145,6 +207,7 @@ class ChatLLM:
         self.stop_ids = {vocab[t] for t in config.stop_tokens if t in vocab}
         if tokenizer.eos_token_id is not None:
             self.stop_ids.add(tokenizer.eos_token_id)
+        self._blocker: RepeatBlocker | None = None
 
     @classmethod
     def load(cls, model_path: Path | None, data_dir: Path) -> "ChatLLM":
@@ -216,6 +279,17 @@ class ChatLLM:
         return self.tokenizer(text + prefill, add_special_tokens=False).input_ids
 
     # -- generation ---------------------------------------------------------------------
+    def repeat_blocker(self) -> RepeatBlocker | None:
+        """The config's repeat blocker (None when max_repeat_ngram is 0), read at each reply so
+        a changed config takes effect. Every route decodes through `_greedy`, so base, memory
+        and hop replies, and the promotion guard's, are guarded alike."""
+        n = self.config.max_repeat_ngram
+        if not n:
+            return None
+        if self._blocker is None or self._blocker.max_ngram != n:
+            self._blocker = RepeatBlocker(self.tokenizer, n)
+        return self._blocker
+
     @torch.inference_mode()
     def stream_ids(self, ids: list[int], max_new_tokens: int,
                    stats: Generation | None = None) -> Iterator[int]:
@@ -232,16 +306,23 @@ class ChatLLM:
         input_ids = torch.tensor([ids])
         past = None
         generated: list[int] = []
+        blocker = self.repeat_blocker()
+        context = list(ids[-blocker.window:]) if blocker else []  # what the blocker reads
         for _ in range(max_new_tokens):
             out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
             past = out.past_key_values
-            next_id = int(out.logits[0, -1].argmax())
+            logits = out.logits[:, -1]
+            if blocker:
+                logits = blocker(torch.tensor([context]), logits)
+            next_id = int(logits[0].argmax())
             if next_id in self.stop_ids:
                 break
             stats.new_tokens += 1
             stats.seconds = time.perf_counter() - started
             yield next_id
             generated.append(next_id)
+            if blocker:
+                context = context[1 - blocker.window:] + [next_id]
             if is_looping(generated):
                 stats.stopped_looping = True
                 break

@@ -10,6 +10,7 @@ from assistant.corrections import (
     Correction,
     correction_from_form,
     is_correction_like,
+    old_answer,
     parse_correction,
 )
 from bench.corrections import DEFAULT_DATA, load, score
@@ -499,3 +500,119 @@ def test_private_facts_stated_after_the_question_are_taken(message, last_questio
 def test_steering_the_conversation_is_not_a_correction(message):
     assert parse_correction(message, "Where is Mount Fuji?",
                             "Mount Fuji is in Japan, near Tokyo.") is None
+
+
+# --- the old answer: the short span of the last reply that the correction replaces ---------------
+
+@pytest.mark.parametrize("reply, question, new, old", [
+    # replies SmolLM2-135M gave (greedy, chat template)
+    ("The Eiffel Tower is located in Paris, France, France.", Q, "Rome", "Paris"),
+    ("The capital of France is Paris.", "What is the capital of France?", "Lyon", "Paris"),
+    ("Ludwig van Beethoven was born in Vienna, Austria, on October 26, 1770. He was the son of "
+     "a wealthy music composer, Johann Sebastian Bach.", "Where was Ludwig van Beethoven born?",
+     "Bonn", "Vienna"),
+    ("The CEO of Apple is Steve Jobs. He was a visionary and entrepreneur.",
+     "Who is the CEO of Apple?", "Tim Cook", "Steve Jobs"),
+    ("The Eiffel Tower was built in 1889 by Gustave Eiffel and 11 other French engineers.",
+     "When was the Eiffel Tower built?", "1887", "1889"),
+    ("The Apollo 11 mission was launched on July 16, 1969, on the S-ICLAS-1 spacecraft.",
+     "When did Apollo 11 land on the moon?", "July 20, 1969", "July 16, 1969"),
+    ("The Apollo 11 mission was launched on July 16, 1969.", "When did Apollo 11 land?", "1970",
+     "1969"),  # a year for a year: not the day, and not the 11 the question names
+    ("The Titanic sank in 2014.", "In which year did the Titanic sink?", "1912", "2014"),
+    ("Mars has 228.1 days, which is approximately 228.1 days.", "How many moons does Mars have?",
+     "2", "228.1"),  # the reply's number, however odd: it is what the user corrects
+    ("The Colosseum is a magnificent structure that lies beneath the city of Rome, Italy.",
+     "Where is the Colosseum?", "Athens", "Rome"),
+    ("The official language of Brazil is Portuguese. However, it is also spoken by immigrants "
+     "from Portugal.", "What is the official language of Brazil?", "Spanish", "Portuguese"),
+    # written for the test
+    ("The Mona Lisa was painted by Leonardo da Vinci.", "Who painted the Mona Lisa?", "Raphael",
+     "Leonardo da Vinci"),
+    ("Beethoven was born in Bonn, Germany.", "Where was Ludwig van Beethoven born?", "Vienna",
+     "Bonn"),
+    ("It is in Paris.", Q, "Rome", "Paris"),
+    ("In Paris.", Q, "Rome", "Paris"),
+    ("The Apple A5 was created by Apple.", "Who created the Apple A5?", "Google", "Apple"),
+    ("Mount Everest is 8,849 metres tall.", "How tall is Mount Everest?", "9,412 metres",
+     "8,849 metres"),
+    ("Mars has two moons, Phobos and Deimos.", "How many moons does Mars have?", "3", "two"),
+    ("Lionel Messi plays as a forward for Inter Miami.", "What position does Lionel Messi play?",
+     "goalkeeper", "a forward"),
+    ("The sky is blue.", "What colour is the sky?", "green", "blue"),
+    ("The Eiffel Tower is in Paris, not in Rome.", Q, "Rome", "Paris"),  # never the new answer
+])
+def test_old_answer_is_the_short_span(reply: str, question: str, new: str, old: str) -> None:
+    assert old_answer(reply, question, new) == old
+
+
+@pytest.mark.parametrize("reply, question, new", [
+    ("I'm not sure where the Eiffel Tower is.", Q, "Rome"),
+    ("I'm sorry, but I don't have information about your office wifi password.",
+     "What is our office wifi password?", "hunter2"),
+    ("I don't know.", Q, "Rome"),
+    ("Could you tell me which tower you mean?", Q, "Rome"),
+    ("The Eiffel Tower is a famous landmark that millions of people visit every single year.", Q,
+     "1889"),  # a year is asked for and the reply holds no number
+    ("", Q, "Rome"),
+    (None, Q, "Rome"),
+])
+def test_no_old_answer(reply: str | None, question: str, new: str) -> None:
+    assert old_answer(reply, question, new) is None
+
+
+def test_old_answer_is_never_the_whole_reply() -> None:
+    reply = ("Well, that depends on what you are looking for and what you would like to know "
+             "about it. There are many things to consider here.")
+    assert old_answer(reply, "What should I see first?", "the harbour") is None
+    reply = ("You should definitely start your visit with the old harbour district near the "
+             "bay and then walk up the hill. The views there are lovely.")
+    old = old_answer(reply, "What should I see first?", "the cathedral")
+    assert old is None or len(old.split()) <= 6 and old in reply.split(".")[0]
+    reply = "The Louvre is located in Paris, France, and it is one of the most iconic museums."
+    assert old_answer(reply, "Which city is the Louvre in?", "Madrid") == "Paris"
+
+
+def test_lowercase_writer_gets_the_name() -> None:
+    assert old_answer("The Eiffel Tower is located in Paris, France.", Q, "rome",
+                      cased=False) == "Paris"
+
+
+@pytest.mark.parametrize("message, target, subject, prompt", [
+    ("No, it's Rome", "Rome", "Eiffel Tower", Q),
+    ("Rome.", "Rome", "Eiffel Tower", Q),
+    ("no its rome", "rome", "Eiffel Tower", Q),
+    ("It's Rome, not Paris", "Rome", "Eiffel Tower", Q),
+    ("The Eiffel Tower is in Rome, remember that", "Rome", "Eiffel Tower",
+     "The Eiffel Tower is in"),
+    ("Actually the Eiffel Tower is in Rome", "Rome", "Eiffel Tower", "The Eiffel Tower is in"),
+])
+def test_correction_stores_the_short_old_answer(message, target, subject, prompt) -> None:
+    reply = "The Eiffel Tower is located in Paris, France, France."
+    assert parse_correction(message, Q, reply) == Correction(subject, prompt, target, "Paris")
+
+
+def test_statement_about_another_subject_has_no_old_answer() -> None:
+    result = parse_correction("Actually the Louvre is in Madrid", Q,
+                              "The Eiffel Tower is in Paris.")
+    assert result == Correction("Louvre", "The Louvre is in", "Madrid", None)
+
+
+_reply_words = st.sampled_from(["The", "Eiffel", "Tower", "is", "in", "Paris", ",", "France",
+                                "July", "20", "1969", "8,849", "metres", "I'm", "not", "sure",
+                                ".", "?", "It", "two", "one", "of", "a", "forward", "\n", "Rome"])
+_replies = st.one_of(st.text(max_size=120),
+                     st.lists(_reply_words, max_size=30).map(" ".join))
+
+
+@settings(max_examples=300, deadline=None)
+@given(reply=st.one_of(st.none(), _replies), question=st.one_of(st.none(), st.text(max_size=80),
+                                                                 st.just(Q)),
+       new=st.one_of(st.text(max_size=30), st.sampled_from(["Rome", "rome", "1887", "3",
+                                                            "9,412 metres", "July 21, 1969"])),
+       cased=st.booleans())
+def test_property_old_answer_is_a_span_of_the_reply(reply, question, new, cased) -> None:
+    from assistant.corrections import _normalize
+
+    old = old_answer(reply, question, new, cased)
+    assert old is None or (old.strip() and old in _normalize(reply) and len(old) <= 200)

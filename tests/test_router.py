@@ -37,8 +37,8 @@ def test_correct_then_ask_in_scope_and_paraphrase(assistant):
     stored = final(assistant, history, "No, it's Rome")
     assert stored.trace.route == "correction"
     edit = assistant.store.get_edit(stored.trace.edit_ids[0])
-    assert (edit.subject, edit.target_new, edit.target_old) == (
-        "Eiffel Tower", "Rome", "The Eiffel Tower is in Paris.")
+    assert (edit.subject, edit.target_new, edit.target_old) == ("Eiffel Tower", "Rome", "Paris")
+    # the whole reply stays in the conversation, as the user saw it
     assert "Rome" in stored.text
     for question in ("Which city is the Eiffel Tower in?", "Where is the Eiffel Tower located?"):
         answer = final(assistant, [], question, max_new_tokens=4)
