@@ -21,6 +21,7 @@ from amend_ui.handlers import (
     WEIGHT_COLUMNS,
     ReviewHandlers,
     WeightHandlers,
+    first_id,
 )
 from editing.registry import NAMES
 
@@ -34,8 +35,10 @@ METHOD_CHOICES = list(NAMES)
 # modifier keys, so the page remembers them (page.PAGE_HEAD) and this passes them along.
 WITH_MODIFIER = "(selection, add) => [selection, !!window.amendAddToSelection]"
 # Column widths that fit a 1400 px page without breaking a word (the browser test checks).
-EDIT_WIDTHS = ["4%", "12%", "12%", "22%", "9%", "9%", "9%", "6%", "6%", "11%"]
+EDIT_WIDTHS = ["4%", "10%", "11%", "20%", "8%", "8%", "12%", "7%", "8%", "12%"]
 AUDIT_WIDTHS = ["13%", "8%", "16%", "8%", "55%"]
+WEIGHT_WIDTHS = ["3%", "7.5%", "8%", "6%", "9%", "10.5%", "8%", "10%", "8.5%", "10.5%", "8%",
+                 "11%"]
 
 
 @dataclass(frozen=True)
@@ -203,16 +206,23 @@ def _weights_section(weights: WeightHandlers, view: AdminView):
     promotion_result = gr.Markdown(elem_id="promotion-result")
     gr.Markdown("#### Weight edits (applied in order at every start; click one to roll it "
                 "back)")
+    gr.Markdown("Scores from 0 to 1, teacher-forced and in free-generation chat: "
+                "**reliability**, the edit's own question; **paraphrases** "
+                "(generalization), the question reworded; **locality**, unrelated facts "
+                "unchanged; **portability**, facts that follow from the edit.")
     table = gr.Dataframe(headers=WEIGHT_COLUMNS, interactive=False, wrap=True,
-                         elem_id="weights-table", elem_classes=["amend-table"])
+                         elem_id="weights-table", elem_classes=["amend-table"],
+                         column_widths=WEIGHT_WIDTHS)
     live_weights = gr.Markdown()
     chart = gr.Image(label="Scores of each promotion (hollow grey: rolled back)", type="pil",
                      format="png", interactive=False, elem_id="promotion-chart",
                      buttons=["download"])
     with gr.Row():
-        weight_id = gr.Number(label="Weight edit id", precision=0, elem_id="weight-id")
+        weight_id = gr.Number(None, label="Weight edit id (click its row)", precision=0,
+                              elem_id="weight-id")
         rollback_button = gr.Button("Roll back", elem_id="rollback")
-        trace_id = gr.Number(label="Edit id to trace", precision=0, elem_id="trace-id")
+        trace_id = gr.Number(None, label="Edit id to trace (the selection's first)",
+                             precision=0, elem_id="trace-id")
         trace_button = gr.Button("Causal trace", elem_id="trace")
     heatmap = gr.Image(label="Causal trace: where the model recalls the fact", type="filepath",
                        elem_id="trace-image", show_label=True)
@@ -227,6 +237,8 @@ def _weights_section(weights: WeightHandlers, view: AdminView):
     table.select(weights.select_weight_row, None, weight_id, api_name=False,
                  show_progress="hidden")
     trace_button.click(weights.trace_edit, [admin, trace_id], heatmap, api_name="trace")
+    view.selection.change(first_id, view.selection, trace_id, api_name=False,
+                          show_progress="hidden")
     view.refresh.click(weights.weight_rows, admin, table, api_name="weight_edits")
     view.refresh.click(weights.suggestion_rows, admin, suggestions, api_name="suggestions")
     view.refresh.click(weights.weights_state, admin, live_weights, api_name="weights_state")

@@ -36,12 +36,17 @@ AUDIT_COLUMNS = ["When", "Who", "Action", "Edit", "Detail"]
 # (key in WeightEdits.table() rows, header); positions 0-2 (id, method, status) are what
 # gradio_client callers read
 WEIGHT_FIELDS = [("id", "#"), ("method", "Method"), ("status", "Status"), ("edits", "Edits"),
-                 ("reliability", "Reliability"), ("generalization", "Generalization"),
-                 ("locality", "Locality"), ("total_locality", "Locality vs base"),
-                 ("portability", "Portability"), ("chat_reliability", "Chat reliability"),
-                 ("chat_generalization", "Chat generalization"),
-                 ("chat_locality", "Chat locality"), ("carried", "Carried"),
-                 ("seconds", "Time (s)"), ("peak_rss_mb", "Memory (MB)")]
+                 ("reliability", "Reliability"), ("generalization", "Paraphrases"),
+                 ("locality", "Locality"), ("portability", "Portability"),
+                 ("chat_reliability", "Chat reliability"),
+                 ("chat_generalization", "Chat paraphrases"),
+                 ("chat_locality", "Chat locality"), ("cost", "Cost")]
+# the scores a person reads in a promotion's message and audit entry, in this order and words
+SCORE_WORDS = {"reliability": "reliability", "generalization": "generalization",
+               "locality": "locality", "total_locality": "locality vs the base model",
+               "portability": "portability", "chat_reliability": "chat reliability",
+               "chat_generalization": "chat generalization", "chat_locality": "chat locality",
+               "carried": "carried by the weights in chat", "seconds": "seconds"}
 WEIGHT_COLUMNS = [header for _, header in WEIGHT_FIELDS]
 SUGGEST_COLUMNS = ["#", "Subject", "Question", "New answer", "Ready", "Why"]
 DETAIL_WORDS = {"target_new": "new answer", "by": "replaced by #", "edits": "edits",
@@ -78,6 +83,22 @@ def plain(value: Any) -> str:
     return str(value)
 
 
+def scores_text(scores: dict) -> str:
+    """A promotion's main scores in words ("reliability 1, chat locality 0.333, ...")."""
+    return ", ".join(f"{words} {plain(scores[key])}" for key, words in SCORE_WORDS.items()
+                     if scores.get(key) is not None)
+
+
+def cost(row: dict) -> str:
+    """A promotion's time and peak memory in one cell ("33 s, 2.2 GB")."""
+    parts = []
+    if row.get("seconds") is not None:
+        parts.append(f"{row['seconds']:.0f} s")
+    if row.get("peak_rss_mb") is not None:
+        parts.append(f"{row['peak_rss_mb'] / 1024:.1f} GB")
+    return ", ".join(parts) or "–"
+
+
 def audit_detail(detail: str | None) -> str:
     """An audit entry's JSON detail as one readable line ("new answer: Rome, source: chat")."""
     try:
@@ -90,6 +111,10 @@ def audit_detail(detail: str | None) -> str:
     for key, value in fields.items():
         if value in (None, "", [], {}):
             continue
+        if key == "scores" and isinstance(value, dict):
+            value = scores_text(value)
+        elif key == "edits" and isinstance(value, list):
+            value = ", ".join(f"#{e}" for e in value)
         label = DETAIL_WORDS.get(key, key.replace("_", " "))
         parts.append(f"{label}{plain(value)}" if label.endswith("#") else
                      f"{label}: {plain(value)}")
@@ -105,6 +130,12 @@ def audit_edit(row: dict) -> str:
     except (ValueError, AttributeError):
         edits = []
     return ", ".join(f"#{e}" for e in edits)
+
+
+def first_id(text: str | None) -> int | None:
+    """The first id of a selection (for the boxes that take one edit), or None."""
+    ids = loose_ids(text)
+    return ids[0] if ids else None
 
 
 def loose_ids(text: str | None) -> list[int]:
@@ -289,10 +320,11 @@ class ReviewHandlers:
                  (f"Status **{status_label(edit)}**, source {edit.source}, old answer: "
                   f"{edit.target_old or 'unknown'}. Asked about {edit.hits} time(s) since it "
                   "was stored."), "", "**History**"]
-        lines += [f"- {when(a['created_at'])} {a['actor']}: {a['action']} "
-                  f"{audit_detail(a['detail'])}" for a in info["audit"]]
+        lines += [f"- {when(a['created_at'])} {a['actor']}: {a['action']}"
+                  + (f" ({audit_detail(a['detail'])})" if audit_detail(a["detail"]) else "")
+                  for a in info["audit"]]
         lines += ["", f"**Weight edits** ({len(info['weight_edits'])})"]
-        lines += [f"- #{w['id']} {w['method']} {w['status']}: {plain(w['scores'])}"
+        lines += [f"- #{w['id']} {w['method']} {w['status']}: {scores_text(w['scores'])}"
                   for w in info["weight_edits"]]
         lines += ["", f"**Chat turns that used it** ({len(turns)}: {len(turns) - answered} "
                       f"correction, {answered} answered from it; newest first)"]
@@ -361,6 +393,8 @@ class WeightHandlers:
         assistant = ready(self.runtime)
         return [[row["id"] if key == "id" else
                  ", ".join(f"#{e}" for e in row["edits"]) if key == "edits" else
+                 row["status"].replace("_", " ") if key == "status" else
+                 cost(row) if key == "cost" else
                  plain(row.get(key)) for key, _ in WEIGHT_FIELDS]
                 for row in assistant.weights.table()]
 
@@ -410,10 +444,7 @@ class WeightHandlers:
             except AmendError as exc:
                 raise gr.Error(str(exc)) from exc
         scores = result.scores or {}
-        detail = ", ".join(f"{k} {v}" for k, v in scores.items()
-                           if k in ("reliability", "locality", "total_locality",
-                                    "chat_reliability", "chat_generalization", "chat_locality",
-                                    "carried", "seconds"))
+        detail = scores_text(scores)
         message = f"**{result.message}**" + (f"  \nScores: {detail}" if detail else "")
         changed = scores.get("chat_locality_changed") or []
         if changed:  # what the user would have seen change, so the admin can judge it

@@ -26,6 +26,7 @@ PAGE_CSS = """
   overflow-wrap: normal !important; hyphens: manual !important; }
 .amend-table [role=gridcell], .amend-table th { font-size: 13px;
   font-family: var(--font); }
+.amend-table th { font-size: 12px; }
 #status { position: sticky; top: 0; z-index: 20; background: var(--body-background-fill);
   padding: 4px 0; }
 """

@@ -145,6 +145,24 @@ def test_admin_change_target_merge_and_bulk(assistant):
     lines = assistant.review.bulk_status([new.id, 999], "rejected")
     assert lines[0] == f"#{new.id}: rejected" and "999" in lines[1]
     assert assistant.memory.size == 0
+    assert assistant.review.bulk_status([new.id], "rejected") == [
+        f"#{new.id}: already rejected; nothing changed"]
+
+
+def test_promotion_candidates_say_why_they_are_not_ready(assistant, tmp_path):
+    from editing.promote import WeightEdits
+
+    weights = WeightEdits.for_assistant(assistant, tmp_path)
+    edit, _ = assistant.add_edit(Correction("Eiffel Tower", "The Eiffel Tower is in", "Rome"),
+                                 source="chat")
+    [(shown, ready, why)] = weights.suggestions()
+    need = weights.guard.suggest_min_hits
+    assert shown.id == edit.id and not ready
+    assert why == f"not yet: asked 0 of {need} times needed"
+    for _ in range(need):
+        assistant.store.record_hits([edit.id])
+    [(_, ready, why)] = weights.suggestions()
+    assert ready and why.startswith(f"ready: asked {need} times")
 
 
 def test_shared_mode_corrections_serve_only_their_session_until_approved(assistant):

@@ -5,11 +5,21 @@ behaviour is tested end to end (test_e2e.py, test_browser.py)."""
 from __future__ import annotations
 
 import inspect
+import json
 import typing
 
 import gradio as gr
+import pytest
 
-from amend_ui.handlers import ChatHandlers, ReviewHandlers, WeightHandlers
+from amend_ui.handlers import (
+    ChatHandlers,
+    ReviewHandlers,
+    WeightHandlers,
+    audit_detail,
+    audit_edit,
+    cost,
+    first_id,
+)
 from amend_ui.page import build_ui
 from assistant.access import AdminAccess
 from assistant.runtime import Runtime
@@ -49,3 +59,44 @@ def test_gradio_passes_request_and_progress():
     for handler in (WeightHandlers.promote, WeightHandlers.trace_edit):
         progress = inspect.signature(handler).parameters["progress"].default
         assert isinstance(progress, gr.Progress), handler.__name__
+
+
+def test_selection_follows_clicks_and_modifier_keys():
+    from gradio.events import SelectData
+
+    handlers = ReviewHandlers(Runtime(AppSettings(data_dir=".")), AdminAccess(shared=False))
+
+    def click(selection: str, row_id: int, add: bool) -> str:
+        event = SelectData(None, {"index": [0, 1], "value": "x", "row_value": [row_id, "x"]})
+        return handlers.select_row(selection, add, event)
+
+    assert click("", 3, False) == "3"
+    assert click("3", 7, False) == "7"  # a plain click selects that row only
+    assert click("3", 7, True) == "3, 7"  # shift- or ctrl-click adds it
+    assert click("3, 7", 3, True) == "7"  # ...or takes it out again
+    assert click("junk, 4", 5, True) == "4, 5"  # what is not an id is dropped
+    assert first_id("9, 2") == 9 and first_id("none") is None
+
+
+def test_audit_details_read_as_words():
+    detail = json.dumps({"weight_edit": 2, "edits": [1, 3], "scores": {
+        "reliability": 1.0, "chat_locality": 0.3333, "delta_norm": 4.3,
+        "chat_locality_changed": ["a long list"]}})
+    assert audit_detail(detail) == ("weight edit #2, edits: #1, #3, scores: reliability 1, "
+                                    "chat locality 0.333")
+    assert audit_detail(json.dumps({"source": "chat", "target_new": "Rome"})) == \
+        "source: chat, new answer: Rome"
+    assert audit_detail("not json") == "not json"
+    assert audit_edit({"edit_id": None, "detail": json.dumps({"edits": [4, 5]})}) == "#4, #5"
+    assert cost({"seconds": 32.7, "peak_rss_mb": 2182}) == "33 s, 2.1 GB"
+
+
+def test_long_work_is_named_on_the_status_line():
+    runtime = Runtime(AppSettings(data_dir="."))
+    with runtime.activity("Promoting edit #3 with rome") as report:
+        report("step 12/25")
+        assert runtime.status == "Promoting edit #3 with rome: step 12/25"
+    assert runtime.status.startswith("Ready. Last: Promoting edit #3 with rome (done at ")
+    with pytest.raises(ValueError), runtime.activity("Causal trace of edit #3"):
+        raise ValueError("boom")
+    assert "(failed at " in runtime.status
