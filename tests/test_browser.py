@@ -218,7 +218,7 @@ def test_chat_and_admin_as_a_person_uses_them(browser, data_dir, tmp_path):  # n
     # commit, so the page shows the weight edit, the memory backstop and the rollback
     guard = json.loads((REPO / "configs" / "promotion.json").read_text())
     guard.update(min_chat_generalization=0.0, min_chat_locality=0.0, chat_probes=2,
-                 neighbour_questions=1, carry_questions=2, locality_probes=16)  # CI time
+                 neighbour_questions=1, carry_questions=2, locality_probes=8)  # CI time
     guard_path = tmp_path / "promotion.json"
     guard_path.write_text(json.dumps(guard))
     app = App(data_dir, tmp_path / "browser.log", "--promotion-config", str(guard_path))
