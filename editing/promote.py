@@ -130,12 +130,14 @@ class WeightEdits:
                    assistant.edits_lock, data_dir, **options)
 
     # -- start-up ---------------------------------------------------------------------------
-    def replay(self, progress: Progress = log.info) -> list[str]:
-        """Re-apply committed deltas in order; refuse (and say so) any made on another model."""
+    def replay(self, progress: Progress = log.info, tidy: bool = True) -> list[str]:
+        """Re-apply committed deltas in order; refuse (and say so) any made on another model.
+        `tidy` deletes delta files no committed row names; a reader of a running app's data
+        dir (editing/export.py) passes False, as such a file may be a promotion in flight."""
         rows = self.store.weight_edits("committed")
         known = {Path(r["delta_path"]).name for r in self.store.weight_edits()}
         folder = self.data_dir / DELTA_DIR
-        for orphan in folder.glob("*.safetensors*") if folder.exists() else []:
+        for orphan in folder.glob("*.safetensors*") if folder.exists() and tidy else []:
             if orphan.name not in known:  # written by a promotion that never committed
                 orphan.unlink()
                 log.info("removed uncommitted delta file %s", orphan.name)

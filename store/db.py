@@ -174,14 +174,23 @@ class Store:
     """Edits, turns and audit entries in one SQLite file (or in memory for tests)."""
 
     path: Path | str = ":memory:"
+    # read only: no folder made, no migration, no WAL switch, every write refused by SQLite;
+    # for commands that read a running app's data dir (python -m editing.export)
+    read_only: bool = False
     db: sqlite_utils.Database = field(init=False)
     _lock: threading.RLock = field(init=False, default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
-        if str(self.path) != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        if self.read_only:
+            if not Path(self.path).is_file():
+                raise StoreError(f"no database at {self.path}")
+            target, uri = f"{Path(self.path).resolve().as_uri()}?mode=ro", True
+        else:
+            if str(self.path) != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            target, uri = str(self.path), False
         # One connection shared by Gradio's worker threads; the lock serialises its use.
-        conn = sqlite3.connect(str(self.path), check_same_thread=False)
+        conn = sqlite3.connect(target, check_same_thread=False, uri=uri)
         # Unicode-aware case folding for subject matching (SQLite's NOCASE folds ASCII only).
         conn.create_function("casefold", 1, lambda t: t.casefold() if t else t,
                              deterministic=True)
@@ -190,6 +199,8 @@ class Store:
             check = self.db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(check)
+            if self.read_only:
+                return
             if str(self.path) != ":memory:":
                 self.db.enable_wal()
             self.db.execute("PRAGMA foreign_keys=on")
