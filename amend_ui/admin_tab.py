@@ -56,7 +56,8 @@ def build_admin_tab(demo: gr.Blocks, review: ReviewHandlers, weights: WeightHand
                     access_open: bool) -> None:
     """Lay out the Admin tab inside `demo`. Everything on it is redrawn whenever the tab is
     opened, on page load, when the selection changes and after every action, so no table or
-    message is older than the last thing done."""
+    message is older than the last thing done; Refresh redraws it through the API's own
+    endpoints, one beside each table (each read once)."""
     with gr.Tab("Admin") as tab:
         admin = gr.State(access_open)
         with gr.Row(visible=not access_open):
@@ -85,7 +86,7 @@ def build_admin_tab(demo: gr.Blocks, review: ReviewHandlers, weights: WeightHand
     again = dict(fn=redraw, inputs=[admin, view.selection, *view.filters],
                  outputs=[*edits_shown, audit, history, *weights_shown], api_name=False,
                  show_progress="hidden")
-    for event in (tab.select, demo.load, view.refresh.click, view.selection.change):
+    for event in (tab.select, demo.load, view.selection.change):
         event(**again)
     for events, stale in ((review_events, promotion_result), (weight_events, action_result)):
         for event in events:  # the other section's message no longer says what is true
@@ -169,6 +170,8 @@ def _edit_actions(review: ReviewHandlers, view: AdminView,
                              outputs, api_name="set_aliases"),
     ]
     show_history.click(review.history, [admin, ids_box], edit_history, api_name="history")
+    view.refresh.click(review.selected_history, [admin, ids_box], edit_history,
+                       api_name=False, show_progress="hidden")
     return action_result, edit_history, events
 
 
@@ -242,4 +245,6 @@ def _weights_section(weights: WeightHandlers, view: AdminView):
     view.refresh.click(weights.weight_rows, admin, table, api_name="weight_edits")
     view.refresh.click(weights.suggestion_rows, admin, suggestions, api_name="suggestions")
     view.refresh.click(weights.weights_state, admin, live_weights, api_name="weights_state")
+    view.refresh.click(weights.promotion_chart, admin, chart, api_name=False,
+                       show_progress="hidden")
     return [table, suggestions, chart, live_weights], promotion_result, events
