@@ -22,6 +22,9 @@ DATA_DIR_ENV = "AMEND_DATA_DIR"
 T = TypeVar("T")
 
 
+ENGINES = ("llama.cpp", "torch")
+
+
 @dataclass(frozen=True)
 class ChatConfig:
     """How the base model is prompted and how much it may read and write."""
@@ -32,11 +35,18 @@ class ChatConfig:
     stop_tokens: tuple[str, ...]  # any of these ends a reply (end-of-turn for chat models)
     # longest n-gram whose immediate repeat is forbidden ("France, France"); 0: allow all
     max_repeat_ngram: int
+    # who decodes chat replies: "llama.cpp" (a GGUF of the live weights; torch where the
+    # binding is missing or the model is not Llama-shaped) or "torch"
+    engine: str
+    engine_gguf_type: str  # how that GGUF stores the weights (f16: chosen in BENCHMARKS.md)
 
     def __post_init__(self) -> None:
         if self.max_repeat_ngram < 0 or self.max_repeat_ngram == 1:
             raise ConfigError(f"chat config: max_repeat_ngram must be 0 (off) or at least 2, "
                               f"got {self.max_repeat_ngram}")
+        if self.engine not in ENGINES:
+            raise ConfigError(f"chat config: engine must be one of {ENGINES}, "
+                              f"got {self.engine!r}")
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,7 @@ class AppSettings:
     max_new_tokens: int | None = None  # None: the chat config's value
     shared: bool = False  # reachable by others: admin password, per-session corrections
     promotion_config: Path | None = None  # the promotion guard's thresholds (default shipped)
+    engine: str | None = None  # None: the chat config's engine ("llama.cpp" or "torch")
 
 
 def default_data_dir() -> Path:

@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="torch intra-op threads (1 is fastest on 2-core machines)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on")
+    parser.add_argument("--engine", choices=["llama.cpp", "torch"], default=None,
+                        help="who decodes chat replies (default: the model's chat config, "
+                             "llama.cpp; torch where llama.cpp cannot serve)")
     parser.add_argument("--max-new-tokens", type=int, default=None,
                         help="reply length limit (default: the model's chat config)")
     parser.add_argument("--shared", action="store_true",
@@ -52,7 +55,7 @@ def settings_from(args: argparse.Namespace) -> AppSettings:
                        model_path=args.model, threads=max(1, args.threads), host=args.host,
                        port=args.port, max_new_tokens=args.max_new_tokens,
                        shared=is_shared(args.host, args.shared),
-                       promotion_config=args.promotion_config)
+                       promotion_config=args.promotion_config, engine=args.engine)
 
 
 def parse_args(argv: list[str] | None = None) -> AppSettings:

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import time
+from typing import Any
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,6 +209,12 @@ class ChatLLM:
         if tokenizer.eos_token_id is not None:
             self.stop_ids.add(tokenizer.eos_token_id)
         self._blocker: RepeatBlocker | None = None
+        # the GGUF the weights were converted from (the default model): a GGUF export copies
+        # its tokenizer fields, which are llama.cpp's own
+        self.gguf_source: Path | None = None
+        # llama.cpp decoding the same live weights (assistant/engine.py); None: torch decodes
+        self.engine: Any = None
+        self.engine_note = "torch"  # who decodes replies, in words (editing/serving.py sets it)
 
     @classmethod
     def load(cls, model_path: Path | None, data_dir: Path) -> "ChatLLM":
@@ -229,7 +236,10 @@ class ChatLLM:
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"could not load the model at {path}: {exc}") from exc
         family = model_family(path, is_default)
-        return cls(model, tok, chat_config_for(family), name=path.name, family=family)
+        llm = cls(model, tok, chat_config_for(family), name=path.name, family=family)
+        if is_default:
+            llm.gguf_source = default_gguf_path()
+        return llm
 
     # -- prompting ----------------------------------------------------------------------
     def encode_chat(self, messages: list[dict[str, str]], prefill: str = "",
@@ -293,39 +303,51 @@ class ChatLLM:
     @torch.inference_mode()
     def stream_ids(self, ids: list[int], max_new_tokens: int,
                    stats: Generation | None = None) -> Iterator[int]:
-        """Greedy decoding with a KV cache; yields token ids until a stop token or the limit."""
+        """Greedy decoding with a KV cache; yields token ids until a stop token or the limit.
+        Decoded by `self.engine` (llama.cpp) when one is set, else by torch."""
         stats = stats if stats is not None else Generation()
         stats.prompt_tokens = len(ids)
         started = time.perf_counter()
+        engine = self.engine  # a reply started before an engine swap finishes on this one
         with self.weights_lock.read():  # one reply never mixes two versions of the weights
-            yield from self._greedy(ids, max_new_tokens, stats, started)
+            yield from self._greedy(ids, max_new_tokens, stats, started, engine)
         stats.seconds = time.perf_counter() - started
 
     def _greedy(self, ids: list[int], max_new_tokens: int, stats: Generation,
-                started: float) -> Iterator[int]:
-        input_ids = torch.tensor([ids])
-        past = None
+                started: float, engine: Any = None) -> Iterator[int]:
         generated: list[int] = []
         blocker = self.repeat_blocker()
+        source = (engine.stream(ids, max_new_tokens, blocker) if engine is not None
+                  else self._torch_tokens(ids, blocker))
+        try:
+            for _, next_id in zip(range(max_new_tokens), source):
+                if next_id in self.stop_ids:
+                    break
+                stats.new_tokens += 1
+                stats.seconds = time.perf_counter() - started
+                yield next_id
+                generated.append(next_id)
+                if is_looping(generated):
+                    stats.stopped_looping = True
+                    break
+        finally:
+            source.close()  # frees the engine for the next reply at once
+
+    def _torch_tokens(self, ids: list[int], blocker: RepeatBlocker | None) -> Iterator[int]:
+        """Greedy next tokens from the torch model, endlessly; the caller stops."""
+        input_ids = torch.tensor([ids])
+        past = None
         context = list(ids[-blocker.window:]) if blocker else []  # what the blocker reads
-        for _ in range(max_new_tokens):
+        while True:
             out = self.model(input_ids=input_ids, past_key_values=past, use_cache=True)
             past = out.past_key_values
             logits = out.logits[:, -1]
             if blocker:
                 logits = blocker(torch.tensor([context]), logits)
             next_id = int(logits[0].argmax())
-            if next_id in self.stop_ids:
-                break
-            stats.new_tokens += 1
-            stats.seconds = time.perf_counter() - started
             yield next_id
-            generated.append(next_id)
             if blocker:
                 context = context[1 - blocker.window:] + [next_id]
-            if is_looping(generated):
-                stats.stopped_looping = True
-                break
             input_ids = torch.tensor([[next_id]])
 
     def stream_chat(self, messages: list[dict[str, str]], prefill: str = "",

@@ -1,14 +1,16 @@
 """Export the live weights (base model + committed weight edits, applied in order) so other
 tools can run the corrected model without Amend:
 
-    python -m editing.export --format hf --out DIR [--data-dir D] [--model PATH]
+    python -m editing.export --format hf|gguf --out DIR [--gguf-type T] [--data-dir D]
+                             [--model PATH]
 
-The folder holds safetensors weights and config (`save_pretrained`), the tokenizer with its
-chat template, and `amend-manifest.json`: which weight edits it contains, the base model's
-fingerprint and the exact checksum of the exported weights. The data dir is only read (the
-store opened read only, no orphan delta deleted), so it is safe beside a running app. The
-folder is written as DIR.partial and renamed when complete: a failed export leaves no DIR.
-`--format gguf` is not built yet.
+`hf`: a Hugging Face folder, safetensors weights and config (`save_pretrained`) and the
+tokenizer with its chat template, for transformers or vLLM. `gguf`: one GGUF file for llama.cpp
+(f32, f16, q8_0 or q4_1; see editing/gguf_file.py). Both folders hold `amend-manifest.json`:
+which weight edits the weights contain, the base model's fingerprint and the exact checksum of
+the exported weights (the GGUF also carries it under `amend.manifest`). The data dir is only
+read (the store opened read only, no orphan delta deleted), so it is safe beside a running app.
+The folder is written as DIR.partial and renamed when complete: a failed export leaves no DIR.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from assistant.llm import DEFAULT_FOLDER, ChatLLM
 from assistant.runtime import DB_NAME, check_model_path
 from config import default_data_dir
 from editing.deltas import WeightState, own_weights, weights_checksum
+from editing.gguf_file import QTYPES, GGUFExportError, write_gguf
 from editing.promote import WeightEdits
 from errors import AmendError, EditNotFoundError, run_command
 from store.db import Store
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "amend-manifest.json"
 MANIFEST_VERSION = 1
 FORMATS = ("hf", "gguf")
+DEFAULT_GGUF_TYPE = "q8_0"
 Progress = Callable[[str], None]
 
 
@@ -72,7 +76,7 @@ def _edit(store: Store, edit_id: int) -> dict:
 
 
 def build_manifest(llm: ChatLLM, store: Store | None, state: WeightState,
-                   messages: list[str] | None = None) -> dict:
+                   messages: list[str] | None = None, fmt: str = "hf") -> dict:
     """What the exported weights are: the base model and every applied delta, in order.
     Call it under the weights lock, so the checksum is of the weights being written."""
     entries = []
@@ -86,7 +90,7 @@ def build_manifest(llm: ChatLLM, store: Store | None, state: WeightState,
                          checksum=row.get("checksum"), created_at=row["created_at"],
                          edits=[_edit(store, i) for i in row["edit_ids"]])
         entries.append(entry)
-    return {"amend_manifest_version": MANIFEST_VERSION, "format": "hf",
+    return {"amend_manifest_version": MANIFEST_VERSION, "format": fmt,
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "base_model": {"name": llm.name, "family": llm.family,
                            "fingerprint": state.fingerprint},
@@ -97,16 +101,8 @@ def build_manifest(llm: ChatLLM, store: Store | None, state: WeightState,
                      "stop_tokens": list(llm.config.stop_tokens)}}
 
 
-def export_hf(llm: ChatLLM, store: Store | None, weights: WeightState | WeightEdits,
-              out: Path, progress: Progress = log.info) -> Path:
-    """Write the live weights of `llm` as a Hugging Face folder at `out`; return `out`.
-
-    The weights lock is held for reading while the weights are written, so a promotion or
-    rollback cannot change them half-way (replies go on). The model's own weights are saved
-    (`own_weights`): a counterfactual adapter wrapped into the model stays out of the export.
-    """
-    state = weights.state if isinstance(weights, WeightEdits) else weights
-    messages = weights.messages if isinstance(weights, WeightEdits) else []
+def _write_folder(out: Path, fill: Callable[[Path], None], progress: Progress) -> Path:
+    """Create `out` all or nothing: `fill` writes into `out`.partial, which is renamed."""
     out = Path(out).expanduser()
     check_out(out)
     partial = out.with_name(out.name + ".partial")
@@ -115,16 +111,8 @@ def export_hf(llm: ChatLLM, store: Store | None, weights: WeightState | WeightEd
     elif partial.exists():
         partial.unlink()
     try:
-        with llm.weights_lock.read():
-            manifest = build_manifest(llm, store, state, messages)
-            progress(f"Writing the weights ({len(state.applied)} weight edit(s) applied, "
-                     f"checksum {manifest['live_weights_checksum']})")
-            llm.model.save_pretrained(partial, state_dict=own_weights(llm.model),
-                                      safe_serialization=True)
-        progress("Writing the tokenizer and its chat template")
-        llm.tokenizer.save_pretrained(partial)
-        (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False)
-                                        + "\n", encoding="utf-8")
+        partial.mkdir(parents=True)
+        fill(partial)
         check_out(out)  # something may have appeared there meanwhile
         if out.is_dir():
             out.rmdir()  # empty: the rename replaces it
@@ -137,6 +125,74 @@ def export_hf(llm: ChatLLM, store: Store | None, weights: WeightState | WeightEd
         raise
     progress(f"Wrote {out}")
     return out
+
+
+def _parts(weights: WeightState | WeightEdits) -> tuple[WeightState, list[str]]:
+    if isinstance(weights, WeightEdits):
+        return weights.state, weights.messages
+    return weights, []
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
+                                   encoding="utf-8")
+
+
+def export_hf(llm: ChatLLM, store: Store | None, weights: WeightState | WeightEdits,
+              out: Path, progress: Progress = log.info) -> Path:
+    """Write the live weights of `llm` as a Hugging Face folder at `out`; return `out`.
+
+    The weights lock is held for reading while the weights are written, so a promotion or
+    rollback cannot change them half-way (replies go on). The model's own weights are saved
+    (`own_weights`): a counterfactual adapter wrapped into the model stays out of the export.
+    """
+    state, messages = _parts(weights)
+
+    def fill(folder: Path) -> None:
+        with llm.weights_lock.read():
+            manifest = build_manifest(llm, store, state, messages, "hf")
+            progress(f"Writing the weights ({len(state.applied)} weight edit(s) applied, "
+                     f"checksum {manifest['live_weights_checksum']})")
+            llm.model.save_pretrained(folder, state_dict=own_weights(llm.model),
+                                      safe_serialization=True)
+        progress("Writing the tokenizer and its chat template")
+        llm.tokenizer.save_pretrained(folder)
+        for weights_file in folder.glob("*.safetensors"):
+            weights_file.chmod(0o644)  # the writer makes them private; a model folder is not
+        _write_manifest(folder, manifest)
+
+    return _write_folder(out, fill, progress)
+
+
+def gguf_file_name(llm: ChatLLM, qtype: str) -> str:
+    return f"{Path(llm.name).name or 'model'}-{qtype}.gguf"
+
+
+def export_gguf(llm: ChatLLM, store: Store | None, weights: WeightState | WeightEdits,
+                out: Path, qtype: str = DEFAULT_GGUF_TYPE, progress: Progress = log.info,
+                template: Path | None = None) -> Path:
+    """Write the live weights of `llm` as one GGUF file in the folder `out` (beside the
+    manifest); return the file's path. `template`: the GGUF the base model came from, whose
+    tokenizer fields are copied (None: built from the tokenizer). Locking as in `export_hf`."""
+    if qtype not in QTYPES:
+        raise ExportError(f"unknown GGUF type {qtype!r}; choose one of {', '.join(QTYPES)}")
+    state, messages = _parts(weights)
+    name = gguf_file_name(llm, qtype)
+
+    def fill(folder: Path) -> None:
+        with llm.weights_lock.read():
+            manifest = build_manifest(llm, store, state, messages, "gguf")
+            manifest["gguf"] = {"file": name, "type": qtype}
+            progress(f"Writing {name} ({len(state.applied)} weight edit(s) applied, "
+                     f"checksum {manifest['live_weights_checksum']})")
+            try:
+                write_gguf(llm.model, own_weights(llm.model), llm.tokenizer, folder / name,
+                           qtype, template=template, manifest=manifest, progress=progress)
+            except GGUFExportError as exc:
+                raise ExportError(str(exc)) from exc
+        _write_manifest(folder, manifest)
+
+    return _write_folder(out, fill, progress) / name
 
 
 def load_live(data_dir: Path, model_path: Path | None,
@@ -165,7 +221,11 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Export the live weights (base model + "
                                      "committed weight edits) for other tools.")
     parser.add_argument("--format", choices=FORMATS, default="hf",
-                        help="hf: a Hugging Face folder (gguf is not built yet)")
+                        help="hf: a Hugging Face folder (transformers, vLLM); gguf: one GGUF "
+                             "file (llama.cpp)")
+    parser.add_argument("--gguf-type", choices=list(QTYPES), default=DEFAULT_GGUF_TYPE,
+                        help="how --format gguf stores the weights (f32 is exact; q8_0 is "
+                             f"a quarter the size; default {DEFAULT_GGUF_TYPE})")
     parser.add_argument("--out", type=Path, required=True,
                         help="folder to create (must not exist, or be empty)")
     parser.add_argument("--data-dir", type=Path, default=None,
@@ -174,9 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None,
                         help="the --model the app runs with (default: SmolLM2-135M-Instruct)")
     args = parser.parse_args(argv)
-    if args.format == "gguf":
-        raise ExportError("--format gguf is not built yet; export --format hf and convert "
-                          "that folder (e.g. llama.cpp's convert_hf_to_gguf.py)")
     out = args.out.expanduser()
     check_out(out)  # before minutes of loading
     torch.set_num_threads(1)
@@ -186,7 +243,11 @@ def main(argv: list[str] | None = None) -> int:
 
     llm, store, weights = load_live(args.data_dir or default_data_dir(), args.model, say)
     try:
-        export_hf(llm, store, weights, out, say)
+        if args.format == "gguf":
+            export_gguf(llm, store, weights, out, args.gguf_type, say,
+                        template=llm.gguf_source)
+        else:
+            export_hf(llm, store, weights, out, say)
     finally:
         store.close()
     return 0

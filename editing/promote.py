@@ -122,6 +122,7 @@ class WeightEdits:
         self.chat_guard = ChatGuard(self.guard.chat(), embedder)
         self._chat_before: dict[tuple, dict[str, str]] = {}  # weight state -> question -> reply
         self.messages: list[str] = []
+        self.engine = None  # editing.serving.ChatEngine: llama.cpp kept on the live weights
 
     @classmethod
     def for_assistant(cls, assistant, data_dir: Path, **options) -> "WeightEdits":
@@ -244,6 +245,16 @@ class WeightEdits:
         edit_seconds = time.perf_counter() - started
         on_copy = WeightState(work.model, fingerprint=self.state.fingerprint)
         on_copy.apply(delta)
+        engine = None
+        if self.engine is not None and self.engine.uses_llama_cpp:
+            # chat replies come from llama.cpp: the guard reads the replies the user will see
+            progress("Writing the chat engine's file of the edited weights")
+            try:
+                engine = self.engine.build(work.model, progress)
+            except Exception as exc:  # disk full, a broken binding: nothing is committed
+                return self._refuse(edits, method, actor,
+                                    f"the chat engine's file could not be written: {exc}")
+            work.engine = engine
         progress("Checking the edited model")
         replies: dict[str, str] = {}  # fresh chat replies of the edited copy, asked once
         scores = self._score(work, edits, probes, before, base, replies)
@@ -253,7 +264,9 @@ class WeightEdits:
         carried: list[int] = []
         if not failed:  # a delta the token checks refuse needs no chat replies (~30 s)
             with on_copy.on_base(work.model):  # the copy as it was before this edit
+                work.engine = self.llm.engine  # ... which the live engine decodes
                 chat_before = self._chat_baseline(work, edits, progress)
+                work.engine = engine
             chat_scores, carried = self.chat_guard.score(work, edits, chat_before, progress,
                                                          replies)
             scores.update(chat_scores)
@@ -261,7 +274,7 @@ class WeightEdits:
         if failed:
             return self._refuse(edits, method, actor, "; ".join(failed), scores)
         return self._commit(edits, method, actor, delta, scores, time.perf_counter() - started,
-                            carried)
+                            carried, engine)
 
     def _teacher_forced_failures(self, scores: dict) -> list[str]:
         failed = []
@@ -364,7 +377,7 @@ class WeightEdits:
                                "the edits stay in the memory route.", scores=scores)
 
     def _commit(self, edits, method: str, actor: str, delta: Delta, scores: dict,
-                seconds: float, carried: list[int]) -> PromotionResult:
+                seconds: float, carried: list[int], engine=None) -> PromotionResult:
         name = f"{int(time.time() * 1000)}-{method}.safetensors"
         relative = f"{DELTA_DIR}/{name}"
         delta.save(self.data_dir / relative)
@@ -383,6 +396,8 @@ class WeightEdits:
                 (self.data_dir / relative).unlink(missing_ok=True)
                 raise
             self.state.applied[-1] = (row_id, delta)
+            if engine is not None:  # llama.cpp's file of these same weights, written before
+                self.engine.install(engine)
             # only edits the weights answer in chat leave the memory route; the rest stay
             # served from memory (backstop) while this weight edit is live
             self.memory.sync(removed=list(carried))
@@ -407,6 +422,8 @@ class WeightEdits:
                         self.state.revert(key=weight_edit_id)
                     except DeltaError:
                         pass  # never applied here (refused at start-up): nothing to undo
+                    if self.engine is not None:  # replies wait for llama.cpp's new file
+                        self.engine.refresh()
                 # backstop edits were never out of the index: re-add all without duplicates
                 self.memory.sync(added=[self.store.get_edit(i) for i in restored],
                                            removed=restored)

@@ -11,15 +11,21 @@ from assistant.router import Assistant
 from assistant.runtime import build_assistant
 from config import AppSettings
 from editing.promote import WeightEdits, guard_config
+from editing.serving import ChatEngine
 
 log = logging.getLogger(__name__)
 
 
 def build_app(settings: AppSettings, progress: Callable[[str], None] = log.info) -> Assistant:
-    """The assistant of `build_assistant` plus `assistant.weights`, committed deltas replayed."""
+    """The assistant of `build_assistant` plus `assistant.weights`, committed deltas replayed,
+    and the chat engine (llama.cpp where it can serve) loaded on the live weights."""
     assistant = build_assistant(settings, progress)
     assistant.weights = WeightEdits.for_assistant(
         assistant, Path(settings.data_dir), guard=guard_config(settings.promotion_config))
     for message in assistant.weights.replay(progress):
         progress(message)
+    engine = ChatEngine(assistant.llm, Path(settings.data_dir), settings.engine,
+                        settings.threads)
+    engine.start(progress)
+    assistant.weights.engine = engine
     return assistant

@@ -157,9 +157,11 @@ def test_cli_exports_a_data_dir_and_only_reads_it(tiny_model_dir, tmp_path, caps
     assert _files(data) == before  # the in-flight file is still there, the store unchanged
 
 
-def test_cli_refuses_gguf_and_a_used_out(tmp_path, capsys):
-    assert _run_main(["--format", "gguf", "--out", str(tmp_path / "x")]) == 2
-    assert "not built yet" in capsys.readouterr().err
+def test_cli_refuses_an_unknown_gguf_type_and_a_used_out(tmp_path, capsys):
+    assert _run_main(["--format", "gguf", "--gguf-type", "q3_k",
+                      "--out", str(tmp_path / "x")]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "a").write_text("a")
     assert _run_main(["--out", str(tmp_path / "used")]) == 2

@@ -15,6 +15,8 @@ DEFERRED = {
     ("assistant/runtime.py", "torch"), ("assistant/runtime.py", "assistant.embedder"),
     ("assistant/runtime.py", "assistant.llm"), ("assistant/runtime.py", "assistant.memory"),
     ("assistant/runtime.py", "assistant.router"), ("assistant/runtime.py", "store.db"),
+    # optional: the app starts and answers on torch where the binding is not built
+    ("assistant/engine.py", "llama_cpp"),
 }
 
 

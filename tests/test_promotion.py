@@ -45,6 +45,7 @@ def app(tmp_path, model_cache, embedder, stats_cache):
     from assistant.router import Assistant
     from config import router_config
     from editing.promote import WeightEdits
+    from editing.serving import ChatEngine
     from store.db import Store
 
     torch.set_num_threads(1)
@@ -59,9 +60,24 @@ def app(tmp_path, model_cache, embedder, stats_cache):
         assistant.weights = WeightEdits.for_assistant(assistant, data_dir,
                                                       guard=_test_guard())
         assistant.weights.replay()
+        engine = ChatEngine(llm, data_dir)  # as build_app: llama.cpp where it can serve
+        engine.start()
+        assistant.weights.engine = engine
         return assistant
 
     return start
+
+
+def _engine_matches(assistant) -> None:
+    """Chat replies come from llama.cpp's file of exactly the live torch weights (or from
+    torch itself where the binding is missing, as the app falls back)."""
+    from editing.serving import own_checksum
+
+    engine = assistant.llm.engine
+    if engine is None:
+        assert assistant.llm.engine_note.startswith("torch"), assistant.llm.engine_note
+        return
+    assert engine.path.name.startswith(own_checksum(assistant.llm.model)), engine.path
 
 
 def _ask(assistant, question: str) -> tuple[str, str]:
@@ -86,6 +102,7 @@ def test_promote_answer_from_weights_restart_and_rollback(app):
     assert result.committed, result.message
     assert result.scores["reliability"] >= 0.9 and result.scores["locality"] >= 0.95
     assert assistant.store.get_edit(edit.id).status == "promoted"
+    _engine_matches(assistant)  # swapped in with the commit, not after it
     answer, route = _ask(assistant, EIFFEL[1])
     assert route == "base"  # the memory route retired the edit: this is the weights talking
     assert "Rome" in answer
@@ -96,6 +113,7 @@ def test_promote_answer_from_weights_restart_and_rollback(app):
 
     restarted = app()  # a new process would do exactly this: load base, replay
     assert weights_checksum(restarted.llm.model) == edited_checksum
+    _engine_matches(restarted)
     assert "Rome" in _ask(restarted, EIFFEL[1])[0]
 
     # the guard's cumulative check reads the unedited model's answers under the replayed delta
@@ -108,10 +126,12 @@ def test_promote_answer_from_weights_restart_and_rollback(app):
     assert 0.0 <= refused.scores["total_locality"] <= 1.0
     assert restarted.weights._base_probes[tuple(probes)] == base_probes
     assert weights_checksum(restarted.llm.model) == edited_checksum  # swapped back exactly
+    _engine_matches(restarted)  # the refused edit's engine never went live
 
     message = restarted.weights.rollback(row["id"])
     assert "Rolled back" in message
     assert weights_checksum(restarted.llm.model) == base_checksum  # bit-identical base
+    _engine_matches(restarted)
     assert restarted.store.get_edit(edit.id).status == "active"  # back to the memory route
     assert _ask(restarted, EIFFEL[1])[1] == "memory"
     assert weights_checksum(app().llm.model) == base_checksum  # and after another restart

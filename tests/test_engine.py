@@ -1,0 +1,86 @@
+"""llama.cpp as the chat engine, on the tiny model: the same greedy tokens as torch from a
+GGUF of the same weights, the repeat blocker obeyed, a swap that leaves a reply in flight on
+its engine, and torch kept (and the reason said) where llama.cpp cannot serve."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from assistant.engine import _Blocking
+from assistant.llm import RepeatBlocker
+from editing.serving import ChatEngine, own_checksum
+from tests.test_export import PROMPTS
+
+needs_binding = pytest.mark.skipif(
+    __import__("assistant.engine", fromlist=["x"]).binding_problem() is not None,
+    reason="the llama.cpp binding is not installed (pip install llama-cpp-python)")
+
+
+def f32_engine(tiny_llm, tmp_path) -> ChatEngine:
+    tiny_llm.config = tiny_llm.config.__class__(**{**tiny_llm.config.__dict__,
+                                                   "engine_gguf_type": "f32"})
+    engine = ChatEngine(tiny_llm, tmp_path, wanted="llama.cpp")
+    assert engine.uses_llama_cpp, engine.note
+    return engine
+
+
+@needs_binding
+def test_llama_cpp_decodes_the_same_tokens_as_torch(tiny_llm, tmp_path):
+    torch_replies = [list(tiny_llm.stream_ids(tiny_llm.encode_chat(
+        [{"role": "user", "content": p}])[0], 12)) for p in PROMPTS]
+    engine = f32_engine(tiny_llm, tmp_path)
+    engine.start()
+    assert tiny_llm.engine is not None
+    assert tiny_llm.engine.path.name == f"{own_checksum(tiny_llm.model)}-f32.gguf"
+    cpp_replies = [list(tiny_llm.stream_ids(tiny_llm.encode_chat(
+        [{"role": "user", "content": p}])[0], 12)) for p in PROMPTS]
+    assert cpp_replies == torch_replies
+    assert tiny_llm.engine_note == "llama.cpp (f32)"
+
+
+@needs_binding
+def test_a_reply_in_flight_finishes_on_its_engine(tiny_llm, tmp_path):
+    engine = f32_engine(tiny_llm, tmp_path)
+    engine.start()
+    ids = tiny_llm.encode_chat([{"role": "user", "content": PROMPTS[0]}])[0]
+    expected = list(tiny_llm.stream_ids(ids, 12))
+    old = tiny_llm.engine
+    stream = tiny_llm.stream_ids(ids, 12)
+    first = next(stream)
+    tiny_llm.model.model.layers[1].mlp.down_proj.weight.data.mul_(-40.0)  # new weights ...
+    engine.refresh()  # ... and their engine, swapped in mid-reply
+    assert tiny_llm.engine is not old and engine.last_swap_seconds is not None
+    assert [first, *stream] == expected  # the reply started on the old engine ends on it
+    after = list(tiny_llm.stream_ids(ids, 12))
+    assert after != expected  # the test means something: the new weights answer otherwise
+    tiny_llm.engine = None
+    assert after == list(tiny_llm.stream_ids(ids, 12))  # the new engine: the new weights
+
+
+def test_the_repeat_blocker_bans_tokens_in_llama_cpp_logits(tiny_llm):
+    blocker = RepeatBlocker(tiny_llm.tokenizer, 6)
+    ids = tiny_llm.tokenizer(" Paris, France, France", add_special_tokens=False).input_ids
+    ids = ids[:-1]  # "... France," : the next " France" would repeat
+    banned = blocker.banned(ids[-blocker.window:])
+    scores = np.zeros(len(tiny_llm.tokenizer), dtype=np.float32)
+    out = _Blocking(blocker)(np.array(ids), scores)
+    assert banned and all(out[b] == -np.inf for b in banned)
+    assert np.isfinite(np.delete(out, banned)).all()
+
+
+def test_torch_serves_where_llama_cpp_cannot(tiny_llm, tmp_path):
+    assert ChatEngine(tiny_llm, tmp_path, wanted="torch").note == "torch (as configured)"
+    tiny_llm.model.config.model_type = "gpt2"
+    engine = ChatEngine(tiny_llm, tmp_path, wanted="llama.cpp")
+    engine.start()
+    assert tiny_llm.engine is None and "Llama-architecture" in engine.note
+    # without the binding: said once, in words a user can act on
+    code = ("import sys; sys.modules['llama_cpp'] = None\n"
+            "from assistant.engine import binding_problem\n"
+            "print(binding_problem())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "pip install llama-cpp-python" in out and "transformers engine" in out
