@@ -200,9 +200,10 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
     }
 
 
-def assistant_factory(llm=None, embedder=None):
+def assistant_factory(llm=None, embedder=None, engine: str | None = None):
     """A function making a fresh Assistant (new in-memory store and index) around one loaded
-    model, embedder and counterfactual adapter (the default ones unless given)."""
+    model, embedder and counterfactual adapter (the default ones unless given); a model loaded
+    here decodes with `engine` (None: the chat config's, as the app)."""
     import logging
 
     from assistant.embedder import Embedder
@@ -213,8 +214,12 @@ def assistant_factory(llm=None, embedder=None):
     from config import default_data_dir, router_config
     from store.db import Store
 
+    from editing.serving import serve
+
     config = router_config()
-    llm = llm or ChatLLM.load(None, default_data_dir())
+    if llm is None:
+        llm = ChatLLM.load(None, default_data_dir())
+        serve(llm, default_data_dir(), engine)
     embedder = embedder or Embedder(int8=config.embedding_int8)
     adapter = load_counterfactual_adapter(llm.model, llm.family, logging.getLogger("bench").info)
 
@@ -272,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=32,
                         help="reply length limit per turn (default 32)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--engine", choices=["llama.cpp", "torch"], default=None,
+                        help="who decodes replies (default: the chat config's, as the app)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print failed turns")
     args = parser.parse_args(argv)
     setup_logging(False)
@@ -287,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         k, n = (int(x) for x in args.shard.split("/"))
         conversations = conversations[k::n]
     set_threads(args.threads)
-    result = run(conversations, args.max_new_tokens)
+    result = run(conversations, args.max_new_tokens,
+                 factory=assistant_factory(engine=args.engine))
     result["data"] = str(args.data)
+    result["engine"] = args.engine or "chat config"
     result["machine"] = machine_info(args.threads)
     print(_report(result))
     if args.verbose:

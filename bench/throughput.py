@@ -7,6 +7,9 @@ For a fixed list of general questions, greedy decoding, `--max-new-tokens` (64):
   * router/memory: after storing one edit, questions about its subject (memory route: the
                   counterfactual prompt with the fact in the system prompt and as a prefill),
                   each also asked raw for comparison.
+  * engines:      the same router calls decoded by torch (transformers, fp32) and by llama.cpp
+                  (the GGUF of the same weights; the app's default engine), interleaved
+                  question by question: the speed-up and how many replies are identical.
 Decode tokens/s = total new tokens / total generation seconds (the Generation counters: from
 the first forward pass, prefill included, to the last token). End-to-end tokens/s also counts
 routing, text decoding and logging: new tokens / wall seconds of the whole call. Raw and router
@@ -123,6 +126,27 @@ def interleaved(assistant, questions: list[str], repeat: int, max_new_tokens: in
     return raw, routed
 
 
+def engine_comparison(assistant, questions: list[str], repeat: int,
+                      max_new_tokens: int) -> tuple[list[dict], list[dict]]:
+    """Router calls decoded by torch and by llama.cpp, alternating which goes first."""
+    cpp = assistant.llm.engine
+    by_torch, by_cpp = [], []
+    try:
+        for r in range(repeat):
+            for i, q in enumerate(questions):
+                order = (None, cpp) if (i + r) % 2 == 0 else (cpp, None)
+                for engine in order:
+                    assistant.llm.engine = engine
+                    (by_torch if engine is None else by_cpp).append(
+                        router_call(assistant, q, max_new_tokens))
+                print(f"  engines {r * len(questions) + i + 1}/{repeat * len(questions)}: "
+                      f"torch {by_torch[-1]['new_tokens']} tok, llama.cpp "
+                      f"{by_cpp[-1]['new_tokens']} tok", file=sys.stderr, flush=True)
+    finally:
+        assistant.llm.engine = cpp
+    return by_torch, by_cpp
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.throughput",
@@ -157,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         raw_call(assistant, questions[0], min(n, 16))
         router_call(assistant, questions[0], min(n, 16))
 
+        engine_note = assistant.llm.engine_note
+        by_torch, by_cpp = [], []
+        if assistant.llm.engine is not None:
+            by_torch, by_cpp = engine_comparison(assistant, questions, args.repeat, n)
+        else:
+            print(f"warning: no llama.cpp engine ({engine_note}); engines not compared",
+                  file=sys.stderr)
         raw_base, router_base = interleaved(assistant, questions, args.repeat, n, "base")
         raw_mem, router_mem = [], []
         if memory_questions:
@@ -191,6 +222,17 @@ def main(argv: list[str] | None = None) -> int:
         rows += [["raw model (memory questions)", summary["raw_memory_questions"]],
                  ["router, memory route", summary["router_memory"]]]
 
+    if by_cpp:
+        summary["engine"] = engine_note
+        summary["router_torch"] = totals(by_torch)
+        summary["router_llama_cpp"] = totals(by_cpp)
+        summary["speedup_llama_cpp_to_torch"] = (summary["router_llama_cpp"]["tokens_per_second"]
+                                                 / summary["router_torch"]["tokens_per_second"])
+        summary["identical_engine_replies"] = (
+            f"{sum(a['text'] == b['text'] for a, b in zip(by_torch, by_cpp))}/{len(by_cpp)}")
+        rows += [["router, torch engine", summary["router_torch"]],
+                 ["router, llama.cpp engine", summary["router_llama_cpp"]]]
+
     info = machine_info(threads=args.threads)
     print()
     print(markdown_table(
@@ -206,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"router/raw (memory route, same questions): "
               f"{summary['ratio_router_memory_to_raw']:.3f}")
     print(f"identical raw vs router replies on the base route: {same_text}/{len(raw_base)}")
+    if by_cpp:
+        speedup = summary["speedup_llama_cpp_to_torch"]
+        print(f"llama.cpp ({engine_note}) / torch, through the router: {speedup:.2f}x "
+              f"(target >= 5x: {'met' if speedup >= 5 else 'NOT met'}); identical replies "
+              f"{summary['identical_engine_replies']}")
     if off_route:
         print(f"warning: not on the base route: {off_route}")
     if missed:
@@ -218,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         "router_config": router_cfg,
         "summary": summary,
         "calls": {"raw_base": raw_base, "router_base": router_base, "raw_memory": raw_mem,
-                  "router_memory": router_mem},
+                  "router_memory": router_mem, "router_torch": by_torch,
+                  "router_llama_cpp": by_cpp},
         "argv": sys.argv[1:] if argv is None else argv})
     return 0
 

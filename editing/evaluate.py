@@ -201,12 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--config", type=Path, default=None,
                         help="weight methods: hyperparameter file instead of configs/<method>/")
+    parser.add_argument("--engine", choices=["llama.cpp", "torch"], default=None,
+                        help="memory route: who decodes chat answers (default: the chat "
+                             "config's, as the app); weight methods decode with torch")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     args.data = resolve_data(args.data)
     records = load_records(args.data, args.limit)
-    options = {"config_file": args.config} if args.config else {}
+    options: dict = {"config_file": args.config} if args.config else {}
+    if args.engine:
+        options["engine"] = args.engine
     if args.config and args.method == "memory":
         parser.error("--config applies to weight-editing methods only")
     system = METHODS[args.method](chat_tokens=args.chat_tokens, **options)

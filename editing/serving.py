@@ -149,3 +149,12 @@ class ChatEngine:
         for old in files[KEEP_FILES:]:
             if old != live:
                 old.unlink(missing_ok=True)
+
+
+def serve(llm: ChatLLM, data_dir: Path, wanted: str | None = None, threads: int = 1,
+          progress: Progress = log.info) -> ChatEngine:
+    """Start the chat engine on `llm`'s weights as they are (benchmarks and evaluations that
+    build the model themselves decode as the app does); returns it, `note` saying which."""
+    engine = ChatEngine(llm, data_dir, wanted, threads)
+    engine.start(progress)
+    return engine

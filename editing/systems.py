@@ -29,6 +29,7 @@ from assistant.router import Assistant
 from assistant.runtime import load_counterfactual_adapter
 from config import default_data_dir, router_config
 from editing.deltas import WeightState
+from editing.serving import serve
 from editing.methods import load_method
 from editing.preserve import committed_keys
 from editing.registry import METHODS as REGISTRY
@@ -72,11 +73,15 @@ class MemorySystem:
         self._routes: dict[str, int] = {"memory": 0, "base": 0}
 
     @classmethod
-    def load(cls, chat_tokens: int = 32, data_dir: Path | None = None) -> "MemorySystem":
-        """The default base model and embedder, with a fresh in-memory store and index."""
+    def load(cls, chat_tokens: int = 32, data_dir: Path | None = None,
+             engine: str | None = None) -> "MemorySystem":
+        """The default base model and embedder, with a fresh in-memory store and index; chat
+        decoded by `engine` (None: the chat config's, as the app)."""
 
         config = router_config()
-        llm = ChatLLM.load(None, Path(data_dir) if data_dir else default_data_dir())
+        root = Path(data_dir) if data_dir else default_data_dir()
+        llm = ChatLLM.load(None, root)
+        serve(llm, root, engine)
         embedder = Embedder(int8=config.embedding_int8)
         store = Store(":memory:")
         memory = EditMemory(store, embedder, index_path=None)
@@ -150,9 +155,13 @@ class WeightEditSystem:
     @classmethod
     def factory(cls, method: str, batch: bool = False) -> Callable[..., "WeightEditSystem"]:
         def load(chat_tokens: int = 32, data_dir: Path | None = None,
-                 config_file: Path | None = None) -> "WeightEditSystem":
+                 config_file: Path | None = None, engine: str | None = None
+                 ) -> "WeightEditSystem":
 
             root = Path(data_dir) if data_dir else default_data_dir()
+            if engine not in (None, "torch"):
+                raise ValueError("weight-edit evaluations decode with torch: each edit would "
+                                 "need a new GGUF (--engine torch)")
             return cls(method, ChatLLM.load(None, root), root, chat_tokens, batch, config_file)
         return load
 
