@@ -60,7 +60,8 @@ class LlamaCppEngine:
 
         self.path = Path(path)
         self._model = Llama(model_path=str(path), n_ctx=context_tokens, n_threads=threads,
-                            n_threads_batch=threads, n_batch=512, verbose=False)
+                            n_threads_batch=threads, n_batch=512, verbose=False,
+                            flash_attn=True)
         self._lock = threading.Lock()
 
     def stream(self, ids: list[int], max_new_tokens: int, blocker: Any = None
@@ -71,6 +72,9 @@ class LlamaCppEngine:
 
         processors = LogitsProcessorList([_Blocking(blocker)]) if blocker else None
         with self._lock:
+            # no reuse of the previous reply's cache: a prompt evaluated in other batch splits
+            # gives other rounding, and the same question must get the same reply every time
+            self._model.reset()
             for count, token in enumerate(self._model.generate(
                     ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
                     logits_processor=processors), 1):

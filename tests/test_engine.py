@@ -84,3 +84,30 @@ def test_torch_serves_where_llama_cpp_cannot(tiny_llm, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "pip install llama-cpp-python" in out and "transformers engine" in out
+
+
+class _BanFirst:
+    """A blocker that bans whatever token llama.cpp would pick first (for the test below)."""
+
+    window = 4
+
+    def __init__(self, token: int, prompt_length: int) -> None:
+        self.token, self.prompt_length, self.calls = token, prompt_length, 0
+
+    def banned(self, ids: list[int]) -> list[int]:
+        self.calls += 1
+        return [self.token] if self.calls == 1 else []
+
+
+@needs_binding
+def test_llama_cpp_obeys_bans_and_repeats_itself_exactly(tiny_llm, tmp_path):
+    engine = f32_engine(tiny_llm, tmp_path)
+    engine.start()
+    cpp = tiny_llm.engine
+    asks = [tiny_llm.encode_chat([{"role": "user", "content": p}])[0] for p in PROMPTS]
+    first = [list(cpp.stream(ids, 8)) for ids in asks]
+    # the same question after other ones: the same tokens (no cache carried between replies)
+    assert [list(cpp.stream(ids, 8)) for ids in reversed(asks)] == first[::-1]
+    ban = _BanFirst(first[0][0], len(asks[0]))
+    banned_reply = list(cpp.stream(asks[0], 8, ban))
+    assert ban.calls >= 1 and banned_reply[0] != first[0][0]
