@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "amend-manifest.json"
 MANIFEST_VERSION = 1
 FORMATS = ("hf", "gguf")
-DEFAULT_GGUF_TYPE = "q8_0"
+DEFAULT_GGUF_TYPE = "f16"  # the chat engine's type: the export answers as the app does
 Progress = Callable[[str], None]
 
 
@@ -224,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="hf: a Hugging Face folder (transformers, vLLM); gguf: one GGUF "
                              "file (llama.cpp)")
     parser.add_argument("--gguf-type", choices=list(QTYPES), default=DEFAULT_GGUF_TYPE,
-                        help="how --format gguf stores the weights (f32 is exact; q8_0 is "
-                             f"a quarter the size; default {DEFAULT_GGUF_TYPE})")
+                        help="how --format gguf stores the weights (default "
+                             f"{DEFAULT_GGUF_TYPE}, what the app's chat engine runs; f32 is "
+                             "exact; q8_0 is smaller and faster but changes many replies)")
     parser.add_argument("--out", type=Path, required=True,
                         help="folder to create (must not exist, or be empty)")
     parser.add_argument("--data-dir", type=Path, default=None,

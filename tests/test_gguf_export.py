@@ -75,3 +75,25 @@ def test_refusals_leave_nothing(tiny_llm, tmp_path):
     with pytest.raises(ExportError, match="Llama"):
         export_gguf(tiny_llm, store, state, tmp_path / "b", "f32")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.realmodel
+def test_smollm2_maps_onto_the_shipped_gguf_exactly(real_llm):
+    """The default model's weights, mapped to GGUF, equal the shipped file's tensors
+    de-quantised (names, Q/K row order, shapes), and re-quantised to the shipped type give the
+    shipped bytes: the mapping is llama.cpp's own."""
+    from gguf.quants import dequantize
+
+    from editing.gguf_file import encode, tensors
+
+    shipped = {t.name: t for t in GGUFReader(real_llm.gguf_source).tensors}
+    mapped = dict(tensors(own_weights(real_llm.model), real_llm.model.config))
+    assert set(mapped) == set(shipped)
+    for name, data in mapped.items():
+        expected = dequantize(shipped[name].data, shipped[name].tensor_type)
+        assert np.array_equal(data, expected.reshape(data.shape)), name
+    for name in ("blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.7.ffn_down.weight",
+                 "token_embd.weight"):
+        stored, kind = encode(name, mapped[name], "q4_1")
+        assert kind == shipped[name].tensor_type
+        assert stored.tobytes() == bytes(shipped[name].data), name

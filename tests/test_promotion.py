@@ -85,7 +85,45 @@ def _ask(assistant, question: str) -> tuple[str, str]:
     return chunks[-1].text, chunks[-1].trace.route
 
 
-def test_promote_answer_from_weights_restart_and_rollback(app):
+def _exports_answer_as_the_app(assistant, tmp_path) -> None:
+    """Round trips: the HF export, loaded fresh by transformers, and the GGUF export, loaded in
+    llama.cpp, answer the promoted fact and unrelated questions as the app does (f16: the
+    engine's own bytes, so the same replies; q8_0: the promoted fact's answer only)."""
+    from transformers import AutoModelForCausalLM
+
+    from assistant.engine import LlamaCppEngine
+    from assistant.llm import ChatLLM
+    from editing.export import export_gguf, export_hf
+
+    questions = [EIFFEL[1], "What is the capital of Japan?", "Who wrote Romeo and Juliet?"]
+    llm = assistant.llm
+
+    def replies(model_llm) -> list[str]:
+        return [model_llm.chat([{"role": "user", "content": q}], max_new_tokens=24)
+                for q in questions]
+
+    app_replies = replies(llm)  # the app's base route as the user gets it
+    assert "Rome" in app_replies[0]
+    folder = export_hf(llm, assistant.store, assistant.weights, tmp_path / "hf")
+    fresh = ChatLLM(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
+                    llm.tokenizer, llm.config)
+    engine, llm.engine = llm.engine, None
+    try:
+        assert replies(fresh) == replies(llm)  # bit-identical weights: torch's replies
+    finally:
+        llm.engine = engine
+    if engine is None:
+        return  # no llama.cpp here: the GGUF round trip needs it
+    for qtype in ("f16", "q8_0"):
+        path = export_gguf(llm, assistant.store, assistant.weights, tmp_path / qtype, qtype)
+        fresh.engine = LlamaCppEngine(path, llm.config.context_tokens)
+        got = replies(fresh)
+        if qtype == "f16":  # the engine's tensors (plus the manifest): the app's replies
+            assert got == app_replies
+        assert "Rome" in got[0], (qtype, got)
+
+
+def test_promote_answer_from_weights_restart_and_rollback(app, tmp_path):
     from assistant.corrections import Correction
 
     from editing.probes import load_probes, probe_predictions
@@ -110,6 +148,8 @@ def test_promote_answer_from_weights_restart_and_rollback(app):
     assert edited_checksum != base_checksum
     row = assistant.store.weight_edits("committed")[0]
     assert row["method"] == "rome" and row["edit_ids"] == [edit.id]
+
+    _exports_answer_as_the_app(assistant, tmp_path)
 
     restarted = app()  # a new process would do exactly this: load base, replay
     assert weights_checksum(restarted.llm.model) == edited_checksum
