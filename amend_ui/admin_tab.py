@@ -17,6 +17,7 @@ from gradio.components import Component
 from amend_ui.handlers import (
     AUDIT_COLUMNS,
     EDIT_COLUMNS,
+    MODEL_FORMATS,
     SUGGEST_COLUMNS,
     WEIGHT_COLUMNS,
     ReviewHandlers,
@@ -229,6 +230,14 @@ def _weights_section(weights: WeightHandlers, view: AdminView):
         trace_button = gr.Button("Causal trace", elem_id="trace")
     heatmap = gr.Image(label="Causal trace: where the model recalls the fact", type="filepath",
                        elem_id="trace-image", show_label=True)
+    gr.Markdown("#### Export the model (the live weights, with every committed weight edit)")
+    with gr.Row():
+        export_kind = gr.Dropdown(MODEL_FORMATS, value=MODEL_FORMATS[0], label="Format",
+                                  scale=2, elem_id="export-kind")
+        export_button = gr.Button("Export the model", scale=1, elem_id="export-model")
+    export_result = gr.Markdown(elem_id="export-result")
+    export_button.click(weights.export_model, [view.admin, export_kind], export_result,
+                        api_name="export_model")
     admin = view.admin
     changed = [promotion_result, table, suggestions]  # what the API's callers read
     events = [

@@ -23,6 +23,7 @@ from PIL import Image
 from amend_ui.charts import promotion_figure
 from assistant.access import AdminAccess
 from assistant.runtime import Runtime
+from editing.export import MANIFEST, export_gguf, export_hf
 from errors import AmendError
 from store.transfer import export_json
 
@@ -380,6 +381,19 @@ class ReviewHandlers:
         return self._refreshed(report.summary(), filters)
 
 
+MODEL_FORMATS = ["GGUF file (llama.cpp, Ollama)", "Hugging Face folder (transformers, vLLM)"]
+
+
+def reporter(status: Callable[[str], None], progress: gr.Progress,
+             short: bool = False) -> Callable[[str], None]:
+    """One step of long work to both places a person looks: the status line and the bar
+    (`short`: the status line keeps only the part after the job's name)."""
+    def report(message: str) -> None:
+        status(message.split(": ", 1)[-1] if short else message)
+        progress(None, desc=message)
+    return report
+
+
 @dataclass(frozen=True)
 class WeightHandlers:
     """The Admin tab's lower half: promotion into the weights, rollback, causal trace, and
@@ -434,13 +448,9 @@ class WeightHandlers:
         method = method or "rome"
         what = f"Promoting edit {', '.join(f'#{i}' for i in ids)} with {method}"
         with self.runtime.activity(what, log_steps=False) as status:  # promote logs steps
-
-            def report(message: str) -> None:
-                status(message)
-                progress(None, desc=message)
-
             try:
-                result = assistant.weights.promote(ids, method, progress=report)
+                result = assistant.weights.promote(ids, method,
+                                                   progress=reporter(status, progress))
             except AmendError as exc:
                 raise gr.Error(str(exc)) from exc
         scores = result.scores or {}
@@ -466,15 +476,43 @@ class WeightHandlers:
         require_admin(admin_ok)
         assistant = ready(self.runtime)
         traced = one_id(edit_id, "Enter the id of an edit to trace.")
+        # "Causal trace of edit #3: mlp states (2/3)"
         with self.runtime.activity(f"Causal trace of edit #{traced}") as status:
-
-            def report(message: str) -> None:  # "Causal trace of edit #3: mlp states (2/3)"
-                status(message.split(": ", 1)[-1])
-                progress(None, desc=message)
-
             try:
                 edit = assistant.store.get_edit(traced)
-                path = assistant.weights.trace_image(edit, report)
+                path = assistant.weights.trace_image(edit, reporter(status, progress, True))
             except AmendError as exc:
                 raise gr.Error(str(exc)) from exc
         return str(path)
+
+    def export_model(self, admin_ok: bool, kind: str,
+                     progress: gr.Progress = gr.Progress(),  # noqa: B008 (see top)
+                     ) -> str:
+        """Write the live weights (base + committed weight edits) for other tools, into a
+        new folder under the data dir's exports/; say where and what it holds."""
+        require_admin(admin_ok)
+        assistant = ready(self.runtime)
+        gguf = not kind or kind.startswith("GGUF")
+        name = f"model-{time.strftime('%Y%m%d-%H%M%S')}-{'gguf' if gguf else 'hf'}"
+        out = assistant.weights.data_dir / "exports" / name
+        with self.runtime.activity(f"Exporting the model ({'GGUF' if gguf else 'HF'})"
+                                   ) as status:
+            report = reporter(status, progress)
+            try:
+                if gguf:
+                    path = export_gguf(assistant.llm, assistant.store, assistant.weights, out,
+                                       progress=report, template=assistant.llm.gguf_source)
+                else:
+                    path = export_hf(assistant.llm, assistant.store, assistant.weights, out,
+                                     report)
+            except AmendError as exc:
+                raise gr.Error(str(exc)) from exc
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        held = ", ".join(f"#{e['id']} ({e['method']})" for e in manifest["weight_edits"])
+        use = (f"`llama-cli -m {path}`, or Ollama: `FROM {path}`" if gguf else
+               f"`AutoModelForCausalLM.from_pretrained(\"{path}\")`, or `vllm serve {path}`")
+        return (f"**Exported** the live weights to `{path}`  \n"
+                f"Weight edits inside: {held or 'none (the base model)'}; checksum "
+                f"{manifest['live_weights_checksum']}; the manifest is `{out / MANIFEST}`.  \n"
+                f"Use it with {use}. Corrections still in the memory route are not in the "
+                "weights: promote them first to take them along.")

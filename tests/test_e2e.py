@@ -223,6 +223,15 @@ def test_shared_mode_corrections_wait_for_an_admin(data_dir, tmp_path):
         app.stop()
 
 
+def _export_holds(app: App, weight_edit_id: int) -> None:
+    message = app.client.predict("GGUF file (llama.cpp, Ollama)", api_name="/export_model")
+    assert "**Exported**" in message and f"#{weight_edit_id} (rome)" in message, message
+    folder = Path(message.split("manifest is `")[1].split("`")[0]).parent
+    manifest = json.loads((folder / "amend-manifest.json").read_text())
+    assert [e["id"] for e in manifest["weight_edits"]] == [weight_edit_id]
+    assert (folder / manifest["gguf"]["file"]).stat().st_size > 50_000_000
+
+
 def test_promotion_by_any_method_keeps_the_correction(data_dir, tmp_path):
     """The failure users met (issue 31): ask, correct in the conversation, promote, ask again.
     For each method the promotion is forced through the guard's teacher-forced and chat
@@ -254,6 +263,8 @@ def test_promotion_by_any_method_keeps_the_correction(data_dir, tmp_path):
             assert "Rome" in last_text(fresh), (method, trace, fresh[-1])
             live = [row for row in weights["data"] if row[2] == "committed"]
             assert len(live) == 1 and live[0][1] == method, weights["data"]
+            if method == "rome":  # the Admin tab's export holds the promotion
+                _export_holds(app, live[0][0])
             message, *_ = app.client.predict(live[0][0], api_name="/rollback")
             assert "Rolled back" in message
             edits, _ = app.client.predict("Eiffel", "all", "all", 0, 0, False, 1, 50,
