@@ -10,9 +10,10 @@ shared mode a chat correction stays pending for the session that made it). The s
 the request's `user` field ("api:<user>"), or "api" when it has none. The route and edits go
 back in an extra `amend` field.
 
-Generation is CPU-bound: API replies run one at a time (an asyncio lock, so waiting requests
-hold no thread), each in its own thread that hands chunks to the event loop, so the page and
-its queue (one chat at a time) keep running while the API generates.
+Generation is CPU-bound: each API reply runs in a thread of its own (not the server's thread
+pool, which Gradio's handlers use) that hands chunks to the event loop, and these threads take
+one lock, so API replies generate one at a time while the page and its queue (one chat at a
+time) keep running.
 
 Pure parts (`parse_request`, `DeltaFramer`, the response builders) need no model and are what
 the fast tests exercise.
@@ -272,7 +273,7 @@ class ChatAPI:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._lock = asyncio.Lock()  # one API reply generates at a time
+        self._lock = threading.Lock()  # one API reply generates at a time
 
     def model_ids(self) -> list[str]:
         """The one model served: the --model folder's name, or the default model's."""
@@ -352,7 +353,8 @@ class ChatAPI:
     # -- generation -----------------------------------------------------------------------
     async def _replies(self, assistant: Any, req: ChatRequest) -> AsyncIterator[Any]:
         """The reply's text so far (str) after each step, then its Outcome; the Assistant
-        runs in a thread of its own while this request holds the API lock."""
+        runs in a thread of its own, which holds the API lock while it generates (taken and
+        released in that thread, so no event loop has to be alive to release it)."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         stop = threading.Event()  # the client went away: stop generating
@@ -365,22 +367,15 @@ class ChatAPI:
 
         def work() -> None:
             try:
-                put(self._run(assistant, req, put, stop))
+                with self._lock:
+                    if not stop.is_set():  # the client may have gone while it waited
+                        put(self._run(assistant, req, put, stop))
             except Exception as exc:  # noqa: BLE001 (raised again in the request's task)
                 put(exc)
             finally:
                 put(_DONE)
-                try:
-                    loop.call_soon_threadsafe(self._lock.release)
-                except RuntimeError:
-                    pass
 
-        await self._lock.acquire()
-        try:
-            threading.Thread(target=work, name="amend-api-reply", daemon=True).start()
-        except BaseException:
-            self._lock.release()
-            raise
+        threading.Thread(target=work, name="amend-api-reply", daemon=True).start()
         try:
             while (item := await queue.get()) is not _DONE:
                 if isinstance(item, Exception):

@@ -214,6 +214,40 @@ def test_http_errors_in_openais_shape(tmp_path):
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_url"
 
 
+def test_shared_mode_keeps_an_api_correction_to_its_user(tiny_llm, embedder, tmp_path):
+    """The real Assistant (tiny model, real embedder and store) behind the API: in shared mode
+    a correction sent with `user` serves that user's session only, as in the Chat tab."""
+    from assistant.memory import EditMemory
+    from assistant.router import Assistant
+    from config import router_config
+    from store.db import Store
+
+    store = Store(tmp_path / "amend.db")
+    assistant = Assistant(tiny_llm, embedder, store,
+                          EditMemory(store, embedder, tmp_path / "edits.faiss"), router_config())
+    assistant.shared = True
+    client = http(fake_runtime(tmp_path, assistant))
+    try:
+        def ask(messages: list, user: str | None = None) -> dict:
+            body = {"model": MODEL, "messages": messages, "max_tokens": 4}
+            return client.post("/v1/chat/completions",
+                               json={**body, **({"user": user} if user else {})}).json()
+
+        stored = ask([*ASK, {"role": "assistant", "content": "The Eiffel Tower is in Paris."},
+                      {"role": "user", "content": "No, it's Rome"}], user="ann")
+        assert stored["amend"]["route"] == "correction"
+        edit = store.get_edit(stored["amend"]["edit_ids"][0])
+        assert (edit.status, edit.session, edit.target_new) == ("pending", "api:ann", "Rome")
+        question = [{"role": "user", "content": "Which city is the Eiffel Tower in?"}]
+        mine = ask(question, user="ann")["amend"]
+        assert (mine["route"], mine["edit_ids"], mine["session"]) == ("memory", [edit.id],
+                                                                      "api:ann")
+        assert ask(question, user="bob")["amend"]["route"] == "base"
+        assert ask(question)["amend"]["route"] == "base"  # the shared session "api"
+    finally:
+        store.close()
+
+
 # -- mounted on a real Gradio server (no model) -------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
@@ -227,7 +261,7 @@ def test_routes_mounted_beside_the_page(tmp_path):
     from amend_ui.page import build_ui
 
     trace = Trace(route="base", new_tokens=2)
-    fake = FakeAssistant(["Paris", " indeed."], trace, delay=0.3)
+    fake = FakeAssistant(["Paris", " indeed."], trace, delay=0.2)
     runtime = fake_runtime(tmp_path, fake)
     demo = build_ui(runtime)
     demo.queue(default_concurrency_limit=1)
@@ -243,7 +277,7 @@ def test_routes_mounted_beside_the_page(tmp_path):
             client.chat.completions.create(model=MODEL, messages=ASK))) for _ in range(2)]
         for thread in asking:
             thread.start()
-        time.sleep(0.2)
+        time.sleep(0.1)
         assert client.models.list().data  # the server answers while replies generate...
         assert any(thread.is_alive() for thread in asking)
         for thread in asking:
