@@ -106,14 +106,19 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local app phones no one
     runtime = Runtime(settings, build=build_app_in_loader, started_at=started_at)
     loader = runtime.start_in_background()
+    from amend_ui.openai_api import ChatAPI
     from amend_ui.page import build_ui, launch_options  # Gradio: once the models load
 
     demo = build_ui(runtime, access)
     demo.queue(default_concurrency_limit=1)
+    # The OpenAI-compatible API (/v1/...) goes in as routes of the FastAPI app that launch
+    # creates (app_kwargs are its constructor's arguments): same process and port, in place
+    # before the server accepts its first request, ahead of Gradio's own routes.
     demo.launch(server_name=settings.host, server_port=settings.port, prevent_thread_lock=True,
-                ssr_mode=False, quiet=True, **launch_options())
-    log.info("Page served at http://%s:%d (%.1f s after start)", settings.host, settings.port,
-             time.perf_counter() - started_at)
+                ssr_mode=False, quiet=True, app_kwargs={"routes": ChatAPI(runtime).routes()},
+                **launch_options())
+    log.info("Page served at http://%s:%d (%.1f s after start); OpenAI-compatible API at "
+             "/v1", settings.host, settings.port, time.perf_counter() - started_at)
     loader.join()
     if runtime.error:
         log.error("Start-up failed: %s (the page stays up to show it)", runtime.error)
