@@ -28,13 +28,15 @@ from config import AppSettings
 # api name -> number of arguments (admin endpoints: their own inputs, then the 8 filters)
 API = {"/status": 0, "/chat": 3, "/correct": 3, "/list_edits": 8, "/audit_log": 0,
        "/approve": 9, "/reject": 9, "/change_target": 10, "/merge": 9, "/set_aliases": 10,
-       "/history": 1, "/export_edits": 0, "/import_edits": 9, "/promote": 2, "/rollback": 1, "/export_model": 1,
-       "/trace": 1, "/weight_edits": 0, "/suggestions": 0, "/weights_state": 0, "/unlock": 1}
+       "/history": 1, "/export_edits": 0, "/import_edits": 9, "/promote": 2, "/rollback": 1,
+       "/export_model": 1, "/trace": 1, "/weight_edits": 0, "/suggestions": 0,
+       "/weights_state": 0, "/unlock": 1}
 ELEM_IDS = {"status", "chatbot", "chat-trace", "chat-input", "chat-send", "admin-refresh",
             "edits-table", "edit-ids", "clear-selection", "approve", "reject", "action-result",
             "edit-history", "suggestions-table", "promote-method", "promote",
             "promotion-result", "weights-table", "promotion-chart", "weight-id", "rollback",
-            "trace-id", "trace", "trace-image", "audit-table"}
+            "trace-id", "trace", "trace-image", "export-kind", "export-model", "export-result",
+            "audit-table"}
 
 
 def test_page_api_and_element_ids(tmp_path):
