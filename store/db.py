@@ -349,7 +349,7 @@ class Store:
             ids = sorted(self.conflict_ids()) or [-1]
             clauses.append(f"id IN ({','.join('?' * len(ids))})")
             params += ids
-        where = " AND ".join(clauses) or "1"
+        where = " AND ".join(clauses) or "1 = 1"
         page_size = max(1, min(int(page_size), 500))
         offset = (max(1, int(page)) - 1) * page_size
         with self._lock:

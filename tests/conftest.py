@@ -16,6 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from assistant.records import DATA_LAYOUT, find_data_file
 from config import chat_config_for
 from store.db import Store
+from tests import pg
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -75,6 +76,17 @@ def store():
     s = Store(":memory:")
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for this test session (one per xdist worker); the tests
+    that use it skip, saying why, where PostgreSQL or psycopg is missing."""
+    cluster, reason = pg.start_cluster()
+    if cluster is None:
+        pytest.skip(f"no PostgreSQL cluster: {reason}")
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ DEFERRED = {
     ("assistant/runtime.py", "assistant.router"), ("assistant/runtime.py", "store.db"),
     # optional: the app starts and answers on torch where the binding is not built
     ("assistant/engine.py", "llama_cpp"),
+    # psycopg is needed only for a postgresql:// store; the embedded SQLite store runs without
+    ("store/backend.py", "store.postgres"),
 }
 
 

@@ -1,21 +1,47 @@
-"""The SQLite store: migrations, validation, supersede, transactions, audit."""
+"""The store on both backends (SQLite, and PostgreSQL where a throwaway cluster can start):
+migrations, validation, supersede, transactions, audit, history, read-only opening."""
 import sqlite3
 
 import pytest
 
-from errors import EditNotFoundError, InvalidEditError
+from errors import EditNotFoundError, InvalidEditError, StoreError
+from store.backend import EditStore, open_store
 from store.db import Store
+from store.transfer import export_json, import_edits
+
+BACKENDS = ["sqlite", "postgres"]
 
 
-def test_migrations_recorded_once(tmp_path):
-    path = tmp_path / "amend.db"
-    first = Store(path)
+@pytest.fixture(params=BACKENDS)
+def location(request, tmp_path):
+    """Where a store lives: a SQLite file, or a fresh database in the session's cluster."""
+    if request.param == "sqlite":
+        return tmp_path / "amend.db"
+    return request.getfixturevalue("pg_cluster").new_database()
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request):
+    """An empty store: SQLite in memory (as everywhere else), or a fresh PostgreSQL database."""
+    location = ":memory:" if request.param == "sqlite" else \
+        request.getfixturevalue("pg_cluster").new_database()
+    s = open_store(location)
+    yield s
+    s.close()
+
+
+def test_both_backends_provide_the_interface(store):
+    assert isinstance(store, EditStore)
+
+
+def test_migrations_recorded_once(location):
+    first = open_store(location)
     assert first.applied_migrations() == ["0001_initial", "0002_weight_edit_details",
                                           "0003_edit_session", "0004_edit_aliases",
                                           "0005_edit_backstop"]
     first.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
     first.close()
-    again = Store(path)
+    again = open_store(location)
     assert again.migrate() == []  # nothing new to apply
     assert again.get_edit(1).target_new == "Rome"
     assert again.integrity_ok()
@@ -107,18 +133,17 @@ def test_active_edits_about_ignores_case_including_non_ascii(store):
     assert store.active_edits_about("Élysée Palace") == []
 
 
-def test_old_database_is_upgraded_in_place(tmp_path, monkeypatch):
+def test_old_database_is_upgraded_in_place(location, monkeypatch):
     import store.db as db
 
-    path = tmp_path / "amend.db"
     monkeypatch.setattr(db, "MIGRATIONS", db.MIGRATIONS[:1])  # a database from before 0002
-    old = Store(path)
+    old = open_store(location)
     old.db["edits"].insert({"subject": "Eiffel Tower", "prompt": "The Eiffel Tower is in",
                             "target_new": "Rome", "status": "active", "source": "chat",
                             "created_at": 1.0, "hits": 0})  # a row as the old code wrote it
     old.close()
     monkeypatch.undo()
-    new = Store(path)
+    new = open_store(location)
     assert new.applied_migrations()[-4:] == ["0002_weight_edit_details", "0003_edit_session",
                                              "0004_edit_aliases", "0005_edit_backstop"]
     assert new.get_edit(1).backstop is False
@@ -224,3 +249,56 @@ def test_aliases_are_stored_cleaned_audited_and_become_key_texts(store):
     with pytest.raises(InvalidEditError, match="at most"):
         store.set_aliases(edit.id, [f"name {i}" for i in range(30)])
     assert store.get_edit(edit.id).aliases == ("Gotham",)  # a refused change loses nothing
+
+
+def test_read_only_store_reads_and_refuses_writes(location):
+    with pytest.raises(StoreError):  # nothing there yet: no store is made
+        open_store(location, read_only=True)
+    writer = open_store(location)
+    writer.add_edit("Louvre", "The Louvre is in", "Madrid")
+    reader = open_store(location, read_only=True)
+    assert [e.target_new for e in reader.active_edits()] == ["Madrid"]
+    with pytest.raises(Exception, match="(?i)read.?only"):
+        reader.add_edit("Big Ben", "Big Ben is in", "Oslo")
+    assert writer.count_edits() == 1
+    reader.close()
+    writer.close()
+
+
+def test_two_stores_on_one_location_see_each_others_writes(location):
+    """What a shared store is for: one instance's correction is at once in the other's."""
+    first, second = open_store(location), open_store(location)
+    edit = first.add_edit("Louvre", "The Louvre is in", "Madrid")
+    second.set_status(edit.id, "rejected", note="seen from the second store")
+    assert first.get_edit(edit.id).status == "rejected"
+    assert [r["action"] for r in first.audit_log()] == ["status:active->rejected", "create"]
+    first.close()
+    second.close()
+
+
+def test_transaction_spans_several_calls(store):
+    with pytest.raises(RuntimeError), store.transaction():
+        store.add_edit("Louvre", "The Louvre is in", "Madrid")
+        raise RuntimeError("undo it")
+    assert store.count_edits() == 0 and store.audit_log() == []
+    with store.transaction():
+        edit = store.add_edit("Louvre", "The Louvre is in", "Madrid")
+        store.log_turn("s1", "assistant", "Madrid.", {"route": "memory", "edit_ids": [edit.id]})
+    assert store.edit_history(edit.id)["turns"][0]["content"] == "Madrid."
+
+
+def test_export_and_import_round_trip(store):
+    store.add_edit("Louvre", "The Louvre is in", "Madrid", aliases=["the Louvre Museum"])
+    store.add_edit("Big Ben", "Big Ben is in", "Oslo")
+    report = import_edits(store, export_json(store))
+    assert report.imported == [] and report.duplicates == [1, 2]
+    fresh = open_store(":memory:")
+    assert len(import_edits(fresh, export_json(store)).imported) == 2
+    assert fresh.get_edit(1).aliases == ("the Louvre Museum",)
+
+
+def test_unreachable_postgres_is_a_store_error_without_the_password():
+    pytest.importorskip("psycopg")
+    with pytest.raises(StoreError, match="cannot open the PostgreSQL store") as info:
+        open_store("postgresql://amend:s3cret@127.0.0.1:1/amend")
+    assert "s3cret" not in str(info.value)
