@@ -37,19 +37,6 @@ def binding_problem() -> str | None:
     return _missing_reason
 
 
-class _Blocking:
-    """The repeat blocker as a llama.cpp logits processor (numpy logits, in place)."""
-
-    def __init__(self, blocker: Any) -> None:
-        self.blocker = blocker
-
-    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        banned = self.blocker.banned(input_ids[-self.blocker.window:].tolist())
-        if banned:
-            scores[banned] = -np.inf
-        return scores
-
-
 class LlamaCppEngine:
     """One GGUF file loaded in llama.cpp. A context holds one conversation's cache, so replies
     take turns (`_lock`); the app swaps in a new engine after a weight edit, and a reply in
@@ -66,21 +53,46 @@ class LlamaCppEngine:
 
     def stream(self, ids: list[int], max_new_tokens: int, blocker: Any = None
                ) -> Iterator[int]:
-        """Greedy next tokens after `ids` (the caller stops at stop tokens and loops);
-        the blocker's banned tokens are never chosen."""
-        from llama_cpp import LogitsProcessorList
+        """Greedy next tokens after `ids` (the caller stops at stop tokens and loops); the
+        blocker's banned tokens are never chosen.
 
-        processors = LogitsProcessorList([_Blocking(blocker)]) if blocker else None
+        llama.cpp samples natively (a Python logits processor on every token costs about 8%
+        of the speed); on the rare token the blocker bans, the next-best token is taken from
+        the same logits and decoding goes on from it, reusing the cache: the same tokens as
+        masking before every sample."""
+        n_vocab = self._model.n_vocab()
+        history = list(ids)
+        produced = 0
         with self._lock:
             # no reuse of the previous reply's cache: a prompt evaluated in other batch splits
             # gives other rounding, and the same question must get the same reply every time
             self._model.reset()
-            for count, token in enumerate(self._model.generate(
-                    ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
-                    logits_processor=processors), 1):
-                yield int(token)
-                if count >= max_new_tokens + 1:  # the caller stops first; never run away
+            while produced <= max_new_tokens:  # the caller stops first; never run away
+                replacement = None
+                tokens = self._model.generate(history, temp=0.0, top_k=1, top_p=1.0,
+                                              min_p=0.0, repeat_penalty=1.0)
+                try:
+                    for token in tokens:
+                        banned = (blocker.banned(history[-blocker.window:]) if blocker
+                                  else ())
+                        if token in banned:
+                            logits = np.array(np.ctypeslib.as_array(
+                                self._model._ctx.get_logits_ith(-1), shape=(n_vocab,)))
+                            logits[banned] = -np.inf
+                            replacement = int(logits.argmax())
+                            break
+                        history.append(int(token))
+                        produced += 1
+                        yield int(token)
+                        if produced > max_new_tokens:
+                            return
+                finally:
+                    tokens.close()
+                if replacement is None:
                     return
+                history.append(replacement)  # decoding resumes after it (cache reused)
+                produced += 1
+                yield replacement
 
     def close(self) -> None:
         model, self._model = self._model, None

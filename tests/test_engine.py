@@ -6,11 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
-from assistant.engine import _Blocking
-from assistant.llm import RepeatBlocker
 from editing.serving import ChatEngine, own_checksum
 from tests.test_export import PROMPTS
 
@@ -60,17 +57,6 @@ def test_a_reply_in_flight_finishes_on_its_engine(tiny_llm, tmp_path):
     assert after == list(tiny_llm.stream_ids(ids, 12))  # the new engine: the new weights
 
 
-def test_the_repeat_blocker_bans_tokens_in_llama_cpp_logits(tiny_llm):
-    blocker = RepeatBlocker(tiny_llm.tokenizer, 6)
-    ids = tiny_llm.tokenizer(" Paris, France, France", add_special_tokens=False).input_ids
-    ids = ids[:-1]  # "... France," : the next " France" would repeat
-    banned = blocker.banned(ids[-blocker.window:])
-    scores = np.zeros(len(tiny_llm.tokenizer), dtype=np.float32)
-    out = _Blocking(blocker)(np.array(ids), scores)
-    assert banned and all(out[b] == -np.inf for b in banned)
-    assert np.isfinite(np.delete(out, banned)).all()
-
-
 def test_torch_serves_where_llama_cpp_cannot(tiny_llm, tmp_path):
     assert ChatEngine(tiny_llm, tmp_path, wanted="torch").note == "torch (as configured)"
     tiny_llm.model.config.model_type = "gpt2"
@@ -111,3 +97,5 @@ def test_llama_cpp_obeys_bans_and_repeats_itself_exactly(tiny_llm, tmp_path):
     ban = _BanFirst(first[0][0], len(asks[0]))
     banned_reply = list(cpp.stream(asks[0], 8, ban))
     assert ban.calls >= 1 and banned_reply[0] != first[0][0]
+    # after the replaced token, decoding goes on greedily from it
+    assert list(cpp.stream(asks[0] + banned_reply[:1], 7)) == banned_reply[1:]
