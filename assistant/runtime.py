@@ -129,8 +129,8 @@ class Runtime:
             self.assistant = self.build(self.settings, self._progress)
             self.ready_seconds = time.perf_counter() - self.started_at
             engine = getattr(getattr(self.assistant, "llm", None), "engine_note", "torch")
-            self._progress(f"Ready ({self.ready_seconds:.1f} s after start; chat replies by "
-                           f"{engine})")
+            self._progress(f"Ready ({self.ready_seconds:.1f} s after start) · chat replies by "
+                           f"{engine}")
         except AmendError as exc:
             self.error = str(exc)
             self._progress(f"Error: {exc}")
