@@ -5,8 +5,8 @@ llama.cpp from a GGUF file of those same live weights (written by editing/servin
 prompt tokens, the stop tokens, the repeat blocker and the loop rule stay ChatLLM's, so both
 engines follow one decoding rule and only the arithmetic differs.
 
-The binding (`llama-cpp-python`) is built from source when the app is installed; where it is
-missing or broken the app says so once and chat stays on torch.
+The binding (`llama-cpp-python`, requirements-engine.txt) is built from source when the app is
+installed; where that failed or it is broken the app says so once and chat stays on torch.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def binding_problem() -> str | None:
             import llama_cpp  # noqa: F401
         except Exception as exc:  # ImportError, or a shared library that fails to load
             _missing_reason = (f"the llama.cpp binding could not be loaded ({exc}); chat uses "
-                               "the transformers engine. Install it with: pip install "
-                               "llama-cpp-python (needs cmake and a C++ compiler)")
+                               "the transformers engine. Install it with: pip install -r "
+                               "requirements-engine.txt (needs cmake and a C++ compiler)")
     return _missing_reason
 
 

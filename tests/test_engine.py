@@ -13,7 +13,7 @@ from tests.test_export import PROMPTS
 
 needs_binding = pytest.mark.skipif(
     __import__("assistant.engine", fromlist=["x"]).binding_problem() is not None,
-    reason="the llama.cpp binding is not installed (pip install llama-cpp-python)")
+    reason="the llama.cpp binding is not installed (pip install -r requirements-engine.txt)")
 
 
 def f32_engine(tiny_llm, tmp_path) -> ChatEngine:
@@ -69,7 +69,7 @@ def test_torch_serves_where_llama_cpp_cannot(tiny_llm, tmp_path):
             "print(binding_problem())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert "pip install llama-cpp-python" in out and "transformers engine" in out
+    assert "pip install -r requirements-engine.txt" in out and "transformers engine" in out
 
 
 class _BanFirst:
