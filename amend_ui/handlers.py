@@ -23,7 +23,6 @@ from PIL import Image
 from amend_ui.charts import promotion_figure
 from assistant.access import AdminAccess
 from assistant.runtime import Runtime
-from editing.export import MANIFEST, export_gguf, export_hf
 from errors import AmendError
 from store.transfer import export_json
 
@@ -490,6 +489,10 @@ class WeightHandlers:
                      ) -> str:
         """Write the live weights (base + committed weight edits) for other tools, into a
         new folder under the data dir's exports/; say where and what it holds."""
+        # here, not at the top: the page is built while the loader thread imports transformers,
+        # and a second import of it from this thread races that one (ImportError)
+        from editing.export import MANIFEST, export_gguf, export_hf
+
         require_admin(admin_ok)
         assistant = ready(self.runtime)
         gguf = not kind or kind.startswith("GGUF")

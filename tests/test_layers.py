@@ -19,7 +19,24 @@ DEFERRED = {
     ("assistant/engine.py", "llama_cpp"),
     # psycopg is needed only for a postgresql:// store; the embedded SQLite store runs without
     ("store/backend.py", "store.postgres"),
+    # the page is built while the loader thread imports transformers: not at import time
+    ("amend_ui/handlers.py", "editing.export"),
 }
+
+
+def test_the_page_imports_no_model_code():
+    """`ui.py` builds the page while the loader thread imports transformers; the page's own
+    imports must not import it a second time from the main thread (the race failed a fresh
+    install's first start with "cannot import name 'AutoModelForCausalLM'")."""
+    import subprocess
+    import sys
+
+    code = ("import sys, amend_ui.page, amend_ui.app\n"
+            "print([m for m in ('transformers', 'assistant.llm', 'editing.export', 'gguf') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO).stdout
+    assert out.strip() == "[]", out
 
 
 def _imports(path: Path):
