@@ -18,6 +18,7 @@ from errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent
 CONFIG_DIR = REPO_ROOT / "configs"
 DATA_DIR_ENV = "AMEND_DATA_DIR"
+STORE_URL_ENV = "AMEND_STORE_URL"
 
 T = TypeVar("T")
 
@@ -92,6 +93,9 @@ class AppSettings:
     shared: bool = False  # reachable by others: admin password, per-session corrections
     promotion_config: Path | None = None  # the promotion guard's thresholds (default shipped)
     engine: str | None = None  # None: the chat config's engine ("llama.cpp" or "torch")
+    # a postgresql:// URL: the edits live in that database, shared by every instance given
+    # it; None: the SQLite file in data_dir. (The edit index stays a per-data-dir cache.)
+    store_url: str | None = None
 
 
 def default_data_dir() -> Path:
@@ -101,6 +105,11 @@ def default_data_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "amend"
+
+
+def default_store_url() -> str | None:
+    """The store URL from AMEND_STORE_URL (the --store-url flag wins), or None: SQLite."""
+    return os.environ.get(STORE_URL_ENV) or None
 
 
 def _check_type(name: str, value: Any, annotation: str, source: str) -> Any:

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from assistant.access import admin_access, is_shared, write_password
-from assistant.runtime import Runtime, check_model_path
-from config import AppSettings, default_data_dir
+from assistant.runtime import Runtime, check_model_path, check_store_url
+from config import STORE_URL_ENV, AppSettings, default_data_dir, default_store_url
 from errors import AmendError
 
 log = logging.getLogger("amend")
@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help=f"where edits and models are kept (default: {default_data_dir()}, "
                              "or $AMEND_DATA_DIR)")
+    parser.add_argument("--store-url", default=None, metavar="URL",
+                        help="keep the edits in this PostgreSQL database "
+                             "(postgresql://user:password@host:port/db), shared by every "
+                             f"instance given it (default: ${STORE_URL_ENV}, else the SQLite "
+                             "file in the data dir)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (1 is fastest on 2-core machines)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
@@ -55,7 +60,8 @@ def settings_from(args: argparse.Namespace) -> AppSettings:
                        model_path=args.model, threads=max(1, args.threads), host=args.host,
                        port=args.port, max_new_tokens=args.max_new_tokens,
                        shared=is_shared(args.host, args.shared),
-                       promotion_config=args.promotion_config, engine=args.engine)
+                       promotion_config=args.promotion_config, engine=args.engine,
+                       store_url=args.store_url or default_store_url())
 
 
 def parse_args(argv: list[str] | None = None) -> AppSettings:
@@ -99,6 +105,7 @@ def main(argv: list[str] | None = None, started_at: float | None = None) -> int:
         return set_password_interactively(settings.data_dir)
     try:
         check_model_path(settings.model_path)
+        check_store_url(settings.store_url)
         access = admin_access(settings.data_dir, settings.shared)
     except AmendError as exc:
         print(f"error: {exc}", file=sys.stderr)

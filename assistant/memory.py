@@ -152,6 +152,25 @@ class EditMemory:
                 self.relations.update({edit.id: m for edit, m in zip(added, masked)})
         self.save()
 
+    def indexed_ids(self) -> set[int]:
+        with self._lock:
+            return {int(i) for i in faiss.vector_to_array(self.index.id_map)}
+
+    def refresh(self, changed: set[int] | None = None) -> tuple[int, int]:
+        """Catch up with changes another writer made to the store (another app instance on a
+        shared PostgreSQL store): edits now routable and not indexed are added, indexed ones
+        no longer routable removed, and the `changed` ids still routable re-embedded (their
+        key texts may differ). `changed` None: compare the ids only. Returns (added, removed).
+        The owner runs this under the lock that keeps store and memory in step."""
+        routable = {edit.id: edit for edit in self.store.routable_edits()}
+        indexed = self.indexed_ids()
+        redo = set(changed or ()) & indexed & set(routable)
+        removed = sorted((indexed - set(routable)) | redo)
+        added = [routable[i] for i in sorted((set(routable) - indexed) | redo)]
+        if added or removed:
+            self.sync(added=added, removed=removed)
+        return len(added), len(removed)
+
     def masked_keys(self, edit: Edit) -> np.ndarray:
         """(keys, dim) masked key vectors of an edit: stored ones, else computed now."""
         stored = self.relations.get(edit.id)

@@ -13,6 +13,7 @@ answer and the store logs with the turn.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ from assistant.scope import ScopeDecision, make_scope, subject_overlap
 from config import RouterConfig
 from errors import EditNotFoundError, InvalidEditError
 from store.db import MAX_ALIASES, Edit, Store
+
+log = logging.getLogger(__name__)
 
 EMPTY_HINT = ("Type a question, or correct my last answer in plain words "
               "(for example: \"No, it's Rome\" or \"Actually, the Louvre is in Madrid\").")
@@ -111,6 +114,16 @@ class Assistant:
         self.shared = False
         self.edits_lock = threading.RLock()
         self.review = Review(store, memory, self.edits_lock, self._same_fact)
+
+    def refresh_memory(self, changed: set[int] | None = None) -> None:
+        """Bring the edit index up to date with changes other instances made to a shared
+        store (called by the store's watcher thread with the edit ids it was told of)."""
+        started = time.perf_counter()
+        with self.edits_lock:
+            added, removed = self.memory.refresh(changed)
+        if added or removed:
+            log.info("Edit index refreshed from the shared store: %d added, %d removed "
+                     "(%.0f ms)", added, removed, 1000 * (time.perf_counter() - started))
 
     # -- routing --------------------------------------------------------------------------
     def route(self, question: str, session: str | None = None,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from assistant.adapter import Adapter
 from config import REPO_ROOT, AppSettings, counterfactual_config, router_config
-from errors import AmendError, ModelNotFoundError
+from errors import AmendError, ModelNotFoundError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,25 @@ def check_model_path(path: Path | None) -> None:
         raise ModelNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
 
 
+def store_location(settings: AppSettings):
+    """The store the app opens: the --store-url database, else the SQLite file in the data
+    dir."""
+    return settings.store_url or Path(settings.data_dir) / DB_NAME
+
+
+def check_store_url(url: str | None) -> None:
+    """Fail fast, before any server starts, on a --store-url that is not a PostgreSQL URL or
+    whose server cannot be reached (the message names it without its password)."""
+    if url is None:
+        return
+    from store.backend import URL_SCHEMES, is_store_url, open_store
+
+    if not is_store_url(url):
+        raise StoreError(f"--store-url takes a URL starting with {' or '.join(URL_SCHEMES)} "
+                         "(leave it out to keep the edits in the data dir's SQLite file)")
+    open_store(url).close()  # connects, and migrates a new database
+
+
 def build_assistant(settings: AppSettings, progress: Callable[[str], None] = log.info):
     """Everything the chat needs, loaded in order of increasing cost."""
     import torch  # heavy imports happen here, in the loader thread
@@ -44,13 +63,14 @@ def build_assistant(settings: AppSettings, progress: Callable[[str], None] = log
     from assistant.llm import ChatLLM
     from assistant.memory import EditMemory
     from assistant.router import Assistant
-    from store.db import Store
+    from store.backend import describe_location, open_store
 
     torch.set_num_threads(settings.threads)
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    progress(f"Opening the store in {data_dir}")
-    store = Store(data_dir / DB_NAME)
+    location = store_location(settings)
+    progress(f"Opening the store in {describe_location(location)}")
+    store = open_store(location)
     progress("Loading the embedding model")
     config = router_config()
     embedder = Embedder(int8=config.embedding_int8)
@@ -65,6 +85,9 @@ def build_assistant(settings: AppSettings, progress: Callable[[str], None] = log
     adapter = load_counterfactual_adapter(llm.model, llm.family, progress)
     assistant = Assistant(llm, embedder, store, memory, config, adapter=adapter)
     assistant.shared = settings.shared
+    # a shared (PostgreSQL) store: other instances' changes refresh this one's edit index
+    if store.watch(assistant.refresh_memory) is not None:
+        progress("Listening for other instances' edits")
     return assistant
 
 

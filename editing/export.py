@@ -28,11 +28,12 @@ import torch
 
 from assistant.llm import DEFAULT_FOLDER, ChatLLM
 from assistant.runtime import DB_NAME, check_model_path
-from config import default_data_dir
+from config import STORE_URL_ENV, default_data_dir, default_store_url
 from editing.deltas import WeightState, own_weights, weights_checksum
 from editing.gguf_file import QTYPES, GGUFExportError, write_gguf
 from editing.promote import WeightEdits
 from errors import AmendError, EditNotFoundError, run_command
+from store.backend import describe_location, open_store
 from store.db import Store
 
 log = logging.getLogger(__name__)
@@ -195,19 +196,21 @@ def export_gguf(llm: ChatLLM, store: Store | None, weights: WeightState | Weight
     return _write_folder(out, fill, progress) / name
 
 
-def load_live(data_dir: Path, model_path: Path | None,
-              progress: Progress = log.info) -> tuple[ChatLLM, Store, WeightEdits]:
+def load_live(data_dir: Path, model_path: Path | None, progress: Progress = log.info,
+              store_url: str | None = None) -> tuple[ChatLLM, Store, WeightEdits]:
     """The model chat uses in `data_dir`: the base model loaded as `build_assistant` loads it
     and the committed deltas re-applied by `WeightEdits.replay`, reading only. Not
     `build_app`: that migrates the store, may rebuild the edit index and deletes orphan delta
-    files, all writes, and loads the embedder and adapter, which the weights do not need."""
+    files, all writes, and loads the embedder and adapter, which the weights do not need.
+    `store_url`: the app's --store-url (a shared PostgreSQL store), opened read only too."""
     data_dir = Path(data_dir).expanduser()
     check_model_path(model_path)
     if model_path is None and not (data_dir / "models" / DEFAULT_FOLDER / "config.json").exists():
         raise ExportError(f"{data_dir} holds no converted default model; start the app on it "
                           "once (python ui.py) or pass --model")
-    progress(f"Opening the store in {data_dir} (read only)")
-    store = Store(data_dir / DB_NAME, read_only=True)
+    location = store_url or data_dir / DB_NAME
+    progress(f"Opening the store in {describe_location(location)} (read only)")
+    store = open_store(location, read_only=True)
     progress("Loading the base model")
     llm = ChatLLM.load(model_path, data_dir)
     weights = WeightEdits(llm, store, None, None, threading.Lock(), data_dir)
@@ -234,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                              "$AMEND_DATA_DIR)")
     parser.add_argument("--model", type=Path, default=None,
                         help="the --model the app runs with (default: SmolLM2-135M-Instruct)")
+    parser.add_argument("--store-url", default=None, metavar="URL",
+                        help="the --store-url the app runs with (default: "
+                             f"${STORE_URL_ENV}, else the SQLite file in the data dir)")
     args = parser.parse_args(argv)
     out = args.out.expanduser()
     check_out(out)  # before minutes of loading
@@ -242,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    llm, store, weights = load_live(args.data_dir or default_data_dir(), args.model, say)
+    llm, store, weights = load_live(args.data_dir or default_data_dir(), args.model, say,
+                                    store_url=args.store_url or default_store_url())
     try:
         if args.format == "gguf":
             export_gguf(llm, store, weights, out, args.gguf_type, say,

@@ -7,7 +7,7 @@ Both have the same methods, migrations, transactions, audit log and edit history
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -28,6 +28,7 @@ class EditStore(Protocol):
     def applied_migrations(self) -> list[str]: ...
     def integrity_ok(self) -> bool: ...
     def close(self) -> None: ...
+    def watch(self, on_change: Callable[[set[int] | None], None]) -> object | None: ...
     def add_edit(self, subject: str, prompt: str, target_new: str, *,
                  target_old: str | None = None, paraphrases: Iterable[str] = (),
                  source: str = "chat", supersedes: Iterable[int] = (), actor: str = "user",
@@ -71,6 +72,14 @@ class EditStore(Protocol):
 
 def is_store_url(location: str | Path) -> bool:
     return isinstance(location, str) and location.startswith(URL_SCHEMES)
+
+
+def describe_location(location: str | Path) -> str:
+    """Where a store is, for messages: the path, or the URL without its password."""
+    if is_store_url(location):
+        from store.postgres import describe
+        return describe(str(location))
+    return str(location)
 
 
 def open_store(location: str | Path = ":memory:", *, read_only: bool = False) -> EditStore:

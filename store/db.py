@@ -245,6 +245,11 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def watch(self, on_change: Callable[[set[int] | None], None]) -> object | None:
+        """Report other writers' changes to edits (see `PostgresStore.watch`). A SQLite file
+        has one app instance, so there is no one else to hear from: None."""
+        return None
+
     # -- edits --------------------------------------------------------------------------
     def add_edit(
         self,

@@ -14,9 +14,12 @@ precision), JSON stays text, so callers see the same Python values on either bac
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -32,6 +35,37 @@ PY_TYPES = {"bigint": int, "integer": int, "smallint": int, "text": str,
             "double precision": float, "real": float}
 MIGRATION_LOCK = 0x616D656E64  # pg_advisory_lock key: instances starting at once migrate in turn
 TABLES = ("edits", "turns", "audit", "weight_edits")
+NOTIFY_CHANNEL = "amend_edits"  # payload: the id of an edit that changed (see NOTIFY_SQL)
+# Every change to an edit that the memory route can see (a new edit, a status, its key texts,
+# its session or backstop flag; not its hit count) notifies NOTIFY_CHANNEL from a trigger,
+# so inside the writing transaction, whichever store method wrote: PostgreSQL delivers the
+# notification to the listening instances when that transaction commits, never before and
+# never for a rolled-back one, and sends one per edit id per transaction.
+# the columns whose change the memory route sees (those the table has: an old store is
+# migrated first, and the triggers are installed again when a migration adds one)
+NOTIFY_COLUMNS = ("subject", "prompt", "target_new", "paraphrases", "status", "session",
+                  "aliases", "backstop")
+NOTIFY_SQL = f"""
+CREATE OR REPLACE FUNCTION amend_notify_edit() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    PERFORM pg_notify('{NOTIFY_CHANNEL}', OLD.id::text);
+  ELSE
+    PERFORM pg_notify('{NOTIFY_CHANNEL}', NEW.id::text);
+  END IF;
+  RETURN NULL;
+END $fn$;
+DROP TRIGGER IF EXISTS amend_edits_notify ON edits;
+CREATE TRIGGER amend_edits_notify AFTER INSERT OR DELETE ON edits
+  FOR EACH ROW EXECUTE FUNCTION amend_notify_edit();
+DROP TRIGGER IF EXISTS amend_edits_notify_update ON edits;
+CREATE TRIGGER amend_edits_notify_update AFTER UPDATE ON edits FOR EACH ROW
+  WHEN (({{old}}) IS DISTINCT FROM ({{new}}))
+  EXECUTE FUNCTION amend_notify_edit();
+"""
+NOTIFY_VERSION = "amend_notify_v1"  # the trigger set above; a new version is installed anew
+
+log = logging.getLogger(__name__)
 _LIKE = re.compile(r"\bLIKE\s+\?")
 
 
@@ -209,6 +243,8 @@ class PostgresStore(Store):
     every multi-step write are one PostgreSQL transaction, nested ones savepoints.
     """
 
+    _watchers: list[EditWatcher] = field(init=False, default_factory=list)
+
     def __post_init__(self) -> None:
         url = str(self.path)
         extra = {"options": "-c default_transaction_read_only=on"} if self.read_only else {}
@@ -248,9 +284,43 @@ class PostgresStore(Store):
                 if not exists:
                     conn.execute("CREATE FUNCTION casefold(text) RETURNS text LANGUAGE sql "
                                  "IMMUTABLE STRICT AS 'SELECT lower($1)'")
-                return super().migrate()
+                applied = super().migrate()
+                self._install_notify()
+                return applied
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", [MIGRATION_LOCK])
+
+    def _install_notify(self) -> None:
+        """The edit-change triggers (NOTIFY_SQL), once per database and version."""
+        conn = self.db.conn
+        columns = [c for c in NOTIFY_COLUMNS if c in self.db["edits"].columns_dict]
+        version = f"{NOTIFY_VERSION}: {', '.join(columns)}"
+        installed = conn.execute(
+            "SELECT obj_description(to_regclass('edits'), 'pg_class')").fetchone()[0]
+        if installed == version:
+            return
+        with conn.transaction():
+            conn.execute(NOTIFY_SQL.format(old=", ".join(f"OLD.{c}" for c in columns),
+                                           new=", ".join(f"NEW.{c}" for c in columns)))
+            conn.execute(f"COMMENT ON TABLE edits IS '{version}'")
+
+    def watch(self, on_change: Callable[[set[int] | None], None]) -> EditWatcher | None:
+        """Call `on_change(edit ids)` from a listener thread whenever another connection (an
+        other app instance, an admin script) commits a change to edits, and `on_change(None)`
+        on (re)connecting, when changes may have been missed. Changes made through this
+        store are not reported: its owner updates its own caches as it writes."""
+        if self.read_only:
+            return None
+        watcher = EditWatcher(str(self.path), on_change,
+                              ignore_pid=self.db.conn.info.backend_pid).start()
+        self._watchers.append(watcher)
+        return watcher
+
+    def close(self) -> None:
+        for watcher in self._watchers:
+            watcher.stop()
+        self._watchers.clear()
+        super().close()
 
     def integrity_ok(self) -> bool:
         """Every table answers and every migration is recorded (the server keeps its own
@@ -263,3 +333,76 @@ class PostgresStore(Store):
             except psycopg.Error:
                 return False
         return all(name in done for name, _ in MIGRATIONS)
+
+
+class EditWatcher:
+    """A thread on its own connection, LISTENing on NOTIFY_CHANNEL: each notification from
+    another backend becomes `on_change({edit ids})`; notifications that arrive together (one
+    transaction that superseded several edits) are passed in one call. Lost connections are
+    retried every `retry_s`, and each (re)connection calls `on_change(None)`: catch up."""
+
+    def __init__(self, url: str, on_change: Callable[[set[int] | None], None], *,
+                 ignore_pid: int | None = None, retry_s: float = 2.0) -> None:
+        self.url = url
+        self.on_change = on_change
+        self.ignore_pid = ignore_pid
+        self.retry_s = retry_s
+        self.listening = threading.Event()
+        self.last_seconds: float | None = None  # how long the last on_change took
+        self.delivered = 0  # on_change calls with ids
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="amend-store-watch",
+                                        daemon=True)
+
+    def start(self) -> EditWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _deliver(self, ids: set[int] | None) -> None:
+        started = time.perf_counter()
+        try:
+            self.on_change(ids)
+        except Exception:  # a failed refresh must not end the listening
+            log.exception("refreshing after a store change failed")
+        self.last_seconds = time.perf_counter() - started
+        if ids:
+            self.delivered += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=10,
+                                     application_name="amend-watch") as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.listening.set()
+                    self._deliver(None)
+                    while not self._stop.is_set():
+                        ids: set[int] = set()
+                        for note in conn.notifies(timeout=0.5, stop_after=1):
+                            self._take(note, ids)
+                        if ids:  # a transaction's notifications arrive together: drain them
+                            for note in conn.notifies(timeout=0.01):
+                                self._take(note, ids)
+                        if ids:
+                            self._deliver(ids)
+            except psycopg.Error as exc:
+                self.listening.clear()
+                if self._stop.is_set():
+                    return
+                log.warning("lost the store's change notifications from %s (%s); retrying "
+                            "in %.0f s", describe(self.url), str(exc).strip()[:200],
+                            self.retry_s)
+                self._stop.wait(self.retry_s)
+        self.listening.clear()
+
+    def _take(self, note: psycopg.Notify, ids: set[int]) -> None:
+        if note.pid == self.ignore_pid:
+            return
+        try:
+            ids.add(int(note.payload))
+        except ValueError:
+            log.warning("unreadable store notification %r", note.payload)

@@ -14,7 +14,7 @@ ABOVE = {"ui", "bench", "tests"}
 DEFERRED = {
     ("assistant/runtime.py", "torch"), ("assistant/runtime.py", "assistant.embedder"),
     ("assistant/runtime.py", "assistant.llm"), ("assistant/runtime.py", "assistant.memory"),
-    ("assistant/runtime.py", "assistant.router"), ("assistant/runtime.py", "store.db"),
+    ("assistant/runtime.py", "assistant.router"), ("assistant/runtime.py", "store.backend"),
     # optional: the app starts and answers on torch where the binding is not built
     ("assistant/engine.py", "llama_cpp"),
     # psycopg is needed only for a postgresql:// store; the embedded SQLite store runs without
