@@ -210,6 +210,13 @@ class WeightEdits:
                 progress: Progress = log.info) -> PromotionResult:
         """Edit, check against the guard, and commit or discard. Never half-applies."""
         registry.method(method)  # an unknown name fails here, naming the known ones
+        if getattr(self.store, "shared_by_instances", False):
+            # the other instances could neither apply the delta nor keep answering the
+            # promoted edits from memory: the correction would be lost there (issue 35)
+            raise AmendError("promotion into the weights is not available while several app "
+                             "instances share the store: the others cannot apply weight edits "
+                             "yet and would stop answering the correction. It stays in the "
+                             "memory route, where every instance answers from it.")
         edits = [self.store.get_edit(i) for i in dict.fromkeys(edit_ids)]
         if not edits:
             raise InvalidEditError("select at least one edit to promote")

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import sqlite_utils.db
@@ -244,6 +244,7 @@ class PostgresStore(Store):
     """
 
     _watchers: list[EditWatcher] = field(init=False, default_factory=list)
+    shared_by_instances: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         url = str(self.path)

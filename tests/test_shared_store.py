@@ -188,3 +188,27 @@ def test_correction_through_one_instance_answered_by_another(pg_cluster, model_c
     finally:
         for app in apps:
             app.stop()
+
+
+def test_promotion_is_refused_while_instances_share_the_store(shared_url, tiny_llm, tmp_path):
+    """Other instances could neither apply the delta nor keep the promoted edit in their
+    memory route: the promotion is refused, said why, and nothing changes."""
+    import threading
+
+    from editing.deltas import weights_checksum
+    from editing.promote import WeightEdits
+    from errors import AmendError
+    from store.backend import open_store
+
+    store = open_store(shared_url)
+    try:
+        edit = store.add_edit("Eiffel Tower", "Where is the Eiffel Tower?", "Rome")
+        weights = WeightEdits(tiny_llm, store, None, None, threading.Lock(), tmp_path)
+        before = weights_checksum(tiny_llm.model)
+        with pytest.raises(AmendError, match="share the store"):
+            weights.promote([edit.id], "ft")
+        assert store.get_edit(edit.id).status == "active"
+        assert store.weight_edits() == []
+        assert weights_checksum(tiny_llm.model) == before
+    finally:
+        store.close()
