@@ -38,8 +38,8 @@ WITH_MODIFIER = "(selection, add) => [selection, !!window.amendAddToSelection]"
 # Column widths that fit a 1400 px page without breaking a word (the browser test checks).
 EDIT_WIDTHS = ["4%", "10%", "11%", "20%", "8%", "8%", "12%", "7%", "8%", "12%"]
 AUDIT_WIDTHS = ["13%", "8%", "16%", "8%", "55%"]
-WEIGHT_WIDTHS = ["3%", "7.5%", "8%", "6%", "9%", "10.5%", "8%", "10%", "8.5%", "10.5%", "8%",
-                 "11%"]
+WEIGHT_WIDTHS = ["3%", "7%", "11.5%", "5.5%", "9%", "10.5%", "8%", "10%", "8.5%", "10.5%", "8%",
+                 "8.5%"]  # Status holds "committed" on one line at 1024 px
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,16 @@ def first_sentence(reply: str) -> str:
     return " ".join((reply[:match.start()] if match else reply).split())
 
 
+def where_they_differ(before: str, after: str, limit: int = 70) -> tuple[str, str]:
+    """Both replies from a few words before their first difference: a long shared opening,
+    cut at `limit`, would show the admin two identical strings."""
+    start = next((i for i, (a, b) in enumerate(zip(before, after)) if a != b),
+                 min(len(before), len(after)))
+    cut = before.rfind(" ", 0, max(start - 20, 0)) + 1 if start > 40 else 0
+    lead = "…" if cut else ""
+    return lead + _short(before[cut:], limit), lead + _short(after[cut:], limit)
+
+
 def _short(text: str, limit: int = 70) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
@@ -188,8 +198,8 @@ class ChatGuard:
             kept = first_sentence(reply) == first_sentence(baseline.locality[question])
             same.append(float(kept))
             if not kept:
-                changed.append(f"{question} {_short(baseline.locality[question])!r} → "
-                               f"{_short(reply)!r}")
+                before, after = where_they_differ(baseline.locality[question], reply)
+                changed.append(f"{question} {before!r} → {after!r}")
         mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
         scores = {"chat_generalization": mean(fresh + in_conversation),
                   "chat_generalization_fresh": mean(fresh),

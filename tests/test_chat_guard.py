@@ -39,3 +39,15 @@ def test_shipped_chat_probes_are_questions():
     probes = load_chat_probes()
     assert len(probes) >= 16 and all(p.endswith("?") for p in probes)
     assert load_chat_probes(4) == probes[:4]
+
+
+def test_changed_replies_are_shown_from_where_they_differ():
+    from editing.chat_guard import where_they_differ
+
+    opening = "The story of Romeo and Juliet by William Shakespeare is attributed to "
+    before, after = where_they_differ(opening + "the playwright himself, in 1595.",
+                                      opening + "a collaboration with Marlowe.")
+    assert before != after and before.startswith("…") and "playwright" in before
+    assert "Marlowe" in after
+    assert where_they_differ("Paris is the capital.", "Rome is the capital.") == (
+        "Paris is the capital.", "Rome is the capital.")
