@@ -10,7 +10,6 @@ installed; where that failed or it is broken the app says so once and chat stays
 """
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
 _missing_reason: str | None = None
 _checked = False
 
@@ -93,8 +91,3 @@ class LlamaCppEngine:
                 history.append(replacement)  # decoding resumes after it (cache reused)
                 produced += 1
                 yield replacement
-
-    def close(self) -> None:
-        model, self._model = self._model, None
-        if model is not None:
-            model.close()

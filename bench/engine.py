@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(1)
     from dataclasses import replace
 
-    from editing.serving import ChatEngine, own_checksum
+    from editing.deltas import own_checksum
+    from editing.serving import ChatEngine
 
     llm, root = load_default_model(args.data_dir)
     questions = QUESTIONS + FACTS

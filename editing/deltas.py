@@ -147,14 +147,23 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def _tensors_checksum(tensors: dict[str, torch.Tensor], names: list[str] | None = None) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(names if names is not None else tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].detach().contiguous().float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def weights_checksum(model: torch.nn.Module, names: list[str] | None = None) -> str:
     """Exact hash of the named parameters (all when None): 'same weights' means same bytes."""
-    params = dict(model.named_parameters())
-    digest = hashlib.sha256()
-    for name in sorted(names if names is not None else params):
-        digest.update(name.encode())
-        digest.update(params[name].detach().contiguous().float().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return _tensors_checksum(dict(model.named_parameters()), names)
+
+
+def own_checksum(model: torch.nn.Module) -> str:
+    """Exact hash of the model's own weights, adapter left out (`own_weights`): the chat
+    engine's GGUF cache key, the same whether or not the adapter is wrapped in."""
+    return _tensors_checksum(own_weights(model))
 
 
 class WeightState:

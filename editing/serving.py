@@ -20,7 +20,6 @@ torch, and `note` says why, once.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -32,7 +31,7 @@ import torch
 
 from assistant.engine import LlamaCppEngine, binding_problem
 from assistant.llm import ChatLLM
-from editing.deltas import own_weights
+from editing.deltas import own_checksum, own_weights
 from editing.gguf_file import QTYPES, GGUFExportError, write_gguf
 
 log = logging.getLogger(__name__)
@@ -40,15 +39,6 @@ logging.getLogger("gguf.gguf_writer").setLevel(logging.WARNING)  # it logs every
 GGUF_DIR = Path("models") / "gguf"  # under the data dir; shared by data dirs that share models/
 KEEP_FILES = 3  # the live file and the last few states (a rollback often returns to one)
 Progress = Callable[[str], None]
-
-
-def own_checksum(model: torch.nn.Module) -> str:
-    """Hash of the model's own weights (adapter left out): the GGUF cache key."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(own_weights(model).items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().float().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 class ChatEngine:

@@ -11,7 +11,7 @@ from assistant.router import Assistant
 from assistant.runtime import build_assistant
 from config import AppSettings
 from editing.promote import WeightEdits, guard_config
-from editing.serving import ChatEngine
+from editing.serving import serve
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,6 @@ def build_app(settings: AppSettings, progress: Callable[[str], None] = log.info)
         assistant, Path(settings.data_dir), guard=guard_config(settings.promotion_config))
     for message in assistant.weights.replay(progress):
         progress(message)
-    engine = ChatEngine(assistant.llm, Path(settings.data_dir), settings.engine,
-                        settings.threads)
-    engine.start(progress)
-    assistant.weights.engine = engine
+    assistant.weights.engine = serve(assistant.llm, Path(settings.data_dir), settings.engine,
+                                     settings.threads, progress)
     return assistant

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from editing.serving import ChatEngine, own_checksum
+from editing.deltas import own_checksum
+from editing.serving import ChatEngine
 from tests.test_export import PROMPTS
 
 needs_binding = pytest.mark.skipif(

@@ -45,7 +45,7 @@ def app(tmp_path, model_cache, embedder, stats_cache):
     from assistant.router import Assistant
     from config import router_config
     from editing.promote import WeightEdits
-    from editing.serving import ChatEngine
+    from editing.serving import serve
     from store.db import Store
 
     torch.set_num_threads(1)
@@ -60,9 +60,7 @@ def app(tmp_path, model_cache, embedder, stats_cache):
         assistant.weights = WeightEdits.for_assistant(assistant, data_dir,
                                                       guard=_test_guard())
         assistant.weights.replay()
-        engine = ChatEngine(llm, data_dir)  # as build_app: llama.cpp where it can serve
-        engine.start()
-        assistant.weights.engine = engine
+        assistant.weights.engine = serve(llm, data_dir)  # as build_app does
         return assistant
 
     return start
@@ -71,7 +69,7 @@ def app(tmp_path, model_cache, embedder, stats_cache):
 def _engine_matches(assistant) -> None:
     """Chat replies come from llama.cpp's file of exactly the live torch weights (or from
     torch itself where the binding is missing, as the app falls back)."""
-    from editing.serving import own_checksum
+    from editing.deltas import own_checksum
 
     engine = assistant.llm.engine
     if engine is None:
