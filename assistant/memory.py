@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 from assistant.embedder import Embedder
 from assistant.naming import find_mention
 from assistant.scope import relation_text
+from errors import EditNotFoundError
 from store.db import KEY_SCHEME, Edit, Store
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,10 @@ class EditMemory:
         # needs them on every in-scope query; computing them here keeps that off the hot path).
         self.relations: dict[int, np.ndarray] = {}
         self.rebuilt_reason: str | None = None
+        # promoted edits whose weight edit this instance's weights do not carry (yet: another
+        # instance committed it; or never: made on another base model) are still served
+        # here; the weight edits set this to ask the store and their own state each time
+        self.held: Callable[[], frozenset[int]] = frozenset
         self.load_or_rebuild()
 
     def _empty(self) -> faiss.IndexIDMap2:
@@ -124,8 +130,24 @@ class EditMemory:
             start += len(edit.key_texts())
         return vecs, ids, per_edit
 
-    def rebuild(self) -> None:
+    @property
+    def held_ids(self) -> frozenset[int]:
+        return self.held()
+
+    def routable(self) -> list[Edit]:
+        """The edits this index serves: the store's routable ones and the held ones."""
         edits = self.store.routable_edits()
+        for edit_id in sorted(self.held_ids - {edit.id for edit in edits}):
+            try:
+                edit = self.store.get_edit(edit_id)
+            except EditNotFoundError:
+                continue
+            if edit.status == "promoted":
+                edits.append(edit)
+        return edits
+
+    def rebuild(self) -> None:
+        edits = self.routable()
         index = self._empty()
         relations: dict[int, np.ndarray] = {}
         if edits:
@@ -162,7 +184,7 @@ class EditMemory:
         no longer routable removed, and the `changed` ids still routable re-embedded (their
         key texts may differ). `changed` None: compare the ids only. Returns (added, removed).
         The owner runs this under the lock that keeps store and memory in step."""
-        routable = {edit.id: edit for edit in self.store.routable_edits()}
+        routable = {edit.id: edit for edit in self.routable()}
         indexed = self.indexed_ids()
         redo = set(changed or ()) & indexed & set(routable)
         removed = sorted((indexed - set(routable)) | redo)

@@ -206,8 +206,9 @@ class Assistant:
             return None
         if edit.status == "pending":
             return edit if session is not None and edit.session == session else None
-        # active, or promoted with the memory route as its backstop
-        return edit if edit.routable else None
+        # active, promoted with the memory route as its backstop, or promoted into weights
+        # this instance does not carry (yet)
+        return edit if edit.routable or edit.id in self.memory.held_ids else None
 
     # -- chat -----------------------------------------------------------------------------
     def reply(self, history: list[dict], message: str, session: str = "local",

@@ -16,13 +16,14 @@ import contextlib
 import hashlib
 import json
 import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 
 from assistant.adapter import LoRALinear
 from errors import AmendError
@@ -62,8 +63,8 @@ class Delta:
         return float(sum(self.update(n).norm() ** 2 for n in self.names) ** 0.5)
 
     # -- storage ------------------------------------------------------------------------
-    def save(self, path: Path) -> Path:
-        """Write atomically (temporary file, then rename) so a crash leaves no half file."""
+    def to_bytes(self) -> bytes:
+        """The delta as a safetensors file's bytes (what the store keeps with its row)."""
         tensors: dict[str, torch.Tensor] = {}
         for name, (left, right) in self.low_rank.items():
             tensors[f"{name}::left"] = left.contiguous()
@@ -74,25 +75,31 @@ class Delta:
             tensors[f"{name}::keys"] = keys.contiguous()
         header = {"method": self.method, "base_fingerprint": self.base_fingerprint,
                   "meta": json.dumps(self.meta)}
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(path.suffix + ".partial")
-        save_file(tensors, str(partial), metadata=header)
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-        return path
+        return save(tensors, metadata=header)
+
+    def save(self, path: Path) -> Path:
+        """Write atomically (temporary file, then rename) so a crash leaves no half file."""
+        return write_atomically(Path(path), self.to_bytes())
 
     @classmethod
     def load(cls, path: Path) -> "Delta":
         try:
-            with safe_open(str(path), framework="pt") as handle:
-                header = handle.metadata() or {}
-            tensors = load_file(str(path))
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise DeltaError(f"cannot read the weight delta {path}: {exc}") from exc
+        return cls.from_bytes(data, str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "the stored delta") -> "Delta":
+        """The delta in `data` (a safetensors file's bytes); DeltaError if they are damaged."""
+        try:
+            tensors = load(data)
+            (size,) = struct.unpack("<Q", data[:8])  # the header's length, then the header
+            header = json.loads(data[8:8 + size]).get("__metadata__") or {}
             meta = json.loads(header.get("meta", "{}"))
         # a damaged file raises SafetensorError, which is not an OSError/ValueError
-        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-            raise DeltaError(f"cannot read the weight delta {path}: {exc}") from exc
+        except (OSError, ValueError, RuntimeError, SafetensorError, struct.error) as exc:
+            raise DeltaError(f"cannot read the weight delta {where}: {exc}") from exc
         delta = cls(header.get("method", "?"), header.get("base_fingerprint", ""), meta=meta)
         for key, tensor in tensors.items():
             name, _, part = key.rpartition("::")
@@ -104,10 +111,22 @@ class Delta:
                 pair = delta.low_rank.setdefault(name, (None, None))  # type: ignore[arg-type]
                 delta.low_rank[name] = (tensor, pair[1]) if part == "left" else (pair[0], tensor)
             else:
-                raise DeltaError(f"{path}: unexpected tensor {key}")
+                raise DeltaError(f"{where}: unexpected tensor {key}")
         if any(a is None or b is None for a, b in delta.low_rank.values()):
-            raise DeltaError(f"{path}: a low-rank factor is missing")
+            raise DeltaError(f"{where}: a low-rank factor is missing")
         return delta
+
+
+def write_atomically(path: Path, data: bytes) -> Path:
+    """`data` at `path` through a temporary file, synced, then renamed: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    with open(partial, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    return path
 
 
 def own_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -179,6 +198,15 @@ class WeightState:
         self._params = dict(model.named_parameters())
         self._base: dict[str, torch.Tensor] = {}  # untouched copies, taken before first change
         self.applied: list[tuple[object, Delta]] = []  # (key, delta) in order
+
+    def fork(self, model: torch.nn.Module) -> "WeightState":
+        """This state for `model`, a copy of this state's model: the same base values and
+        applied deltas, so applying and reverting on it gives the weights the same steps
+        would give here (to prepare a change on a copy while chat goes on)."""
+        other = WeightState(model, fingerprint=self.fingerprint)
+        other._base = dict(self._base)  # base copies are never changed in place: shared
+        other.applied = list(self.applied)
+        return other
 
     def _param(self, name: str) -> torch.nn.Parameter:
         if name not in self._params:

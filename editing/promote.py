@@ -3,10 +3,15 @@
 The live weights are always "base + committed deltas in order". A promotion never touches
 them while it works: the delta is computed and checked on a private copy of the model, so
 chat goes on answering from the committed weights. Only when the guard passes is the delta
-file written (atomically), added to the live weights under the write lock (milliseconds;
-replies hold the read lock for their whole generation) and committed by one SQLite
-transaction that records it and marks its edits promoted. A crash before that transaction
-leaves an orphan file, which start-up deletes; after it, start-up replays the delta.
+added to the live weights under the write lock (milliseconds; replies hold the read lock for
+their whole generation) and committed by one store transaction that records it, its delta
+bytes, and marks its edits promoted. A crash before that transaction leaves at most an orphan
+cache file, which start-up deletes; after it, start-up replays the delta from the store.
+
+Several instances may share one store (PostgreSQL): a weight edit committed or rolled back by
+one reaches the others through a notification, and each applies it to its own weights
+(`WeightEdits.catch_up`). Until it has, the edits it promoted stay in that instance's memory
+route (`EditMemory.held_ids`), so no instance ever stops answering a correction.
 """
 from __future__ import annotations
 
@@ -25,7 +30,8 @@ from assistant.metrics import (contains_answer, greedy_words, peak_rss_mb,
                                token_accuracy)
 from config import CONFIG_DIR, load_config
 from editing.chat_guard import ChatBaseline, ChatGuard, ChatGuardConfig
-from editing.deltas import Delta, DeltaError, WeightState, weights_checksum
+from editing.deltas import (Delta, DeltaError, WeightState, weights_checksum,
+                            write_atomically)
 from editing.heatmap import render_heatmaps
 from editing.methods import Editor, load_method
 from editing.preserve import committed_keys
@@ -33,7 +39,8 @@ from editing.probes import load_probes, probe_locality, probe_predictions
 from editing import registry
 from editing.rome.compute import EditRequest
 from editing.trace import fact_prompt, trace
-from errors import AmendError, InvalidEditError
+from errors import AmendError, InvalidEditError, StoreError
+from store.db import WeightEditConflict
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +130,9 @@ class WeightEdits:
         self._chat_before: dict[tuple, dict[str, str]] = {}  # weight state -> question -> reply
         self.messages: list[str] = []
         self.engine = None  # editing.serving.ChatEngine: llama.cpp kept on the live weights
+        # committed weight edits not applied here (made on another base model, unreadable):
+        # id -> why; their edits stay in the memory route
+        self.skipped: dict[int, str] = {}
 
     @classmethod
     def for_assistant(cls, assistant, data_dir: Path, **options) -> "WeightEdits":
@@ -146,20 +156,114 @@ class WeightEdits:
         with self.llm.weights_lock.write():
             for row in rows:
                 progress(f"Re-applying weight edit #{row['id']} ({row['method']})")
-                try:
-                    delta = Delta.load(self.data_dir / row["delta_path"])
-                    self.state.apply(delta, key=row["id"])
-                except DeltaError as exc:
-                    messages.append(f"Weight edit #{row['id']} not applied: {exc}")
-                    continue
-                if row.get("checksum") and weights_checksum(
-                        self.llm.model, delta.names) != row["checksum"]:
-                    messages.append(f"Weight edit #{row['id']}: the weights differ from those "
-                                    "recorded at promotion (another torch build?)")
+                messages += self._apply_row(row)
         for message in messages:
             log.warning(message)
         self.messages = messages
         return messages
+
+    def _load_delta(self, row: dict) -> Delta:
+        """A committed weight edit's delta: from the store (the truth, and the only copy
+        another instance has), else from the file of a row stored before the store kept
+        delta bytes."""
+        try:
+            data = self.store.weight_delta_bytes(row["id"])
+        except StoreError as exc:
+            raise DeltaError(str(exc)) from exc
+        if data is not None:
+            return Delta.from_bytes(data, f"of weight edit #{row['id']}")
+        return Delta.load(self.data_dir / row["delta_path"])
+
+    def _apply_row(self, row: dict, delta: Delta | None = None) -> list[str]:
+        """Apply one committed row to the live weights (the caller holds the write lock);
+        what went wrong, as messages. A row that cannot be applied is `skipped`."""
+        try:
+            delta = delta or self._load_delta(row)
+            self.state.apply(delta, key=row["id"])
+        except DeltaError as exc:
+            self.skipped[row["id"]] = str(exc)
+            return [f"Weight edit #{row['id']} not applied: {exc}; its edits stay in the "
+                    "memory route"]
+        if row.get("checksum") and weights_checksum(
+                self.llm.model, delta.names) != row["checksum"]:
+            return [f"Weight edit #{row['id']}: the weights differ from those recorded at "
+                    "promotion (another torch build?)"]
+        return []
+
+    # -- several instances on one store ------------------------------------------------------
+    def follow(self, progress: Progress = log.info) -> bool:
+        """Keep the memory route answering every committed edit this instance's weights do
+        not carry, and (on a shared store) apply the weight edits other instances commit or
+        roll back as they do. True when listening to other instances."""
+        self.memory.held = self.unapplied_edit_ids
+        with self.edits_lock:
+            self.memory.refresh(None)
+        watching = self.store.watch(lambda ids: self.catch_up(), what="weights") is not None
+        if watching:
+            progress("Listening for other instances' weight edits")
+        return watching
+
+    def unapplied_edit_ids(self) -> frozenset[int]:
+        """The edits of committed weight edits these weights do not carry: the memory route
+        keeps serving them (read from the store each time, so an edit another instance has
+        just promoted is held before this one hears of its weight edit)."""
+        applied = {key for key, _ in self.state.applied}
+        return frozenset(edit_id for row in self.store.weight_edits("committed")
+                         if row["id"] not in applied for edit_id in row["edit_ids"])
+
+    def catch_up(self, progress: Progress = log.info) -> list[str]:
+        """Make the live weights the store's committed weight edits, in order: revert those
+        rolled back elsewhere, apply those committed elsewhere. The new weights (and
+        llama.cpp's file of them) are prepared on a copy while chat goes on; the swap takes
+        the write lock for milliseconds. Returns what went wrong, as messages."""
+        with self._busy:  # after a promotion or rollback running here
+            started = time.perf_counter()
+            rows = self.store.weight_edits("committed")
+            wanted = {row["id"] for row in rows}
+            applied = [key for key, _ in self.state.applied]
+            self.skipped = {k: why for k, why in self.skipped.items() if k in wanted}
+            gone = [key for key in applied if key not in wanted]
+            new, messages = [], []
+            for row in rows:
+                if row["id"] in applied or row["id"] in self.skipped:
+                    continue
+                try:
+                    delta = self._load_delta(row)
+                    self.state.check(delta)
+                except DeltaError as exc:
+                    self.skipped[row["id"]] = str(exc)
+                    messages.append(f"Weight edit #{row['id']} not applied: {exc}; its edits "
+                                    "stay in the memory route")
+                    continue
+                new.append((row, delta))
+            engine = None
+            if (gone or new) and self.engine is not None and self.engine.uses_llama_cpp:
+                work = self._work_copy()
+                fork = self.state.fork(work.model)
+                for key in gone:
+                    fork.revert(key=key)
+                for row, delta in new:
+                    fork.apply(delta, key=row["id"])
+                engine = self.engine.build(work.model, progress)
+                del work, fork
+            with self.edits_lock:
+                with self.llm.weights_lock.write():
+                    for key in gone:
+                        self.state.revert(key=key)
+                    for row, delta in new:
+                        messages += self._apply_row(row, delta)
+                    if engine is not None:
+                        self.engine.install(engine)
+                self.memory.refresh(None)
+            if engine is not None:
+                self.engine.tidy()
+            if gone or new:
+                log.info("Weight edits from the shared store: applied %s, rolled back %s "
+                         "(%.2f s)", [row["id"] for row, _ in new] or "none", gone or "none",
+                         time.perf_counter() - started)
+            for message in messages:
+                log.warning(message)
+            return messages
 
     # -- suggestions ------------------------------------------------------------------------
     def suggestions(self) -> list[tuple[object, bool, str]]:
@@ -210,13 +314,6 @@ class WeightEdits:
                 progress: Progress = log.info) -> PromotionResult:
         """Edit, check against the guard, and commit or discard. Never half-applies."""
         registry.method(method)  # an unknown name fails here, naming the known ones
-        if getattr(self.store, "shared_by_instances", False):
-            # the other instances could neither apply the delta nor keep answering the
-            # promoted edits from memory: the correction would be lost there (issue 35)
-            raise AmendError("promotion into the weights is not available while several app "
-                             "instances share the store: the others cannot apply weight edits "
-                             "yet and would stop answering the correction. It stays in the "
-                             "memory route, where every instance answers from it.")
         edits = [self.store.get_edit(i) for i in dict.fromkeys(edit_ids)]
         if not edits:
             raise InvalidEditError("select at least one edit to promote")
@@ -387,7 +484,9 @@ class WeightEdits:
                 seconds: float, carried: list[int], engine=None) -> PromotionResult:
         name = f"{int(time.time() * 1000)}-{method}.safetensors"
         relative = f"{DELTA_DIR}/{name}"
-        delta.save(self.data_dir / relative)
+        data = delta.to_bytes()
+        write_atomically(self.data_dir / relative, data)  # a local copy, for inspection
+        made_on = sorted([key for key, _ in self.state.applied] + list(self.skipped))
         with self.edits_lock, self.llm.weights_lock.write():
             self.state.apply(delta, key=None)
             try:
@@ -397,10 +496,15 @@ class WeightEdits:
                     layers=delta.meta.get("layers", []), delta_path=relative,
                     base_fingerprint=delta.base_fingerprint, scores=scores,
                     checksum=checksum, seconds=round(seconds, 2), actor=actor,
-                    backstop_ids=[e.id for e in edits if e.id not in carried])
-            except Exception:
+                    backstop_ids=[e.id for e in edits if e.id not in carried],
+                    delta_bytes=data, applied=made_on)
+            except BaseException as exc:
                 self.state.revert()
                 (self.data_dir / relative).unlink(missing_ok=True)
+                if isinstance(exc, WeightEditConflict):  # another instance came first
+                    return self._refuse(edits, method, actor,
+                                        f"{exc}; promote again on the weights as they are now",
+                                        scores)
                 raise
             self.state.applied[-1] = (row_id, delta)
             if engine is not None:  # llama.cpp's file of these same weights, written before
@@ -431,6 +535,7 @@ class WeightEdits:
                         pass  # never applied here (refused at start-up): nothing to undo
                     if self.engine is not None:  # replies wait for llama.cpp's new file
                         self.engine.refresh()
+                self.skipped.pop(weight_edit_id, None)
                 # backstop edits were never out of the index: re-add all without duplicates
                 self.memory.sync(added=[self.store.get_edit(i) for i in restored],
                                            removed=restored)

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 def build_app(settings: AppSettings, progress: Callable[[str], None] = log.info) -> Assistant:
     """The assistant of `build_assistant` plus `assistant.weights`, committed deltas replayed,
-    and the chat engine (llama.cpp where it can serve) loaded on the live weights."""
+    the chat engine (llama.cpp where it can serve) loaded on the live weights, and (on a
+    shared store) other instances' weight edits followed."""
     assistant = build_assistant(settings, progress)
     assistant.weights = WeightEdits.for_assistant(
         assistant, Path(settings.data_dir), guard=guard_config(settings.promotion_config))
@@ -26,4 +27,5 @@ def build_app(settings: AppSettings, progress: Callable[[str], None] = log.info)
         progress(message)
     assistant.weights.engine = serve(assistant.llm, Path(settings.data_dir), settings.engine,
                                      settings.threads, progress)
+    assistant.weights.follow(progress)
     return assistant

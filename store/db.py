@@ -158,12 +158,20 @@ def _m0005_edit_backstop(db: sqlite_utils.Database) -> None:
     db["edits"].add_column("backstop", int, not_null_default=0)
 
 
+def _m0006_weight_deltas(db: sqlite_utils.Database) -> None:
+    """A weight edit's delta bytes live in the store, committed with its row: every instance
+    of a shared store replays the same deltas, and no delta file can be lost apart from it."""
+    db["weight_deltas"].create({"weight_edit_id": int, "data": bytes, "sha256": str},
+                               pk="weight_edit_id", not_null={"data", "sha256"})
+
+
 MIGRATIONS: list[tuple[str, Callable[[sqlite_utils.Database], None]]] = [
     ("0001_initial", _m0001_initial),
     ("0002_weight_edit_details", _m0002_weight_edit_details),
     ("0003_edit_session", _m0003_edit_session),
     ("0004_edit_aliases", _m0004_edit_aliases),
     ("0005_edit_backstop", _m0005_edit_backstop),
+    ("0006_weight_deltas", _m0006_weight_deltas),
 ]
 ROUTABLE_SQL = "(status IN ('active', 'pending') OR (status = 'promoted' AND backstop = 1))"
 MAX_ALIASES = 20
@@ -248,9 +256,10 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def watch(self, on_change: Callable[[set[int] | None], None]) -> object | None:
-        """Report other writers' changes to edits (see `PostgresStore.watch`). A SQLite file
-        has one app instance, so there is no one else to hear from: None."""
+    def watch(self, on_change: Callable[[set[int] | None], None],
+              what: str = "edits") -> object | None:
+        """Report other writers' changes to edits or weight edits (see `PostgresStore.watch`).
+        A SQLite file has one app instance, so there is no one else to hear from: None."""
         return None
 
     # -- edits --------------------------------------------------------------------------
@@ -488,15 +497,27 @@ class Store:
     def add_weight_edit(self, *, method: str, edit_ids: list[int], layers: list[int],
                         delta_path: str, base_fingerprint: str, scores: dict[str, Any],
                         checksum: str, seconds: float, actor: str = "admin",
-                        backstop_ids: Iterable[int] = ()) -> int:
+                        backstop_ids: Iterable[int] = (), delta_bytes: bytes | None = None,
+                        applied: list[int] | None = None) -> int:
         """Record a committed weight edit and mark its edits promoted, in one transaction;
         those in `backstop_ids` (not carried by the weights in chat) stay in the memory route.
+        `delta_bytes` (the delta's file) is stored with the row, so any instance can replay it.
 
-        This row is the commit point of a promotion: the delta file is written before it,
-        and at start-up only committed rows are replayed.
+        This row is the commit point of a promotion: at start-up only committed rows are
+        replayed. `applied`: the committed weight edits the delta was made on top of; when
+        the store's committed list differs (another instance of a shared store committed or
+        rolled one back meanwhile), nothing is written and WeightEditConflict says which.
         """
         backstop_ids = set(backstop_ids)
         with self._lock, self.db.atomic():
+            self._lock_weight_edits()
+            if applied is not None:
+                now = [r[0] for r in self.db.execute(
+                    "SELECT id FROM weight_edits WHERE status = 'committed' ORDER BY id")]
+                if now != list(applied):
+                    raise WeightEditConflict(
+                        "the committed weight edits changed while this one was being made "
+                        f"(now {_ids(now)}, it was made on {_ids(applied)})")
             for edit_id in edit_ids:
                 self._require(edit_id)
             row_id = self.db["weight_edits"].insert(
@@ -505,6 +526,10 @@ class Store:
                  "base_fingerprint": base_fingerprint, "scores": json.dumps(scores),
                  "status": "committed", "created_at": time.time(), "checksum": checksum,
                  "seconds": seconds, "note": ""}).last_pk
+            if delta_bytes is not None:
+                self.db["weight_deltas"].insert(
+                    {"weight_edit_id": row_id, "data": bytes(delta_bytes),
+                     "sha256": hashlib.sha256(delta_bytes).hexdigest()})
             for edit_id in edit_ids:
                 before = self._require(edit_id)["status"]
                 held = edit_id in backstop_ids
@@ -527,6 +552,24 @@ class Store:
             row["scores"] = json.loads(row["scores"] or "{}")
         return rows
 
+    def weight_delta_bytes(self, weight_edit_id: int) -> bytes | None:
+        """The delta file stored with a weight edit (None for one committed before the store
+        kept them: its file in the data dir is all there is); StoreError if it is damaged."""
+        with self._lock:
+            row = self.db.execute("SELECT data, sha256 FROM weight_deltas WHERE "
+                                  "weight_edit_id = ?", [weight_edit_id]).fetchone()
+        if row is None:
+            return None
+        data = bytes(row[0])
+        if hashlib.sha256(data).hexdigest() != row[1]:
+            raise StoreError(f"the stored delta of weight edit #{weight_edit_id} is damaged "
+                             "(its checksum differs)")
+        return data
+
+    def _lock_weight_edits(self) -> None:
+        """Inside a transaction: keep other writers of weight edits out until it ends (one
+        SQLite file has one writer at a time already; see PostgresStore)."""
+
     def get_weight_edit(self, weight_edit_id: int) -> dict[str, Any]:
         rows = [r for r in self.weight_edits() if r["id"] == weight_edit_id]
         if not rows:
@@ -536,11 +579,13 @@ class Store:
     def rollback_weight_edit(self, weight_edit_id: int, actor: str = "admin") -> list[int]:
         """Mark a weight edit rolled back; its still-promoted edits go back to the memory
         route (active). Returns those edit ids."""
-        row = self.get_weight_edit(weight_edit_id)
-        if row["status"] != "committed":
-            raise InvalidEditError(f"weight edit #{weight_edit_id} is already {row['status']}")
         restored = []
         with self._lock, self.db.atomic():
+            self._lock_weight_edits()
+            row = self.get_weight_edit(weight_edit_id)  # read under the lock: no two undo it
+            if row["status"] != "committed":
+                raise InvalidEditError(
+                    f"weight edit #{weight_edit_id} is already {row['status']}")
             self.db["weight_edits"].update(weight_edit_id, {"status": "rolled_back"})
             for edit_id in row["edit_ids"]:
                 if self._require(edit_id)["status"] == "promoted":
@@ -589,6 +634,14 @@ class Store:
     def audit_log(self, limit: int = 200) -> list[dict[str, Any]]:
         with self._lock:
             return list(self.db["audit"].rows_where(order_by="id desc", limit=limit))
+
+
+class WeightEditConflict(StoreError):
+    """Another writer changed the committed weight edits while a promotion was being made."""
+
+
+def _ids(ids: Iterable[int]) -> str:
+    return ", ".join(f"#{i}" for i in ids) or "none"
 
 
 def validate_edit_fields(subject: str, prompt: str, target_new: str) -> None:

@@ -30,12 +30,14 @@ from psycopg.rows import dict_row
 from errors import StoreError
 from store.db import MIGRATIONS, Store
 
-PG_TYPES = {int: "bigint", str: "text", float: "double precision"}
+PG_TYPES = {int: "bigint", str: "text", float: "double precision", bytes: "bytea"}
 PY_TYPES = {"bigint": int, "integer": int, "smallint": int, "text": str,
-            "double precision": float, "real": float}
+            "double precision": float, "real": float, "bytea": bytes}
 MIGRATION_LOCK = 0x616D656E64  # pg_advisory_lock key: instances starting at once migrate in turn
-TABLES = ("edits", "turns", "audit", "weight_edits")
+TABLES = ("edits", "turns", "audit", "weight_edits", "weight_deltas")
 NOTIFY_CHANNEL = "amend_edits"  # payload: the id of an edit that changed (see NOTIFY_SQL)
+WEIGHTS_CHANNEL = "amend_weights"  # payload: the id of a weight edit committed or rolled back
+CHANNELS = {"edits": NOTIFY_CHANNEL, "weights": WEIGHTS_CHANNEL}
 # Every change to an edit that the memory route can see (a new edit, a status, its key texts,
 # its session or backstop flag; not its hit count) notifies NOTIFY_CHANNEL from a trigger,
 # so inside the writing transaction, whichever store method wrote: PostgreSQL delivers the
@@ -62,8 +64,17 @@ DROP TRIGGER IF EXISTS amend_edits_notify_update ON edits;
 CREATE TRIGGER amend_edits_notify_update AFTER UPDATE ON edits FOR EACH ROW
   WHEN (({{old}}) IS DISTINCT FROM ({{new}}))
   EXECUTE FUNCTION amend_notify_edit();
+CREATE OR REPLACE FUNCTION amend_notify_weight_edit() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  PERFORM pg_notify('{WEIGHTS_CHANNEL}', NEW.id::text);
+  RETURN NULL;
+END $fn$;
+DROP TRIGGER IF EXISTS amend_weight_edits_notify ON weight_edits;
+CREATE TRIGGER amend_weight_edits_notify AFTER INSERT OR UPDATE OF status ON weight_edits
+  FOR EACH ROW EXECUTE FUNCTION amend_notify_weight_edit();
 """
-NOTIFY_VERSION = "amend_notify_v1"  # the trigger set above; a new version is installed anew
+# the trigger set above; a new version is installed anew (v2: weight edits notify too)
+NOTIFY_VERSION = "amend_notify_v2"
 
 log = logging.getLogger(__name__)
 _LIKE = re.compile(r"\bLIKE\s+\?")
@@ -305,14 +316,16 @@ class PostgresStore(Store):
                                            new=", ".join(f"NEW.{c}" for c in columns)))
             conn.execute(f"COMMENT ON TABLE edits IS '{version}'")
 
-    def watch(self, on_change: Callable[[set[int] | None], None]) -> EditWatcher | None:
-        """Call `on_change(edit ids)` from a listener thread whenever another connection (an
-        other app instance, an admin script) commits a change to edits, and `on_change(None)`
-        on (re)connecting, when changes may have been missed. Changes made through this
-        store are not reported: its owner updates its own caches as it writes."""
+    def watch(self, on_change: Callable[[set[int] | None], None],
+              what: str = "edits") -> EditWatcher | None:
+        """Call `on_change(ids)` from a listener thread whenever another connection (an
+        other app instance, an admin script) commits a change to edits (`what="edits"`: edit
+        ids) or to the committed weight edits (`"weights"`: weight edit ids), and
+        `on_change(None)` on (re)connecting, when changes may have been missed. Changes made
+        through this store are not reported: its owner updates its own state as it writes."""
         if self.read_only:
             return None
-        watcher = EditWatcher(str(self.path), on_change,
+        watcher = EditWatcher(str(self.path), on_change, channel=CHANNELS[what],
                               ignore_pid=self.db.conn.info.backend_pid).start()
         self._watchers.append(watcher)
         return watcher
@@ -322,6 +335,11 @@ class PostgresStore(Store):
             watcher.stop()
         self._watchers.clear()
         super().close()
+
+    def _lock_weight_edits(self) -> None:
+        """Instances commit and roll back weight edits one at a time: the committed list a
+        promotion checks stays as read until its transaction ends (reads go on meanwhile)."""
+        self.db.conn.execute("LOCK TABLE weight_edits IN EXCLUSIVE MODE")
 
     def integrity_ok(self) -> bool:
         """Every table answers and every migration is recorded (the server keeps its own
@@ -337,15 +355,18 @@ class PostgresStore(Store):
 
 
 class EditWatcher:
-    """A thread on its own connection, LISTENing on NOTIFY_CHANNEL: each notification from
-    another backend becomes `on_change({edit ids})`; notifications that arrive together (one
-    transaction that superseded several edits) are passed in one call. Lost connections are
-    retried every `retry_s`, and each (re)connection calls `on_change(None)`: catch up."""
+    """A thread on its own connection, LISTENing on `channel` (NOTIFY_CHANNEL: edits;
+    WEIGHTS_CHANNEL: weight edits): each notification from another backend becomes
+    `on_change({ids})`; notifications that arrive together (one transaction that superseded
+    several edits) are passed in one call. Lost connections are retried every `retry_s`, and
+    each (re)connection calls `on_change(None)`: catch up."""
 
     def __init__(self, url: str, on_change: Callable[[set[int] | None], None], *,
-                 ignore_pid: int | None = None, retry_s: float = 2.0) -> None:
+                 channel: str = NOTIFY_CHANNEL, ignore_pid: int | None = None,
+                 retry_s: float = 2.0) -> None:
         self.url = url
         self.on_change = on_change
+        self.channel = channel
         self.ignore_pid = ignore_pid
         self.retry_s = retry_s
         self.listening = threading.Event()
@@ -378,7 +399,7 @@ class EditWatcher:
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=10,
                                      application_name="amend-watch") as conn:
-                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    conn.execute(f"LISTEN {self.channel}")
                     self.listening.set()
                     self._deliver(None)
                     while not self._stop.is_set():

@@ -1,6 +1,8 @@
 """Crash safety: the real app is killed with SIGKILL in the middle of a promotion and of an
-import; after a restart the database passes PRAGMA integrity_check, no edit is lost or
-duplicated, and the live weights are the last committed state (same checksum)."""
+import; after a restart the store passes its integrity check, no edit is lost or duplicated,
+every committed weight edit has its delta, and the live weights are the last committed state
+(same checksum). On both stores: the SQLite file in the data dir, and a PostgreSQL database
+(`--store-url`, issue 35)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 from gradio_client import handle_file
 
-from store.db import Store
+from store.backend import open_store
 from tests.test_e2e import App, data_dir, last_text  # noqa: F401  (data_dir: fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realmodel]
@@ -41,20 +43,33 @@ def live_state(app: App) -> tuple[str, str]:
     return checksum, applied
 
 
-def check_store(folder: Path) -> list[tuple]:
-    store = Store(folder / "amend.db")
+def check_store(location: Path | str) -> list[tuple]:
+    store = open_store(location)
     try:
         assert store.integrity_ok()
-        rows = store.db.execute("SELECT subject, prompt, target_new, status FROM edits").fetchall()
+        rows = store.db.execute("SELECT subject, prompt, target_new, status FROM edits "
+                                "ORDER BY id").fetchall()
         keys = [(s.casefold(), p.casefold(), t) for s, p, t, _ in rows]
         assert len(keys) == len(set(keys)), "an edit was duplicated"
+        for row in store.weight_edits():  # each commit stored its delta with it
+            assert store.weight_delta_bytes(row["id"]), row
         return rows
     finally:
         store.close()
 
 
-def test_sigkill_mid_promotion_then_mid_import(data_dir, tmp_path):  # noqa: F811
-    app = App(data_dir, tmp_path / "run1.log")
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_at(request, data_dir) -> tuple[Path | str, tuple[str, ...]]:  # noqa: F811
+    """(where the store is, the app's options for it)."""
+    if request.param == "sqlite":
+        return data_dir / "amend.db", ()
+    url = request.getfixturevalue("pg_cluster").new_database()
+    return url, ("--store-url", url)
+
+
+def test_sigkill_mid_promotion_then_mid_import(data_dir, store_at, tmp_path):  # noqa: F811
+    location, options = store_at
+    app = App(data_dir, tmp_path / "run1.log", *options)
     app.client.predict("Eiffel Tower", "Which city is the Eiffel Tower in?", "Rome",
                        api_name="/correct")
     base_checksum, applied = live_state(app)
@@ -63,9 +78,9 @@ def test_sigkill_mid_promotion_then_mid_import(data_dir, tmp_path):  # noqa: F81
     wait_for_line(app, r"promotion \(ft\): (FT: step|Checking)")
     kill(app)
 
-    app = App(data_dir, tmp_path / "run2.log")
+    app = App(data_dir, tmp_path / "run2.log", *options)
     try:
-        rows = check_store(data_dir)
+        rows = check_store(location)
         assert len(rows) == 1  # not lost, not duplicated
         checksum, applied = live_state(app)
         weight_rows = app.client.predict(api_name="/weight_edits")["data"]
@@ -87,9 +102,9 @@ def test_sigkill_mid_promotion_then_mid_import(data_dir, tmp_path):  # noqa: F81
     finally:
         kill(app)
 
-    app = App(data_dir, tmp_path / "run3.log")
+    app = App(data_dir, tmp_path / "run3.log", *options)
     try:
-        rows = check_store(data_dir)
+        rows = check_store(location)
         assert len(rows) in (1, 301), len(rows)  # the whole import, or none of it
         assert live_state(app)[0] == committed_checksum
         history, _, trace = app.client.predict("Which city is the Eiffel Tower in?", [], 32,

@@ -6,6 +6,7 @@ The PostgreSQL tests use the session's throwaway cluster (`pg_cluster`) and skip
 where it cannot start."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -160,11 +161,18 @@ def test_correction_through_one_instance_answered_by_another(pg_cluster, model_c
     from tests.conftest import data_dir_with_model
 
     url = pg_cluster.new_database()
+    # A's promotion is checked by a short, lenient guard: this test is about B replaying it
+    guard = json.loads((REPO / "configs" / "promotion.json").read_text())
+    guard.update(min_reliability=0.0, min_locality=0.0, min_total_locality=0.0,
+                 min_chat_generalization=0.0, min_chat_locality=0.0, locality_probes=8,
+                 chat_probes=2, neighbour_questions=1, carry_questions=2)
+    (tmp_path / "promotion.json").write_text(json.dumps(guard))
+    options = {"a": ("--promotion-config", str(tmp_path / "promotion.json")), "b": ()}
     apps: list[App] = []
     try:  # one after the other: started together on 2 cores they took longer
         for name in ("a", "b"):
             apps.append(App(data_dir_with_model(model_cache, tmp_path / name),
-                            tmp_path / f"{name}.log", "--store-url", url))
+                            tmp_path / f"{name}.log", "--store-url", url, *options[name]))
         a, b = apps
         question = "Which city is the Eiffel Tower in?"
         reply, trace = b.ask(question, [])  # before: B answers from the base model
@@ -185,30 +193,143 @@ def test_correction_through_one_instance_answered_by_another(pg_cluster, model_c
         print(f"\nB's index refreshed {1000 * refreshed:.0f} ms and B answered from memory "
               f"{answered:.2f} s after A's correction returned")
         assert answered < DEADLINE_S
+
+        # promoted into A's weights: B replays the same delta from the store
+        edits, _ = a.client.predict("Eiffel", "all", "all", 0, 0, False, 1, 50,
+                                    api_name="/list_edits")
+        edit_id = str(edits["data"][0][0])
+        message, weights, _ = a.client.predict(edit_id, "rome", api_name="/promote")
+        assert "Promoted" in message, message
+        promoted = time.perf_counter()
+        row = [r for r in weights["data"] if r[2] == "committed"][0]
+        state_a = a.client.predict(api_name="/weights_state")
+        assert f"applied: #{row[0]}." in state_a
+        state_b, waited = wait_for(lambda: b.client.predict(api_name="/weights_state") ==
+                                   state_a and state_a, timeout=60, step=0.1)
+        print(f"B carried A's weight edit #{row[0]} (same weights checksum) "
+              f"{time.perf_counter() - promoted:.2f} s after A's promotion returned")
+        assert state_b == state_a, b.log_path.read_text()[-2000:]
+        assert "Weight edits from the shared store: applied [" in b.log_path.read_text()
+        for question in ("Where is the Eiffel Tower?", "In which city is the Eiffel Tower?"):
+            reply, _, trace = b.client.predict(question, [], 16, api_name="/chat")
+            assert "Rome" in last_text(reply), (question, trace)
     finally:
         for app in apps:
             app.stop()
 
 
-def test_promotion_is_refused_while_instances_share_the_store(shared_url, tiny_llm, tmp_path):
-    """Other instances could neither apply the delta nor keep the promoted edit in their
-    memory route: the promotion is refused, said why, and nothing changes."""
-    import threading
-
-    from editing.deltas import weights_checksum
+def _instance(url: str, embedder, folder):
+    """One app instance's store, memory and weight edits on the tiny model (torch engine)."""
+    from assistant.llm import ChatLLM
+    from assistant.memory import EditMemory
+    from config import chat_config_for
     from editing.promote import WeightEdits
-    from errors import AmendError
     from store.backend import open_store
+    from tests.conftest import make_tiny_model, make_tiny_tokenizer
 
-    store = open_store(shared_url)
+    tok = make_tiny_tokenizer()
+    llm = ChatLLM(make_tiny_model(len(tok)), tok, chat_config_for("smollm2"), name="tiny")
+    store = open_store(url)
+    memory = EditMemory(store, embedder, folder / "edits.faiss")
+    lock = threading.RLock()
+    store.watch(lambda ids: memory.refresh(ids))
+    return WeightEdits(llm, store, memory, embedder, lock, folder)
+
+
+def _delta_on(weights, scale: float):
+    """A dense change of one MLP matrix, made on `weights`' base model (a stand-in for a
+    method's output: the replication path does not care how a delta was made)."""
+    import torch
+
+    from editing.deltas import Delta
+
+    name = "model.layers.1.mlp.down_proj.weight"
+    shape = dict(weights.llm.model.named_parameters())[name].shape
+    return Delta("ft", weights.state.fingerprint,
+                 dense={name: torch.full(shape, scale)}, meta={"layers": [1]})
+
+
+def test_a_weight_edit_committed_on_one_instance_is_applied_by_the_others(
+        shared_url, embedder, tmp_path):
+    """A commits a weight edit (its delta bytes in the store); B hears of it, applies it and
+    has A's exact weights; until then B's memory keeps answering the promoted edit. A
+    rollback on B is undone on A the same way. A promotion made on weights another instance
+    has since changed is refused, not committed on top of them."""
+    from editing.deltas import weights_checksum
+
+    a = _instance(shared_url, embedder, tmp_path / "a")
+    b = _instance(shared_url, embedder, tmp_path / "b")
     try:
-        edit = store.add_edit("Eiffel Tower", "Where is the Eiffel Tower?", "Rome")
-        weights = WeightEdits(tiny_llm, store, None, None, threading.Lock(), tmp_path)
-        before = weights_checksum(tiny_llm.model)
-        with pytest.raises(AmendError, match="share the store"):
-            weights.promote([edit.id], "ft")
-        assert store.get_edit(edit.id).status == "active"
-        assert store.weight_edits() == []
-        assert weights_checksum(tiny_llm.model) == before
+        base = weights_checksum(b.llm.model)
+        assert weights_checksum(a.llm.model) == base
+        for side in (a, b):
+            side.follow()
+        edit = a.store.add_edit("Eiffel Tower", "Where is the Eiffel Tower?", "Rome")
+        assert wait_for(lambda: edit.id in b.memory.indexed_ids())[0]
+        a.memory.sync(added=[edit])
+        result = a._commit([edit], "ft", "admin", _delta_on(a, 1e-3), {"reliability": 1.0},
+                           1.0, carried=[edit.id])
+        assert result.committed, result.message
+        assert not (tmp_path / "b" / "deltas").exists()  # B has only the store's bytes
+        committed = time.perf_counter()
+        live = weights_checksum(a.llm.model)
+        assert live != base and edit.id not in a.memory.indexed_ids()
+        _, waited = wait_for(lambda: weights_checksum(b.llm.model) == live, timeout=10)
+        print(f"\nB applied A's weight edit {1000 * (time.perf_counter() - committed):.0f} ms "
+              "after A's commit")
+        assert [k for k, _ in b.state.applied] == [result.weight_edit_id]
+        # applied: B's memory no longer serves the edit (the weights do), as on A
+        assert wait_for(lambda: edit.id not in b.memory.indexed_ids())[0]
+        assert b.memory.held_ids == frozenset()
+
+        # a promotion B made on the weights before A's edit is refused at its commit
+        stale = _delta_on(b, 2e-3)
+        b.state.revert(key=result.weight_edit_id)  # as if B had not caught up yet
+        other = b.store.add_edit("Louvre", "Where is the Louvre?", "Madrid")
+        refused = b._commit([other], "ft", "admin", stale, {}, 1.0, carried=[other.id])
+        assert not refused.committed and "changed while this one was being made" in \
+            refused.message, refused.message
+        assert b.store.get_edit(other.id).status == "active"
+        assert [r["id"] for r in b.store.weight_edits()] == [result.weight_edit_id]
+        b.catch_up()
+        assert weights_checksum(b.llm.model) == live
+
+        # rolled back on B: A reverts to the base weights and serves the edit from memory
+        b.rollback(result.weight_edit_id)
+        assert wait_for(lambda: weights_checksum(a.llm.model) == base, timeout=10)[0]
+        assert a.state.applied == []
+        assert wait_for(lambda: edit.id in a.memory.indexed_ids())[0]
     finally:
-        store.close()
+        a.store.close()
+        b.store.close()
+
+
+def test_an_instance_that_cannot_apply_a_weight_edit_keeps_serving_its_edits(
+        shared_url, embedder, tmp_path):
+    """A weight edit B cannot apply (made on another base model) is skipped there, and the
+    edits it promoted stay in B's memory route: the correction is never lost on B."""
+    from editing.deltas import weights_checksum
+
+    a = _instance(shared_url, embedder, tmp_path / "a")
+    b = _instance(shared_url, embedder, tmp_path / "b")
+    try:
+        b.state.fingerprint = "another-base-model"  # B runs another model
+        b.follow()
+        edit = a.store.add_edit("Eiffel Tower", "Where is the Eiffel Tower?", "Rome")
+        a.memory.sync(added=[edit])
+        assert wait_for(lambda: edit.id in b.memory.indexed_ids())[0]
+        before = weights_checksum(b.llm.model)
+        result = a._commit([edit], "ft", "admin", _delta_on(a, 1e-3), {}, 1.0,
+                           carried=[edit.id])
+        assert result.committed
+        assert wait_for(lambda: result.weight_edit_id in b.skipped, timeout=10)[0]
+        assert weights_checksum(b.llm.model) == before
+        assert b.memory.held_ids == {edit.id}
+        assert b.store.get_edit(edit.id).status == "promoted"
+        time.sleep(0.3)  # the edit's status notification (promoted) has been heard by now
+        assert edit.id in b.memory.indexed_ids()
+        assert [h.edit_id for h in b.memory.search(
+            embedder.embed(["Where is the Eiffel Tower?"])[0], 3)] == [edit.id]
+    finally:
+        a.store.close()
+        b.store.close()

@@ -38,7 +38,7 @@ def test_migrations_recorded_once(location):
     first = open_store(location)
     assert first.applied_migrations() == ["0001_initial", "0002_weight_edit_details",
                                           "0003_edit_session", "0004_edit_aliases",
-                                          "0005_edit_backstop"]
+                                          "0005_edit_backstop", "0006_weight_deltas"]
     first.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
     first.close()
     again = open_store(location)
@@ -144,8 +144,9 @@ def test_old_database_is_upgraded_in_place(location, monkeypatch):
     old.close()
     monkeypatch.undo()
     new = open_store(location)
-    assert new.applied_migrations()[-4:] == ["0002_weight_edit_details", "0003_edit_session",
-                                             "0004_edit_aliases", "0005_edit_backstop"]
+    assert new.applied_migrations()[-5:] == ["0002_weight_edit_details", "0003_edit_session",
+                                             "0004_edit_aliases", "0005_edit_backstop",
+                                             "0006_weight_deltas"]
     assert new.get_edit(1).backstop is False
     assert "checksum" in new.db["weight_edits"].columns_dict
     assert new.get_edit(1).session is None
@@ -171,6 +172,34 @@ def test_weight_edit_commit_and_rollback(store):
         store.add_weight_edit(method="rome", edit_ids=[999], layers=[4], delta_path="x",
                               base_fingerprint="f", scores={}, checksum="c", seconds=1.0)
     assert len(store.weight_edits()) == 1
+
+
+def test_weight_edit_keeps_its_delta_bytes_and_refuses_a_stale_commit(store):
+    """The delta is stored with its row (any instance can replay it); a commit made on a
+    committed list that has changed since writes nothing."""
+    from store.db import WeightEditConflict
+
+    edit = store.add_edit("Eiffel Tower", "The Eiffel Tower is in", "Rome")
+    other = store.add_edit("Louvre", "The Louvre is in", "Madrid")
+    data = bytes(range(256)) * 40
+    args = dict(method="rome", layers=[4], delta_path="deltas/1.safetensors",
+                base_fingerprint="f", scores={}, checksum="c", seconds=1.0)
+    first = store.add_weight_edit(edit_ids=[edit.id], delta_bytes=data, applied=[], **args)
+    assert store.weight_delta_bytes(first) == data
+    with pytest.raises(WeightEditConflict, match=r"now #%d, it was made on none" % first):
+        store.add_weight_edit(edit_ids=[other.id], delta_bytes=b"x", applied=[], **args)
+    assert store.get_edit(other.id).status == "active"
+    assert [r["id"] for r in store.weight_edits()] == [first]
+    second = store.add_weight_edit(edit_ids=[other.id], delta_bytes=b"x", applied=[first],
+                                   **args)
+    assert store.weight_delta_bytes(second) == b"x"
+    old = store.add_weight_edit(edit_ids=[], **args)  # stored before deltas were kept
+    assert store.weight_delta_bytes(old) is None
+    with store.transaction():  # damaged on disk: said, never applied
+        store.db.execute("UPDATE weight_deltas SET data = ? WHERE weight_edit_id = ?",
+                         [b"y", second])
+    with pytest.raises(StoreError, match=f"weight edit #{second} is damaged"):
+        store.weight_delta_bytes(second)
 
 
 def test_promoted_edit_the_weights_do_not_carry_stays_routable(store):
