@@ -107,31 +107,116 @@ def describe(url: str) -> str:
 
 
 class PgDatabase:
-    """One psycopg connection shaped like the part of `sqlite_utils.Database` the store uses."""
+    """One psycopg connection shaped like the part of `sqlite_utils.Database` the store uses.
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    A connection lost while idle (the server restarted, a network cut, an idle timeout) is
+    replaced on next use: a read that fails that way, or a transaction that fails at its
+    BEGIN, is retried once on a new connection, as neither can have changed anything. A
+    connection lost inside a transaction fails that transaction (the server rolls it back),
+    and the next call connects anew."""
+
+    def __init__(self, conn: psycopg.Connection,
+                 connect: Callable[[], psycopg.Connection] | None = None) -> None:
         self.conn = conn
+        self._connect = connect
+        self._depth = 0  # transactions open on this connection (savepoints nested inside)
         self._pks: dict[str, str] = {}
+        self.reconnects = 0
+
+    @property
+    def backend_pid(self) -> int:
+        return self.conn.info.backend_pid
+
+    def _reconnect(self) -> None:
+        if self._connect is None or self._depth:
+            raise StoreError("the connection to the PostgreSQL store was lost")
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()
+        try:
+            self.conn = self._connect()
+        except psycopg.Error as exc:
+            raise StoreError(f"the PostgreSQL store cannot be reached: {str(exc).strip()}"
+                             ) from exc
+        self.reconnects += 1
+        log.warning("Reconnected to the PostgreSQL store")
+
+    def _lost(self) -> bool:
+        return self.conn.closed or self.conn.broken
+
+    def run(self, sql: str, params: Sequence[Any] = (), *, retry: bool | None = None,
+            row_factory: Any = None) -> psycopg.Cursor:
+        """Execute PostgreSQL-flavoured SQL; outside a transaction a lost connection is
+        replaced first, and a read is retried once on a new one."""
+        if self._lost() and not self._depth:
+            self._reconnect()
+        safe = not self._depth and (retry if retry is not None else
+                                    sql.lstrip()[:6].upper() == "SELECT")
+        try:
+            cur = self.conn.cursor(row_factory=row_factory) if row_factory else self.conn
+            return cur.execute(sql, list(params))
+        except psycopg.OperationalError:
+            if not (safe and self._lost()):
+                raise
+        self._reconnect()
+        cur = self.conn.cursor(row_factory=row_factory) if row_factory else self.conn
+        return cur.execute(sql, list(params))
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
-        return self.conn.execute(to_postgres_sql(sql), list(params))
+        return self.run(to_postgres_sql(sql), params)
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with self.conn.cursor(row_factory=dict_row) as cur:
-            return cur.execute(to_postgres_sql(sql), list(params)).fetchall()
+        return self.run(to_postgres_sql(sql), params, row_factory=dict_row).fetchall()
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:
         """A transaction; nested, a savepoint (as sqlite-utils' `atomic`)."""
-        with self.conn.transaction():
+        if not self._depth:
+            if self._lost():
+                self._reconnect()
+            transaction = self.conn.transaction()
+            try:
+                transaction.__enter__()  # BEGIN: failing here, nothing was done: retry
+            except psycopg.OperationalError:
+                if not self._lost():
+                    raise
+                self._reconnect()
+                transaction = self.conn.transaction()
+                transaction.__enter__()
+        else:
+            transaction = self.conn.transaction()
+            transaction.__enter__()
+        self._depth += 1
+        outermost = self._depth == 1
+        try:
             yield
+        except BaseException as exc:
+            self._depth -= 1
+            try:
+                suppressed = transaction.__exit__(type(exc), exc, exc.__traceback__)
+            except psycopg.OperationalError:
+                suppressed = False  # the rollback could not be sent: the server rolls back
+            if suppressed:
+                return
+            if outermost and isinstance(exc, psycopg.OperationalError) and self._lost():
+                raise StoreError("the connection to the PostgreSQL store was lost during a "
+                                 "change, which was not saved; try again") from exc
+            raise
+        else:
+            self._depth -= 1
+            try:
+                transaction.__exit__(None, None, None)
+            except psycopg.OperationalError as exc:
+                if outermost and self._lost():
+                    raise StoreError("the connection to the PostgreSQL store was lost while "
+                                     "saving a change; check whether it was saved") from exc
+                raise
 
     def __getitem__(self, name: str) -> PgTable:
         return PgTable(self, name)
 
     def pk(self, table: str) -> str:
         if table not in self._pks:
-            row = self.conn.execute(
+            row = self.run(
                 "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = "
                 "i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass "
                 "AND i.indisprimary", [_quote(table)]).fetchone()
@@ -156,7 +241,7 @@ class PgTable:
         return _quote(self.name)
 
     def exists(self) -> bool:
-        return self.db.conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+        return self.db.run("SELECT to_regclass(%s) IS NOT NULL",
                                     [self.q]).fetchone()[0]
 
     def create(self, columns: dict[str, type], pk: str = "id", not_null: Sequence[str] = (),
@@ -174,23 +259,23 @@ class PgTable:
             if col in not_null:
                 part += " NOT NULL"
             parts.append(part)
-        self.db.conn.execute(f"CREATE TABLE {self.q} ({', '.join(parts)})")
+        self.db.run(f"CREATE TABLE {self.q} ({', '.join(parts)})")
         return self
 
     def create_index(self, columns: Sequence[str]) -> None:
         index = _quote(f"idx_{self.name}_{'_'.join(columns)}")
-        self.db.conn.execute(
+        self.db.run(
             f"CREATE INDEX {index} ON {self.q} ({', '.join(map(_quote, columns))})")
 
     def add_column(self, name: str, kind: type, not_null_default: Any = None) -> None:
         extra = "" if not_null_default is None else \
             f" NOT NULL DEFAULT {_literal(not_null_default)}"
-        self.db.conn.execute(
+        self.db.run(
             f"ALTER TABLE {self.q} ADD COLUMN {_quote(name)} {PG_TYPES[kind]}{extra}")
 
     @property
     def columns_dict(self) -> dict[str, type]:
-        rows = self.db.conn.execute(
+        rows = self.db.run(
             "SELECT column_name, data_type FROM information_schema.columns WHERE "
             "table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
             [self.name]).fetchall()
@@ -201,7 +286,7 @@ class PgTable:
         cols = ", ".join(map(_quote, row))
         marks = ", ".join(["%s"] * len(row))
         pk = self.db.pk(self.name)
-        self.last_pk = self.db.conn.execute(
+        self.last_pk = self.db.run(
             f"INSERT INTO {self.q} ({cols}) VALUES ({marks}) RETURNING {_quote(pk)}",
             list(row.values())).fetchone()[0]
         return self
@@ -215,7 +300,7 @@ class PgTable:
 
     def update(self, pk_value: Any, values: dict[str, Any]) -> PgTable:
         sets = ", ".join(f"{_quote(col)} = %s" for col in values)
-        cur = self.db.conn.execute(
+        cur = self.db.run(
             f"UPDATE {self.q} SET {sets} WHERE {_quote(self.db.pk(self.name))} = %s",
             [*values.values(), pk_value])
         if cur.rowcount == 0:
@@ -242,7 +327,7 @@ class PgTable:
 
     @property
     def count(self) -> int:
-        return self.db.conn.execute(f"SELECT count(*) FROM {self.q}").fetchone()[0]
+        return self.db.run(f"SELECT count(*) FROM {self.q}").fetchone()[0]
 
 
 @dataclass(repr=False)
@@ -260,13 +345,16 @@ class PostgresStore(Store):
     def __post_init__(self) -> None:
         url = str(self.path)
         extra = {"options": "-c default_transaction_read_only=on"} if self.read_only else {}
-        try:
-            conn = psycopg.connect(url, autocommit=True, application_name="amend",
+        def connect() -> psycopg.Connection:
+            return psycopg.connect(url, autocommit=True, application_name="amend",
                                    connect_timeout=10, **extra)
+
+        try:
+            conn = connect()
         except psycopg.Error as exc:
             raise StoreError(f"cannot open the PostgreSQL store {describe(url)}: "
                              f"{str(exc).strip()}") from exc
-        self.db = PgDatabase(conn)  # type: ignore[assignment]
+        self.db = PgDatabase(conn, connect)  # type: ignore[assignment]
         try:
             if self.read_only:
                 if not self.db["_migrations"].exists():
@@ -326,7 +414,7 @@ class PostgresStore(Store):
         if self.read_only:
             return None
         watcher = EditWatcher(str(self.path), on_change, channel=CHANNELS[what],
-                              ignore_pid=self.db.conn.info.backend_pid).start()
+                              ignore_pid=lambda: self.db.backend_pid).start()
         self._watchers.append(watcher)
         return watcher
 
@@ -339,7 +427,7 @@ class PostgresStore(Store):
     def _lock_weight_edits(self) -> None:
         """Instances commit and roll back weight edits one at a time: the committed list a
         promotion checks stays as read until its transaction ends (reads go on meanwhile)."""
-        self.db.conn.execute("LOCK TABLE weight_edits IN EXCLUSIVE MODE")
+        self.db.run("LOCK TABLE weight_edits IN EXCLUSIVE MODE")
 
     def integrity_ok(self) -> bool:
         """Every table answers and every migration is recorded (the server keeps its own
@@ -362,7 +450,8 @@ class EditWatcher:
     each (re)connection calls `on_change(None)`: catch up."""
 
     def __init__(self, url: str, on_change: Callable[[set[int] | None], None], *,
-                 channel: str = NOTIFY_CHANNEL, ignore_pid: int | None = None,
+                 channel: str = NOTIFY_CHANNEL,
+                 ignore_pid: Callable[[], int] | None = None,
                  retry_s: float = 2.0) -> None:
         self.url = url
         self.on_change = on_change
@@ -422,7 +511,7 @@ class EditWatcher:
         self.listening.clear()
 
     def _take(self, note: psycopg.Notify, ids: set[int]) -> None:
-        if note.pid == self.ignore_pid:
+        if self.ignore_pid is not None and note.pid == self.ignore_pid():
             return
         try:
             ids.add(int(note.payload))

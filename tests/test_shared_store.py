@@ -153,6 +153,40 @@ def test_another_instances_correction_reaches_this_index_within_a_second(
         b.close()
 
 
+def test_a_lost_store_connection_is_replaced_without_losing_or_doubling_a_change(shared_url):
+    """The server ends the instance's connection (a restart, an idle timeout): the next read
+    and the next change go through on a new connection; a change cut off mid-transaction is
+    refused as a whole, saying so."""
+    import psycopg
+
+    from errors import StoreError
+    from store.backend import open_store
+
+    store = open_store(shared_url)
+    admin = psycopg.connect(shared_url, autocommit=True)
+
+    def cut() -> None:
+        admin.execute("SELECT pg_terminate_backend(%s)", [store.db.backend_pid])
+
+    try:
+        edit = store.add_edit("Eiffel Tower", "Where is the Eiffel Tower?", "Rome")
+        cut()
+        assert store.get_edit(edit.id).target_new == "Rome"  # a read: retried
+        cut()
+        store.add_edit("Louvre", "Where is the Louvre?", "Madrid")  # failed at BEGIN: retried
+        assert store.count_edits() == 2 and store.db.reconnects == 2
+        with pytest.raises(StoreError, match="lost during a change, which was not saved"):
+            with store.transaction():
+                store.add_edit("Colosseum", "Where is the Colosseum?", "Paris")
+                cut()
+                store.set_status(edit.id, "rejected")
+        assert store.count_edits() == 2 and store.get_edit(edit.id).status == "active"
+        assert [e.subject for e in store.list_edits()] == ["Louvre", "Eiffel Tower"]
+    finally:
+        admin.close()
+        store.close()
+
+
 # -- two app processes -------------------------------------------------------------------
 @pytest.mark.e2e
 @pytest.mark.realmodel
