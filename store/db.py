@@ -635,6 +635,17 @@ class Store:
         with self._lock:
             return list(self.db["audit"].rows_where(order_by="id desc", limit=limit))
 
+    def edit_audit(self) -> list[dict[str, Any]]:
+        """Every audit entry about one edit, oldest first (an export's history)."""
+        with self._lock:
+            return list(self.db["audit"].rows_where("edit_id IS NOT NULL", order_by="id"))
+
+    def edit_facts(self) -> list[tuple[int, str, str, str, str]]:
+        """(id, subject, prompt, target_new, status) of every edit: what an import compares."""
+        with self._lock:
+            return [tuple(row) for row in self.db.execute(
+                "SELECT id, subject, prompt, target_new, status FROM edits ORDER BY id")]
+
 
 class WeightEditConflict(StoreError):
     """Another writer changed the committed weight edits while a promotion was being made."""

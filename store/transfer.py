@@ -47,10 +47,10 @@ class ImportReport:
 def export_edits(store: Store) -> dict[str, Any]:
     """All edits, oldest first, with their history."""
     history: dict[int, list[dict]] = {}
-    for row in store.db.execute("SELECT edit_id, created_at, actor, action, detail FROM audit "
-                                "WHERE edit_id IS NOT NULL ORDER BY id").fetchall():
-        history.setdefault(row[0], []).append(
-            {"at": row[1], "actor": row[2], "action": row[3], "detail": json.loads(row[4])})
+    for row in store.edit_audit():
+        history.setdefault(row["edit_id"], []).append(
+            {"at": row["created_at"], "actor": row["actor"], "action": row["action"],
+             "detail": json.loads(row["detail"])})
     edits = []
     for edit in reversed(store.list_edits(limit=-1)):
         edits.append({
@@ -156,8 +156,7 @@ def import_edits(store: Store, data: bytes | str, actor: str = "admin",
     report = ImportReport()
     key = lambda s, p: (s.casefold(), p.casefold())  # noqa: E731
     with store.transaction():
-        stored = store.db.execute("SELECT id, subject, prompt, target_new, status "
-                                  "FROM edits").fetchall()
+        stored = store.edit_facts()
         known = {(*key(s, p), t.casefold()) for _, s, p, t, _ in stored}
         active = {key(s, p): (i, t) for i, s, p, t, status in stored if status == "active"}
         for c in candidates:
