@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar
 from pathlib import Path
 from typing import Any
 
@@ -188,8 +187,6 @@ class Store:
     read_only: bool = False
     db: sqlite_utils.Database = field(init=False)
     _lock: threading.RLock = field(init=False, default_factory=threading.RLock)
-    # several app instances read and write it (PostgreSQL): each keeps its own weights
-    shared_by_instances: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if self.read_only:

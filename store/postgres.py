@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import psycopg
 import sqlite_utils.db
@@ -340,7 +340,6 @@ class PostgresStore(Store):
     """
 
     _watchers: list[EditWatcher] = field(init=False, default_factory=list)
-    shared_by_instances: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         url = str(self.path)
