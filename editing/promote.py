@@ -575,9 +575,12 @@ class WeightEdits:
         return f"Live weights: checksum {checksum}; weight edits applied: {listed}."
 
     def table(self) -> list[dict]:
+        """The weight edits for the Admin tab; one committed elsewhere that these weights
+        cannot carry reads "not applied here" (its edits are answered from memory)."""
         rows = []
         for row in self.store.weight_edits():
-            rows.append({"id": row["id"], "method": row["method"], "status": row["status"],
+            status = "not_applied_here" if row["id"] in self.skipped else row["status"]
+            rows.append({"id": row["id"], "method": row["method"], "status": status,
                          "edits": row["edit_ids"], "layers": row["layers"],
                          **{k: v for k, v in row["scores"].items()
                             if k in ("reliability", "generalization", "locality",

@@ -357,6 +357,8 @@ def test_an_instance_that_cannot_apply_a_weight_edit_keeps_serving_its_edits(
                            carried=[edit.id])
         assert result.committed
         assert wait_for(lambda: result.weight_edit_id in b.skipped, timeout=10)[0]
+        assert [row["status"] for row in b.table()] == ["not_applied_here"]
+        assert [row["status"] for row in a.table()] == ["committed"]
         assert weights_checksum(b.llm.model) == before
         assert b.memory.held_ids == {edit.id}
         assert b.store.get_edit(edit.id).status == "promoted"
