@@ -126,7 +126,8 @@ def _gguf_signature() -> dict[str, Any] | None:
     except Exception:  # noqa: BLE001 - no package: the app will say so itself
         return None
     st = path.stat()
-    return {"gguf": str(path), "size": st.st_size, "mtime": int(st.st_mtime)}
+    # resolved: a git worktree whose .venv is a symlink to another checkout's reuses its cache
+    return {"gguf": str(path.resolve()), "size": st.st_size, "mtime": int(st.st_mtime)}
 
 
 def _model_complete(folder: Path) -> bool:

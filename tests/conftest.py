@@ -16,7 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from assistant.records import DATA_LAYOUT, find_data_file
 from config import chat_config_for
 from store.db import Store
-from tests import pg
+from store.pg_cluster import start_cluster
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -82,7 +82,7 @@ def store():
 def pg_cluster():
     """A throwaway PostgreSQL cluster for this test session (one per xdist worker); the tests
     that use it skip, saying why, where PostgreSQL or psycopg is missing."""
-    cluster, reason = pg.start_cluster()
+    cluster, reason = start_cluster()
     if cluster is None:
         pytest.skip(f"no PostgreSQL cluster: {reason}")
     yield cluster

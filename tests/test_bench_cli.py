@@ -40,3 +40,37 @@ def test_model_args_parse() -> None:
     args = parser.parse_args(["--data-dir", "/tmp/x", "--json", "out.json"])
     assert args.data_dir == Path("/tmp/x") and args.json == Path("out.json")
     assert parser.parse_args([]).data_dir is None
+
+
+def test_replicas_arguments() -> None:
+    """bench.replicas: --quick is the smoke run; bad counts and store URLs stop at parsing."""
+    from bench.replicas import FACTS, parse_args
+
+    quick = parse_args(["--quick"])
+    assert (quick.replicas, quick.clients, quick.rounds, quick.repeats, quick.models) == \
+        ([2], [1, 2], 1, 1, ["shared"])
+    default = parse_args([])
+    assert (default.replicas, default.clients, default.method) == ([1, 2], [1, 2, 4, 8], "rome")
+    for bad in (["--clients", "0"], ["--replicas", "0", "2"], ["--repeats", str(len(FACTS) + 1)],
+                ["--store-url", "/tmp/amend.db"], ["--models", "both"]):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(bad)
+        assert exit_info.value.code == 2, bad
+
+
+def test_replicas_reads_the_apps_catch_up_line() -> None:
+    """The line editing/promote.py logs when an instance applies weight edits from the shared
+    store, as ui.py's log format writes it: what was applied, how long, and when."""
+    import logging
+    import time
+
+    from bench.replicas import CATCH_UP_LINE, log_time
+
+    record = logging.LogRecord("editing.promote", logging.INFO, __file__, 1,
+                               "Weight edits from the shared store: applied %s, rolled back %s "
+                               "(%.2f s)", ([3], "none", 6.54), None)
+    line = logging.Formatter("%(asctime)s %(name)s: %(message)s").format(record)
+    (stamp, applied, seconds), = CATCH_UP_LINE.findall(f"other line\n{line}\nlast line\n")
+    assert (applied, seconds) == ("[3]", "6.54")
+    assert abs(log_time(stamp) - record.created) < 0.002
+    assert abs(log_time(stamp) - time.time()) < 60

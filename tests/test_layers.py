@@ -19,6 +19,8 @@ DEFERRED = {
     ("assistant/engine.py", "llama_cpp"),
     # psycopg is needed only for a postgresql:// store; the embedded SQLite store runs without
     ("store/backend.py", "store.postgres"),
+    # the throwaway cluster for tests and benches: start_cluster says so where it is missing
+    ("store/pg_cluster.py", "psycopg"),
     # the page is built while the loader thread imports transformers: not at import time
     ("amend_ui/handlers.py", "editing.export"),
 }

@@ -1,6 +1,7 @@
-"""A throwaway PostgreSQL cluster for the store tests: initdb into a temporary folder, a
-server on a free loopback port (its socket in that folder, trust auth, no fsync), one fresh
-database per test, everything stopped and deleted at the end.
+"""A throwaway PostgreSQL cluster for the store tests and the benches (`bench/replicas.py`):
+initdb into a temporary folder, a server on a free loopback port (its socket in that folder,
+trust auth, no fsync), a fresh database per caller, everything stopped and deleted at the end.
+Not used by the app itself, which only connects to a server it is given (`--store-url`).
 
 initdb and the server refuse to run as root; as root they run as the `postgres` user (made
 by Debian's `postgresql` package), via runuser, in a folder handed to that user.
