@@ -120,9 +120,12 @@ class EditMemory:
         texts = [text for edit in edits for text in edit.key_texts()]
         masked = [relation_text(text, edit.subject, find_mention(edit.subject, text, edit.aliases))
                   for edit in edits for text in edit.key_texts()]
-        progress = len(texts) > 2000
-        vecs = self.embedder.embed(texts, show_progress=progress)
-        masked_vecs = self.embedder.embed(masked, show_progress=progress)
+        # one call: the embedder embeds a text once however often it comes (masked texts
+        # repeat across edits of one relation) and batches texts of equal length together
+        both = self.embedder.embed(texts + masked, show_progress=len(texts) > 2000)
+        # a copy: the per-edit masked arrays are views, which must not keep the key vectors
+        # (copied into the index) alive with them
+        vecs, masked_vecs = both[:len(texts)], both[len(texts):].copy()
         ids = np.asarray([edit.id for edit in edits for _ in edit.key_texts()], dtype=np.int64)
         per_edit, start = [], 0
         for edit in edits:

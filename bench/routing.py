@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import random
 import sys
 import time
@@ -87,6 +88,12 @@ _RELATIONS = [  # (prompt, paraphrase, targets)
     ("{x} is a citizen of", "Which country is {x} a citizen of?",
      ["Chile", "Norway", "Kenya", "Japan", "Canada"]),
 ]
+
+
+def target_ms(n_edits: int) -> float:
+    """The issues' targets: median <= 15 ms up to 10k stored edits (issue 30), 50 ms beyond
+    (issue 35: 100k)."""
+    return 15.0 if n_edits <= 10_000 else 50.0
 
 
 def counterfact_records(path: Path) -> list[dict[str, str]]:
@@ -227,9 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             summary = summarise(n, assistant.memory.size, insert_s, build_s, samples)
             results.append(summary)
             raw_samples[str(n)] = samples
+            summary["load_avg"] = [round(x, 2) for x in os.getloadavg()]
             print(f"  {n} edits: index built in {build_s:.1f} s, route median "
-                  f"{summary['all']['median_ms']:.2f} ms, p95 {summary['all']['p95_ms']:.2f} ms",
-                  file=sys.stderr, flush=True)
+                  f"{summary['all']['median_ms']:.2f} ms, p95 {summary['all']['p95_ms']:.2f} ms "
+                  f"(load average {summary['load_avg']})", file=sys.stderr, flush=True)
 
     info = machine_info(threads=args.threads)
     print()
@@ -245,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{r['in_scope']['memory_share']:.0%} / {r['general']['memory_share']:.0%}"]
          for r in results]))
     for r in results:
-        ok = r["all"]["median_ms"] <= 15.0
-        print(f"target median <= 15 ms at {r['edits']} edits: {'met' if ok else 'NOT met'}")
+        target = target_ms(r["edits"])
+        ok = r["all"]["median_ms"] <= target
+        print(f"target median <= {target:g} ms at {r['edits']} edits: "
+              f"{'met' if ok else 'NOT met'}")
     print(f"{args.queries} queries per size (+{WARMUP_QUERIES} warm-up), edits: {source}; "
           f"model load {load_s:.1f} s")
     print(machine_line(info))

@@ -86,6 +86,22 @@ def test_embed_one_matches_batch(embedder):
     assert abs(float(np.linalg.norm(one)) - 1.0) < 1e-5
 
 
+def test_batched_embedding_equals_one_at_a_time(embedder):
+    """Bulk embedding (index rebuilds) batches texts of equal token count; each vector must be
+    bit for bit the one a query gets alone, repeated texts included (int8: activations are
+    quantised per text, not per batch)."""
+    texts = ["Where is the Louvre?", "Where is the Prado?", "The Louvre is in",
+             "Which city is the Eiffel Tower in?", "Who is the CEO of Acme?", "x",
+             "word " * 400, "Where is the Louvre?", "Where is the Prado?"]
+    batched = embedder.embed(texts)
+    alone = np.concatenate([embedder.embed_one(t) for t in texts])
+    if embedder.int8:
+        assert np.array_equal(batched, alone)
+    else:  # float batches of mixed lengths: padding adds float noise only
+        assert np.allclose(batched, alone, atol=1e-5)
+    assert np.array_equal(batched[0], batched[7])
+
+
 def test_masked_keys_stored_reloaded_and_equal_to_fresh(store, embedder, tmp_path):
     from assistant.scope import relation_text
 
