@@ -6,6 +6,7 @@ missing, unreadable, or its fingerprint no longer matches the store.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -50,6 +51,10 @@ class EditMemory:
         # instance committed it; or never: made on another base model) are still served
         # here; the weight edits set this to ask the store and their own state each time
         self.held: Callable[[], frozenset[int]] = frozenset
+        # per indexed edit, a digest of what its vectors were made from (`key_digest`): the
+        # saved file's fingerprint says the store matched at the save, and these say what
+        # the index holds, so a later refresh re-embeds an edit whose key texts changed
+        self.digests: dict[int, str] = {}
         self.load_or_rebuild()
 
     def _empty(self) -> faiss.IndexIDMap2:
@@ -94,6 +99,7 @@ class EditMemory:
         with self._lock:
             self.index = index
             self.relations = relations
+            self.digests = {int(k): v for k, v in (meta.get("digests") or {}).items()}
         return None
 
     def save(self) -> None:
@@ -106,7 +112,7 @@ class EditMemory:
             faiss.write_index(self.index, str(tmp))
             meta = {"fingerprint": self.store.routable_fingerprint(), "embedder": self.embedder.name,
                     "key_scheme": KEY_SCHEME,
-                    "vectors": int(self.index.ntotal)}
+                    "vectors": int(self.index.ntotal), "digests": self.digests}
             meta_tmp = self._meta_path.with_suffix(".json.tmp")
             meta_tmp.write_text(json.dumps(meta), encoding="utf-8")
             relations_tmp = self._relations_path.with_suffix(".tmp")
@@ -160,6 +166,7 @@ class EditMemory:
         with self._lock:
             self.index = index
             self.relations = relations
+            self.digests = {edit.id: key_digest(edit) for edit in edits}
         self.save()
 
     # -- updates ------------------------------------------------------------------------
@@ -172,9 +179,11 @@ class EditMemory:
                 self.index.remove_ids(np.asarray(list(removed), dtype=np.int64))
                 for edit_id in removed:
                     self.relations.pop(edit_id, None)
+                    self.digests.pop(edit_id, None)
             if added:
                 self.index.add_with_ids(vecs, ids)
                 self.relations.update({edit.id: m for edit, m in zip(added, masked)})
+                self.digests.update({edit.id: key_digest(edit) for edit in added})
         self.save()
 
     def indexed_ids(self) -> set[int]:
@@ -185,11 +194,18 @@ class EditMemory:
         """Catch up with changes another writer made to the store (another app instance on a
         shared PostgreSQL store): edits now routable and not indexed are added, indexed ones
         no longer routable removed, and the `changed` ids still routable re-embedded (their
-        key texts may differ). `changed` None: compare the ids only. Returns (added, removed).
-        The owner runs this under the lock that keeps store and memory in step."""
+        key texts may differ). `changed` None (a start, a reconnect: anything may have been
+        missed): every indexed edit whose key texts differ from what its vectors were made
+        from is re-embedded. Returns (added, removed). The owner runs this under the lock
+        that keeps store and memory in step."""
         routable = {edit.id: edit for edit in self.routable()}
         indexed = self.indexed_ids()
-        redo = set(changed or ()) & indexed & set(routable)
+        stale: set[int] = set()
+        if changed is None:
+            with self._lock:  # an index saved before digests were kept: ids compared only
+                stale = {i for i in indexed & set(routable) if self.digests.get(
+                    i, key_digest(routable[i])) != key_digest(routable[i])}
+        redo = (set(changed or ()) | stale) & indexed & set(routable)
         removed = sorted((indexed - set(routable)) | redo)
         added = [routable[i] for i in sorted((set(routable) - indexed) | redo)]
         if added or removed:
@@ -219,6 +235,12 @@ class EditMemory:
             if edit_id >= 0 and float(score) > best.get(int(edit_id), -2.0):
                 best[int(edit_id)] = float(score)
         return [Hit(i, s) for i, s in sorted(best.items(), key=lambda kv: -kv[1])]
+
+
+def key_digest(edit: Edit) -> str:
+    """What an edit's vectors are made from (its subject and key texts), in 12 hex digits."""
+    text = "\x1f".join([edit.subject, *edit.key_texts()])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _write_relations(path: Path, relations: dict[int, np.ndarray]) -> None:

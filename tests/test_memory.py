@@ -146,3 +146,25 @@ def test_statement_edit_is_found_by_what_its_value_is_about(store, embedder, tmp
     plain = float(embedder.embed_one("how tall is mt everest?")[0] @ embedder.embed_one(edit.prompt)[0])
     hits = memory.search(embedder.embed_one("how tall is mt everest?"), k=8)
     assert hits[0].score > plain
+
+
+def test_a_saved_index_that_missed_a_key_text_change_is_mended_on_refresh(store, embedder,
+                                                                          tmp_path):
+    """Another instance changed an edit's aliases; this one saved its index (for another
+    change) before re-embedding that edit, then stopped. The saved fingerprint matches the
+    store, so the file is loaded, and the first refresh re-embeds the edit from its digest."""
+    path = tmp_path / "edits.faiss"
+    edit = store.add_edit("Eiffel Tower", "Where is the Eiffel Tower?", "Rome")
+    memory = EditMemory(store, embedder, path)
+    store.set_aliases(edit.id, ["the Iron Lady"])  # by "another instance": not synced here
+    other = store.add_edit("Louvre", "Where is the Louvre?", "Madrid")
+    memory.sync(added=[other])  # saved with the store's fingerprint, old vectors of `edit`
+
+    reopened = EditMemory(store, embedder, path)
+    assert reopened.rebuilt_reason is None  # the saved file was used
+    query = embedder.embed(["Where is the Iron Lady?"])[0]
+    assert reopened.search(query, 1)[0].score < 0.9
+    assert reopened.refresh(None) == (1, 1)  # re-embedded: removed and added again
+    hit = reopened.search(query, 1)[0]
+    assert hit.edit_id == edit.id and hit.score > 0.9
+    assert reopened.refresh(None) == (0, 0)
