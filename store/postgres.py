@@ -143,14 +143,13 @@ class PgDatabase:
     def _lost(self) -> bool:
         return self.conn.closed or self.conn.broken
 
-    def run(self, sql: str, params: Sequence[Any] = (), *, retry: bool | None = None,
+    def run(self, sql: str, params: Sequence[Any] = (), *,
             row_factory: Any = None) -> psycopg.Cursor:
         """Execute PostgreSQL-flavoured SQL; outside a transaction a lost connection is
         replaced first, and a read is retried once on a new one."""
         if self._lost() and not self._depth:
             self._reconnect()
-        safe = not self._depth and (retry if retry is not None else
-                                    sql.lstrip()[:6].upper() == "SELECT")
+        safe = not self._depth and sql.lstrip()[:6].upper() == "SELECT"
         try:
             cur = self.conn.cursor(row_factory=row_factory) if row_factory else self.conn
             return cur.execute(sql, list(params))
