@@ -181,14 +181,18 @@ class WeightEdits:
             delta = delta or self._load_delta(row)
             self.state.apply(delta, key=row["id"])
         except DeltaError as exc:
-            self.skipped[row["id"]] = str(exc)
-            return [f"Weight edit #{row['id']} not applied: {exc}; its edits stay in the "
-                    "memory route"]
+            return [self._skip(row, exc)]
         if row.get("checksum") and weights_checksum(
                 self.llm.model, delta.names) != row["checksum"]:
             return [f"Weight edit #{row['id']}: the weights differ from those recorded at "
                     "promotion (another torch build?)"]
         return []
+
+    def _skip(self, row: dict, exc: DeltaError) -> str:
+        """Record a committed row these weights cannot carry; the message saying so."""
+        self.skipped[row["id"]] = str(exc)
+        return (f"Weight edit #{row['id']} not applied: {exc}; its edits stay in the memory "
+                "route")
 
     # -- several instances on one store ------------------------------------------------------
     def follow(self, progress: Progress = log.info) -> bool:
@@ -196,11 +200,14 @@ class WeightEdits:
         not carry, and (on a shared store) apply the weight edits other instances commit or
         roll back as they do. True when listening to other instances."""
         self.memory.held = self.unapplied_edit_ids
-        with self.edits_lock:
-            self.memory.refresh(None)
         watching = self.store.watch(lambda ids: self.catch_up(), what="weights") is not None
         if watching:
             progress("Listening for other instances' weight edits")
+        if watching or self.memory.held_ids:
+            # the saved index, or the edit watcher's first refresh (made before `held` was
+            # set), may lack the held edits; alone and with none held, it is right already
+            with self.edits_lock:
+                self.memory.refresh(None)
         return watching
 
     def unapplied_edit_ids(self) -> frozenset[int]:
@@ -231,9 +238,7 @@ class WeightEdits:
                     delta = self._load_delta(row)
                     self.state.check(delta)
                 except DeltaError as exc:
-                    self.skipped[row["id"]] = str(exc)
-                    messages.append(f"Weight edit #{row['id']} not applied: {exc}; its edits "
-                                    "stay in the memory route")
+                    messages.append(self._skip(row, exc))
                     continue
                 new.append((row, delta))
             engine = None

@@ -633,7 +633,7 @@ class Store:
             return list(self.db["audit"].rows_where(order_by="id desc", limit=limit))
 
     def edit_audit(self) -> list[dict[str, Any]]:
-        """Every audit entry about one edit, oldest first (an export's history)."""
+        """Every audit entry that names an edit, oldest first (an export's history)."""
         with self._lock:
             return list(self.db["audit"].rows_where("edit_id IS NOT NULL", order_by="id"))
 

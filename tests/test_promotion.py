@@ -61,6 +61,7 @@ def app(tmp_path, model_cache, embedder, stats_cache):
                                                       guard=_test_guard())
         assistant.weights.replay()
         assistant.weights.engine = serve(llm, data_dir)  # as build_app does
+        assistant.weights.follow()
         return assistant
 
     return start
@@ -212,6 +213,11 @@ def test_delta_from_another_base_model_is_refused_at_start(app):
     restarted = app()
     assert any("another base model" in m for m in restarted.weights.messages)
     assert weights_checksum(restarted.llm.model) == base_checksum  # nothing applied
+    # the weights do not carry the promoted edit, so the memory route still answers it
+    assert restarted.memory.held_ids == {edit.id}
+    assert [row["status"] for row in restarted.weights.table()] == ["not_applied_here"]
+    answer, route = _ask(restarted, EIFFEL[1])
+    assert route == "memory" and "Rome" in answer, (route, answer)
 
 
 def test_memit_batch_promotion_answers_from_weights_and_rolls_back(app):
