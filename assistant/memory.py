@@ -203,8 +203,9 @@ class EditMemory:
         stale: set[int] = set()
         if changed is None:
             with self._lock:  # an index saved before digests were kept: ids compared only
-                stale = {i for i in indexed & set(routable) if self.digests.get(
-                    i, key_digest(routable[i])) != key_digest(routable[i])}
+                saved = {i: self.digests[i] for i in indexed & set(routable)
+                         if i in self.digests}
+            stale = {i for i, digest in saved.items() if digest != key_digest(routable[i])}
         redo = (set(changed or ()) | stale) & indexed & set(routable)
         removed = sorted((indexed - set(routable)) | redo)
         added = [routable[i] for i in sorted((set(routable) - indexed) | redo)]
